@@ -1,0 +1,160 @@
+"""Builds the runtime model from a ModelSpec: converts every layer, then wires the graph."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from torch import nn
+
+from torch_lstm_probe.errors import (
+    GraphError,
+    TorchLstmProbeError,
+    UnsupportedLayerError,
+    UnsupportedOptionError,
+    WeightMismatchError,
+)
+from torch_lstm_probe.model import KerasModel
+from torch_lstm_probe.registry import build_module
+
+from .common import Context, ModuleSpec, layer_label
+from .registry import lookup
+from .spec import CallSpec, LayerSpec, ModelSpec, TensorRef
+
+__all__ = ["convert_model", "convert_layer", "CustomConverter"]
+
+CustomConverter = Callable[[dict[str, Any], list[np.ndarray]], nn.Module]
+
+_IGNORED_CALL_KWARGS = ("training",)
+
+
+def instantiate(spec: ModuleSpec) -> nn.Module:
+    """Builds the runtime module and loads its state_dict strictly."""
+    module = build_module(spec.type, dataclasses.asdict(spec.config))
+    module.load_state_dict(spec.state_dict, strict=True)
+    return module
+
+
+def convert_layer(
+    layer: LayerSpec, ctx: Context, custom_layers: Mapping[str, CustomConverter] | None = None
+) -> tuple[nn.Module, str]:
+    """Converts one layer; returns ``(module, call convention)``."""
+    if custom_layers and layer.class_name in custom_layers:
+        module = custom_layers[layer.class_name](dict(layer.config), [np.array(w) for w in layer.weights])
+        if not isinstance(module, nn.Module):
+            raise TypeError(
+                f"{layer_label(layer, ctx)}: custom_layers[{layer.class_name!r}] returned a "
+                f"{type(module).__name__}. Expected an nn.Module."
+            )
+        return module, "default"
+    if layer.model is not None:
+        return convert_model(layer.model, custom_layers, _ctx_for(layer.model)), "default"
+    spec = lookup(layer, ctx)(layer, ctx)
+    return instantiate(spec), spec.call
+
+
+def _ctx_for(spec: ModelSpec) -> Context:
+    batch = None
+    if spec.inputs and spec.inputs[0].shape:
+        batch = spec.inputs[0].shape[0]
+    return Context(spec.source, spec.keras_version, spec.library, batch)
+
+
+def _refs(value: Any, where: str) -> list[Any]:
+    """Runtime form of a call argument: a ref list, or a list of ref lists."""
+    if isinstance(value, TensorRef):
+        return value.as_list()
+    if isinstance(value, (list, tuple)):
+        return [_refs(v, where) for v in value]
+    raise UnsupportedOptionError(f"{where}: call argument {value!r} is not a tensor. Expected layer outputs only.")
+
+
+def _flat_tensors(value: Any) -> list[TensorRef]:
+    if isinstance(value, TensorRef):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _flat_tensors(v)]
+    return []
+
+
+def _wire_call(layer: LayerSpec, call: CallSpec, convention: str, ctx: Context) -> dict[str, Any]:
+    where = layer_label(layer, ctx)
+    args = list(call.args)
+    kwargs = dict(call.kwargs)
+    for key in _IGNORED_CALL_KWARGS:
+        kwargs.pop(key, None)
+    if not args:
+        raise GraphError(f"{where}: a call of this layer has no input tensors.")
+    node_kwargs: dict[str, Any] = {}
+    if convention == "rnn":
+        tensors = _flat_tensors(args[0]) if isinstance(args[0], (list, tuple)) else [args[0]]
+        inputs = [tensors[0]]
+        states = tensors[1:]  # Keras 1/2 pass initial states as extra inputs
+        if len(args) > 1 and args[1] is not None:
+            states = _flat_tensors(args[1])
+        if kwargs.get("initial_state") is not None:
+            states = _flat_tensors(kwargs.pop("initial_state"))
+        kwargs.pop("initial_state", None)
+        if states:
+            node_kwargs["initial_state"] = [s.as_list() for s in states]
+    else:
+        if len([a for a in args[1:] if a is not None]) > 0:
+            raise UnsupportedOptionError(f"{where}: a call passes extra positional arguments {args[1:]!r}.")
+        first = args[0]
+        inputs = _flat_tensors(first) if isinstance(first, (list, tuple)) else [first]
+        if not all(isinstance(t, TensorRef) for t in inputs):
+            raise UnsupportedOptionError(f"{where}: call argument {first!r} is not a tensor.")
+    if "mask" in kwargs:
+        mask = kwargs.pop("mask")
+        node_kwargs["mask"] = None if mask is None else _refs(mask, where)
+    if kwargs:
+        raise UnsupportedOptionError(
+            f"{where}: a call of this layer passes keyword argument(s) {sorted(kwargs)}, which the converter "
+            f"does not reproduce. Received: {kwargs!r}."
+        )
+    return {"layer": layer.name, "inputs": [t.as_list() for t in inputs], "kwargs": node_kwargs}
+
+
+def convert_model(
+    spec: ModelSpec,
+    custom_layers: Mapping[str, CustomConverter] | None = None,
+    ctx: Context | None = None,
+) -> KerasModel:
+    """Converts every layer of ``spec`` and returns the runtime graph model.
+
+    All layer errors are collected first, so one exception lists every layer that fails.
+    """
+    ctx = ctx or _ctx_for(spec)
+    modules: dict[str, nn.Module] = {}
+    conventions: dict[str, str] = {}
+    errors: list[TorchLstmProbeError] = []
+    for layer in spec.layers:
+        try:
+            modules[layer.name], conventions[layer.name] = convert_layer(layer, ctx, custom_layers)
+        except (UnsupportedLayerError, UnsupportedOptionError, WeightMismatchError) as err:
+            errors.append(err)
+    if errors:
+        if len(errors) == 1:
+            raise errors[0]
+        kinds = {type(e) for e in errors}
+        kind = kinds.pop() if len(kinds) == 1 else UnsupportedLayerError
+        raise kind(f"{len(errors)} layers cannot be converted:\n" + "\n".join(f"  - {e}" for e in errors))
+    nodes = []
+    for layer in spec.layers:
+        for call in layer.calls:
+            nodes.append(_wire_call(layer, call, conventions[layer.name], ctx))
+    config = {
+        "name": spec.name,
+        "inputs": [
+            {"name": i.name, "shape": list(i.shape) if i.shape is not None else None, "dtype": i.dtype}
+            for i in spec.inputs
+        ],
+        "layers": [{"name": layer.name, "type": None, "config": None} for layer in spec.layers],
+        "nodes": nodes,
+        "outputs": [r.as_list() for r in spec.outputs],
+    }
+    return KerasModel(config, modules)
+
+

@@ -1,0 +1,122 @@
+"""Converters for core Keras layers: Dense, Embedding, Dropout, Activation, TimeDistributed.
+
+======================  ===============  ===================================
+Keras array             shape            PyTorch parameter
+======================  ===============  ===================================
+Dense ``kernel``        ``(in, out)``    ``weight = kernel.T`` ``(out, in)``
+Dense ``bias``          ``(out,)``       ``bias``
+Embedding ``embeddings``  ``(V, D)``     ``weight`` (row 0 stays a learned row)
+======================  ===============  ===================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from torch_lstm_probe.layers.core import ActivationConfig, DenseConfig, DropoutConfig, EmbeddingConfig, TimeDistributedConfig
+
+from .common import (
+    INIT_REG_CONSTRAINT,
+    Context,
+    ModuleSpec,
+    check_keys,
+    refuse_unless,
+    resolve_activation,
+    to_tensor,
+    unpack_weights,
+)
+from .registry import lookup, register
+from .spec import LayerSpec
+
+__all__ = ["convert_dense", "convert_embedding", "convert_dropout", "convert_activation", "convert_time_distributed"]
+
+_KERAS1_DENSE = {"output_dim", "init", "W_regularizer", "b_regularizer", "W_constraint", "b_constraint", "bias", "input_dim"}
+
+
+def _refuse_quantized(layer: LayerSpec, ctx: Context) -> None:
+    refuse_unless(layer, ctx, "lora_rank", [None, 0], "LoRA-adapted weights are not merged by this converter. "
+                  "Fix: merge the LoRA factors into the kernel in Keras before saving.")
+    refuse_unless(layer, ctx, "quantization_config", [None], "Quantized layers are not supported. Fix: save the float model.")
+    refuse_unless(layer, ctx, "quantization_mode", [None], "Quantized layers are not supported. Fix: save the float model.")
+
+
+@register("Dense")
+def convert_dense(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """Keras ``Dense`` → :class:`torch_lstm_probe.layers.Dense` (weight = kernel.T)."""
+    cfg = layer.config
+    check_keys(
+        layer,
+        ctx,
+        {"units", "activation", "use_bias", "lora_rank", "lora_alpha", "quantization_config", "quantization_mode"},
+        INIT_REG_CONSTRAINT("kernel", "bias") | _KERAS1_DENSE,
+    )
+    _refuse_quantized(layer, ctx)
+    units = int(cfg.get("units", cfg.get("output_dim", 0)))
+    use_bias = bool(cfg.get("use_bias", cfg.get("bias", True)))
+    features = int(layer.weights[0].shape[0]) if layer.weights and layer.weights[0].ndim == 2 else 0
+    expected = {"kernel": (features, units)}
+    if use_bias:
+        expected["bias"] = (units,)
+    w = unpack_weights(layer, ctx, expected)
+    config = DenseConfig(features, units, use_bias, resolve_activation(layer, ctx, "activation"))
+    state = {"weight": to_tensor(w["kernel"].T)}  # (out, in)
+    if use_bias:
+        state["bias"] = to_tensor(w["bias"])
+    return ModuleSpec("Dense", config, state)
+
+
+@register("Embedding")
+def convert_embedding(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """Keras ``Embedding`` → :class:`torch_lstm_probe.layers.Embedding` (weight = embeddings)."""
+    cfg = layer.config
+    check_keys(
+        layer,
+        ctx,
+        {"input_dim", "output_dim", "mask_zero", "lora_rank", "lora_alpha", "quantization_config", "quantization_mode"},
+        INIT_REG_CONSTRAINT("embeddings") | {"input_length", "sparse", "dropout", "init", "W_regularizer", "W_constraint"},
+    )
+    _refuse_quantized(layer, ctx)
+    vocab, dim = int(cfg["input_dim"]), int(cfg["output_dim"])
+    w = unpack_weights(layer, ctx, {"embeddings": (vocab, dim)})
+    config = EmbeddingConfig(vocab, dim, bool(cfg.get("mask_zero", False)))
+    return ModuleSpec("Embedding", config, {"weight": to_tensor(w["embeddings"])})
+
+
+@register("Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout")
+def convert_dropout(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """Dropout and noise layers are the identity at inference."""
+    check_keys(layer, ctx, {"rate", "p", "stddev"}, {"noise_shape", "seed"})
+    unpack_weights(layer, ctx, {})
+    rate = float(layer.config.get("rate", layer.config.get("p", layer.config.get("stddev", 0.0))))
+    return ModuleSpec("Dropout", DropoutConfig(rate))
+
+
+@register("Activation")
+def convert_activation(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """Keras ``Activation`` → :class:`torch_lstm_probe.layers.Activation`."""
+    check_keys(layer, ctx, {"activation"}, set())
+    unpack_weights(layer, ctx, {})
+    return ModuleSpec("Activation", ActivationConfig(resolve_activation(layer, ctx, "activation")))
+
+
+@register("TimeDistributed")
+def convert_time_distributed(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """Keras ``TimeDistributed(layer)`` → :class:`torch_lstm_probe.layers.TimeDistributed`.
+
+    The wrapped layer owns all the weights; its state_dict keys gain the prefix ``layer.``.
+    """
+    check_keys(layer, ctx, {"layer"}, set())
+    inner_raw = layer.config["layer"]
+    inner_config = inner_raw.get("config", {})
+    inner = LayerSpec(
+        name=str(inner_config.get("name", inner_raw.get("class_name"))),
+        class_name=str(inner_raw.get("class_name")),
+        config=inner_config,
+        weights=layer.weights,
+        path=f"{layer.path or layer.name}/layer",
+        module=inner_raw.get("module"),
+    )
+    converted = lookup(inner, ctx)(inner, ctx)
+    config = TimeDistributedConfig(layer={"type": converted.type, "config": asdict(converted.config)})
+    state = {f"layer.{k}": v for k, v in converted.state_dict.items()}
+    return ModuleSpec("TimeDistributed", config, state)

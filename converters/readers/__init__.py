@@ -1,0 +1,108 @@
+"""Readers: turn a Keras model file (or live model) into a format-neutral ModelSpec.
+
+Only this package touches h5py, zip archives and JSON. Loading a file never imports
+TensorFlow or Keras and never executes code stored in the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from torch_lstm_probe.errors import KerasFileError
+
+from ..spec import ModelSpec, parse_version
+from .graph import decode, library_of, parse_model_config
+from .in_memory import looks_like_keras_model, read_in_memory
+from .keras_zip import read_keras_zip
+from .legacy_h5 import open_h5, read_legacy_h5, weights_source_for_h5
+
+__all__ = ["read", "read_in_memory", "read_keras_zip", "read_legacy_h5", "read_json_with_weights"]
+
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(16)
+
+
+def read_json_with_weights(arch: Path | str, weights: Path | str) -> ModelSpec:
+    """Architecture JSON (``model.to_json()``) plus a weights-only h5 (``save_weights``)."""
+    arch, weights = Path(arch), Path(weights)
+    try:
+        text = arch.read_text(encoding="utf-8")
+        config = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise KerasFileError(f"{arch}: not a JSON model architecture ({err}). Expected the text of model.to_json().") from err
+    if not isinstance(config, dict):
+        raise KerasFileError(f"{arch}: the JSON is not a model config object.")
+    if not weights.exists():
+        raise FileNotFoundError(f"Weights file not found: {weights}")
+    if _head(weights)[:8] != _HDF5_MAGIC:
+        raise KerasFileError(f"{weights}: not an HDF5 weights file (expected the output of model.save_weights).")
+    with open_h5(weights) as f:
+        version_text = config.get("keras_version") or decode(f.attrs.get("keras_version"))
+        if version_text is None and ("layers" in f or "vars" in f):
+            version_text = "3"  # the Keras 3 weights layout exists only in Keras 3
+        version = parse_version(version_text)
+        backend = config.get("backend") or decode(f.attrs.get("backend"))
+        return parse_model_config(
+            config,
+            source=f"{arch} + {weights}",
+            keras_version=version,
+            file_format="json+h5",
+            weights=weights_source_for_h5(f),
+            backend=backend,
+            library=library_of(config, version),
+        )
+
+
+def read(source: Any, weights: Any = None) -> ModelSpec:
+    """Reads any supported source into a ModelSpec.
+
+    Args:
+        source: a ``.keras`` archive, a legacy ``.h5``, an architecture ``.json`` (with
+            ``weights``), or an in-memory Keras model.
+        weights: a weights-only ``.h5`` for a JSON architecture.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        KerasFileError: the file is not a Keras model file, is damaged, or lacks weights.
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        if looks_like_keras_model(source):
+            if weights is not None:
+                raise KerasFileError("weights= is only for a JSON architecture file, not for an in-memory model.")
+            return read_in_memory(source)
+        raise KerasFileError(
+            f"Cannot load a {type(source).__name__}. Expected a path to a .keras/.h5/.json file or a keras.Model."
+        )
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"Keras model file not found: {path}")
+    if path.is_dir():
+        raise KerasFileError(
+            f"{path}: is a directory (a TensorFlow SavedModel?). SavedModel directories hold TF graphs, not "
+            "Keras configs. Fix: load it in TensorFlow and save it as .keras or .h5."
+        )
+    head = _head(path)
+    if weights is not None:
+        if head.lstrip()[:1] != b"{":
+            raise KerasFileError(f"{path}: weights= was given, so this must be an architecture JSON file; it is not JSON.")
+        return read_json_with_weights(path, weights)
+    if head[:2] == b"PK":
+        return read_keras_zip(path)
+    if head[:8] == _HDF5_MAGIC:
+        return read_legacy_h5(path)
+    if head.lstrip()[:1] == b"{":
+        raise KerasFileError(
+            f"{path}: a JSON architecture has no weights. Fix: tlp.load_keras({str(path)!r}, weights='weights.h5')."
+        )
+    raise KerasFileError(
+        f"{path}: not a Keras model file. Expected a .keras zip archive, an HDF5 .h5 file, or an architecture "
+        f"JSON with weights=. The file starts with {head[:8]!r}."
+    )
+

@@ -1,0 +1,344 @@
+"""Parses a Keras model config (any generation) into the format-neutral :class:`ModelSpec` graph.
+
+Handles Sequential and Functional configs of Keras 1, Keras 2 / tf.keras / tf_keras and
+Keras 3. Weights come from a :class:`WeightSource` supplied by the reader of the file format.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from torch_lstm_probe.errors import GraphError, KerasFileError
+
+from ..spec import CallSpec, InputSpec, KerasVersion, LayerSpec, ModelSpec, TensorRef
+
+__all__ = ["WeightSource", "LayerLocation", "parse_model_config", "MODEL_CLASSES", "snake_case"]
+
+MODEL_CLASSES = ("Sequential", "Functional", "Model")
+
+
+def snake_case(name: str) -> str:
+    """Keras 3's rule for naming a saved object's group after its class (``LSTM`` → ``lstm``)."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+class LayerLocation:
+    """Where a layer sits: its Keras name path and its Keras 3 positional weight path."""
+
+    def __init__(self, names: tuple[str, ...], keras3_path: str) -> None:
+        self.names = names  # ("outer_model", "lstm"): user layer names from the top
+        self.keras3_path = keras3_path  # "layers/functional/layers/lstm_1"
+
+    @property
+    def path(self) -> str:
+        return "/".join(self.names)
+
+
+class WeightSource(Protocol):
+    """Gives each layer its arrays in Keras ``get_weights()`` order."""
+
+    def weights_for(self, location: LayerLocation, class_name: str, config: Mapping[str, Any]) -> tuple[np.ndarray, ...]: ...
+
+
+class _Counter:
+    """Keras 3's per-container unique-name counter (``lstm``, ``lstm_1``, ``lstm_2`` …)."""
+
+    def __init__(self) -> None:
+        self.used: dict[str, int] = {}
+
+    def next(self, class_name: str) -> str:
+        name = snake_case(class_name)
+        if name in self.used:
+            self.used[name] += 1
+            return f"{name}_{self.used[name]}"
+        self.used[name] = 0
+        return name
+
+
+def _as_tuple_shape(shape: Any) -> tuple[int | None, ...] | None:
+    if shape is None:
+        return None
+    if isinstance(shape, Mapping):  # tf_keras may serialize a TensorShape as a dict
+        shape = shape.get("items", shape.get("shape"))
+    if not isinstance(shape, (list, tuple)):
+        return None
+    return tuple(None if d is None else int(d) for d in shape)
+
+
+def _dtype_name(value: Any, default: str = "float32") -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):  # Keras 3 DTypePolicy {"config": {"name": ...}}
+        name = value.get("config", {}).get("name") if isinstance(value.get("config"), Mapping) else None
+        return str(name) if name else default
+    return default
+
+
+def _parse_keras3_arg(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        if value.get("class_name") == "__keras_tensor__":
+            history = value["config"]["keras_history"]
+            return TensorRef(str(history[0]), int(history[1]), int(history[2]))
+        return {k: _parse_keras3_arg(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return tuple(_parse_keras3_arg(v) for v in value)
+    return value
+
+
+def _parse_keras2_value(value: Any) -> Any:
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) in (3, 4)
+        and isinstance(value[0], str)
+        and isinstance(value[1], int)
+        and isinstance(value[2], int)
+    ):
+        return TensorRef(value[0], value[1], value[2])
+    if isinstance(value, (list, tuple)):
+        return tuple(_parse_keras2_value(v) for v in value)
+    if isinstance(value, Mapping):
+        return {k: _parse_keras2_value(v) for k, v in value.items()}
+    return value
+
+
+def _parse_inbound_nodes(raw: Any, where: str) -> tuple[CallSpec, ...]:
+    if not raw:
+        return ()
+    calls = []
+    for node in raw:
+        if isinstance(node, Mapping):  # Keras 3: {"args": [...], "kwargs": {...}}
+            args = tuple(_parse_keras3_arg(a) for a in node.get("args", ()))
+            kwargs = {k: _parse_keras3_arg(v) for k, v in dict(node.get("kwargs", {})).items()}
+            calls.append(CallSpec(args, kwargs))
+        elif isinstance(node, (list, tuple)):  # Keras 1/2: [[name, node, tensor, {kwargs}], ...]
+            refs = []
+            kwargs: dict[str, Any] = {}
+            for entry in node:
+                if not (isinstance(entry, (list, tuple)) and len(entry) >= 3):
+                    raise KerasFileError(f"{where}: malformed inbound node entry {entry!r}.")
+                refs.append(TensorRef(str(entry[0]), int(entry[1]), int(entry[2])))
+                if len(entry) > 3 and entry[3]:
+                    kwargs.update({k: _parse_keras2_value(v) for k, v in dict(entry[3]).items()})
+            args: tuple[Any, ...] = (refs[0],) if len(refs) == 1 else (tuple(refs),)
+            calls.append(CallSpec(args, kwargs))
+        else:
+            raise KerasFileError(f"{where}: malformed inbound_nodes {raw!r}.")
+    return tuple(calls)
+
+
+def _io_refs(raw: Any) -> tuple[TensorRef, ...]:
+    if raw is None:
+        return ()
+    if isinstance(raw, Mapping):  # a dict of named outputs: keep the dict order
+        raw = list(raw.values())
+    if isinstance(raw, (list, tuple)) and raw and isinstance(raw[0], str):
+        raw = [raw]  # Keras 3 writes a single input/output as one flat [name, 0, 0]
+    refs = []
+    for item in raw:
+        if isinstance(item, Mapping) and item.get("class_name") == "__keras_tensor__":
+            history = item["config"]["keras_history"]
+            refs.append(TensorRef(str(history[0]), int(history[1]), int(history[2])))
+        elif isinstance(item, (list, tuple)) and len(item) >= 3:
+            refs.append(TensorRef(str(item[0]), int(item[1]), int(item[2])))
+        else:
+            raise KerasFileError(f"Malformed model input/output reference {item!r}.")
+    return tuple(refs)
+
+
+def _input_spec_from_input_layer(layer: Mapping[str, Any]) -> InputSpec:
+    cfg = layer.get("config", {})
+    name = str(cfg.get("name", layer.get("name", "input")))
+    shape = cfg.get("batch_shape", cfg.get("batch_input_shape"))
+    if shape is None and cfg.get("shape") is not None:
+        shape = [None, *cfg["shape"]]
+    dtype = _dtype_name(cfg.get("dtype", cfg.get("input_dtype")))
+    return InputSpec(name, _as_tuple_shape(shape), dtype)
+
+
+class _Parser:
+    def __init__(self, source: str, version: KerasVersion, weights: WeightSource | None) -> None:
+        self.source = source
+        self.version = version
+        self.weights = weights
+
+    def layer_weights(self, location: LayerLocation, class_name: str, config: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
+        if self.weights is None:
+            return ()
+        return self.weights.weights_for(location, class_name, config)
+
+    def model(self, model_config: Mapping[str, Any], names: tuple[str, ...], keras3_path: str) -> dict[str, Any]:
+        class_name = model_config.get("class_name")
+        config = model_config.get("config")
+        if class_name == "Sequential":
+            return self.sequential(config, names, keras3_path)
+        if class_name in ("Functional", "Model"):
+            return self.functional(config, class_name, names, keras3_path)
+        raise KerasFileError(
+            f"{self.source}: the model config has class {class_name!r}. Expected a Sequential or Functional "
+            "model. Subclassed models keep their code, not a config, so they cannot be rebuilt from a file; "
+            "save a Functional or Sequential model instead."
+        )
+
+    def _layer(self, entry: Mapping[str, Any], names: tuple[str, ...], keras3_path: str, calls: tuple[CallSpec, ...]) -> LayerSpec:
+        class_name = str(entry.get("class_name"))
+        config = entry.get("config", {})
+        if not isinstance(config, Mapping):
+            config = {"layers": config} if class_name == "Sequential" else {}
+        name = str(entry.get("name") or config.get("name") or class_name)
+        location = LayerLocation(names + (name,), keras3_path)
+        nested = None
+        weights: tuple[np.ndarray, ...] = ()
+        if class_name in MODEL_CLASSES:
+            raw = self.model(entry, names + (name,), keras3_path)
+            nested = _model_spec(raw, self)
+        else:
+            weights = self.layer_weights(location, class_name, config)
+        return LayerSpec(
+            name=name,
+            class_name=class_name,
+            config=config,
+            weights=weights,
+            calls=calls,
+            model=nested,
+            path=location.path,
+            module=entry.get("module"),
+        )
+
+    def sequential(self, config: Any, names: tuple[str, ...], keras3_path: str) -> dict[str, Any]:
+        if isinstance(config, list):  # Keras 1 / Keras ≤ 2.2.4: the config is the layer list
+            layer_entries, model_name, build_shape = config, "sequential", None
+        else:
+            layer_entries = config.get("layers", [])
+            model_name = config.get("name", "sequential")
+            build_shape = config.get("build_input_shape") or (config.get("build_config") or {}).get("input_shape")
+        counter = _Counter()
+        inputs: list[InputSpec] = []
+        layers: list[LayerSpec] = []
+        previous: TensorRef | None = None
+        for entry in layer_entries:
+            class_name = entry.get("class_name")
+            cfg = entry.get("config", {}) if isinstance(entry.get("config"), Mapping) else {}
+            if class_name == "InputLayer":
+                if inputs or layers:
+                    raise KerasFileError(f"{self.source}: Sequential model {model_name!r} has an InputLayer after its first layer.")
+                spec = _input_spec_from_input_layer(entry)
+                inputs.append(spec)
+                previous = TensorRef(spec.name, 0, 0)
+                counter.next("InputLayer")
+                continue
+            if previous is None:
+                shape = cfg.get("batch_input_shape", cfg.get("batch_shape")) or build_shape
+                if shape is None and cfg.get("input_shape") is not None:
+                    shape = [None, *cfg["input_shape"]]
+                dtype = _dtype_name(cfg.get("dtype"))
+                spec = InputSpec(f"{cfg.get('name', class_name)}_input", _as_tuple_shape(shape), dtype)
+                inputs.append(spec)
+                previous = TensorRef(spec.name, 0, 0)
+            path = f"{keras3_path}/layers/{counter.next(str(class_name))}".lstrip("/")
+            layer = self._layer(entry, names, path, (CallSpec((previous,), {}),))
+            layers.append(layer)
+            previous = TensorRef(layer.name, 0, 0)
+        if not layers:
+            raise KerasFileError(f"{self.source}: Sequential model {model_name!r} has no layers.")
+        return {
+            "name": model_name,
+            "class_name": "Sequential",
+            "layers": tuple(layers),
+            "inputs": tuple(inputs),
+            "outputs": (TensorRef(layers[-1].name, 0, 0),),
+        }
+
+    def functional(self, config: Mapping[str, Any], class_name: str, names: tuple[str, ...], keras3_path: str) -> dict[str, Any]:
+        model_name = config.get("name", "model")
+        counter = _Counter()
+        layers: list[LayerSpec] = []
+        input_entries: dict[str, InputSpec] = {}
+        for entry in config.get("layers", []):
+            layer_class = entry.get("class_name")
+            name = entry.get("name") or (entry.get("config") or {}).get("name")
+            where = f"{self.source}: layer {name!r} ({layer_class})"
+            if layer_class == "InputLayer":
+                spec = _input_spec_from_input_layer(entry)
+                input_entries[spec.name] = spec
+                counter.next("InputLayer")
+                continue
+            calls = _parse_inbound_nodes(entry.get("inbound_nodes"), where)
+            is_layer = entry.get("module") is None or not str(entry.get("module")).startswith("keras.src.ops")
+            path = f"{keras3_path}/layers/{counter.next(str(layer_class))}".lstrip("/") if is_layer else ""
+            layers.append(self._layer(entry, names, path, calls))
+        input_refs = _io_refs(config.get("input_layers"))
+        output_refs = _io_refs(config.get("output_layers"))
+        inputs = []
+        for ref in input_refs:
+            if ref.layer not in input_entries:
+                raise GraphError(f"{self.source}: model {model_name!r} input {ref.layer!r} is not an InputLayer.")
+            inputs.append(input_entries[ref.layer])
+        return {
+            "name": model_name,
+            "class_name": class_name,
+            "layers": tuple(layers),
+            "inputs": tuple(inputs),
+            "outputs": output_refs,
+        }
+
+
+def _model_spec(raw: Mapping[str, Any], parser: _Parser, **extra: Any) -> ModelSpec:
+    return ModelSpec(
+        name=str(raw["name"]),
+        class_name=str(raw["class_name"]),
+        layers=raw["layers"],
+        inputs=raw["inputs"],
+        outputs=raw["outputs"],
+        keras_version=parser.version,
+        source=parser.source,
+        file_format=extra.get("file_format", "nested"),
+        backend=extra.get("backend"),
+        library=extra.get("library", "keras"),
+    )
+
+
+def parse_model_config(
+    model_config: Mapping[str, Any],
+    *,
+    source: str,
+    keras_version: KerasVersion,
+    file_format: str,
+    weights: WeightSource | None,
+    backend: str | None = None,
+    library: str = "keras",
+) -> ModelSpec:
+    """Turns a model config dict (``model.to_json()`` / ``config.json``) into a ModelSpec."""
+    if not isinstance(model_config, Mapping) or "class_name" not in model_config:
+        raise KerasFileError(f"{source}: the model config is not a Keras model config (no 'class_name').")
+    parser = _Parser(source, keras_version, weights)
+    raw = parser.model(model_config, (), "")
+    return _model_spec(raw, parser, file_format=file_format, backend=backend, library=library)
+
+
+def library_of(model_config: Mapping[str, Any], version: KerasVersion) -> str:
+    """"tf_keras" for configs written by tf_keras/tf.keras, else "keras"."""
+    module = str(model_config.get("module", ""))
+    if module.startswith("tf_keras") or (version.major == 2 and version >= KerasVersion(2, 4)):
+        return "tf_keras"
+    return "keras"
+
+
+def decode(value: Any) -> Any:
+    """h5py attributes may be bytes or numpy scalars; return plain str where text is meant."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.ndarray) and value.dtype.kind in "SO":
+        return [decode(v) for v in value.tolist()]
+    return value
+
+
+def names_list(value: Any) -> Sequence[str]:
+    decoded = decode(value)
+    if isinstance(decoded, np.ndarray):
+        return [decode(v) for v in decoded.tolist()]
+    return list(decoded)

@@ -1,0 +1,117 @@
+"""Weight sources over HDF5 groups: the legacy ``model_weights`` layout and the Keras 3 layout."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import h5py
+import numpy as np
+
+from torch_lstm_probe.errors import KerasFileError, WeightMismatchError
+
+from .graph import LayerLocation, decode
+
+__all__ = ["LegacyH5Weights", "Keras3H5Weights"]
+
+# Keras 3 saves the children of a layer sorted by attribute name; get_weights() follows the
+# layer's own order. Where the two differ, this table gives get_weights() order.
+_CHILD_ORDER: dict[str, tuple[str, ...]] = {
+    "Bidirectional": ("forward_layer", "backward_layer"),
+}
+
+
+def _read(dataset: Any, source: str, where: str) -> np.ndarray:
+    try:
+        return np.asarray(dataset[()])
+    except (OSError, KeyError, ValueError) as err:
+        raise KerasFileError(f"{source}: cannot read weights {where}: {err}. The file may be truncated.") from err
+
+
+class LegacyH5Weights:
+    """``model_weights/<layer>`` groups listing their arrays in the ``weight_names`` attribute.
+
+    Written by Keras 1/2, tf.keras, tf_keras and Keras 3's legacy ``.h5`` saver. tf.keras names
+    end in ``:0``; Keras 3 drops it and prefixes Sequential models' names with the model name.
+    """
+
+    def __init__(self, group: h5py.Group, source: str) -> None:
+        self.group = group
+        self.source = source
+
+    def weights_for(self, location: LayerLocation, class_name: str, config: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
+        top = location.names[0]
+        if top not in self.group:
+            return ()
+        layer_group = self.group[top]
+        names = [decode(n) for n in layer_group.attrs.get("weight_names", [])]
+        if len(location.names) > 1:
+            # A layer inside a nested model: the nested model's group lists all inner weights;
+            # keep those whose path mentions the inner layer.
+            inner = location.names[-1]
+            names = [n for n in names if inner in n.split("/")]
+        arrays = []
+        for weight_name in names:
+            if weight_name not in layer_group:
+                raise KerasFileError(
+                    f"{self.source}: layer {location.path!r} lists weight {weight_name!r}, which the file lacks. "
+                    "The file is damaged or truncated."
+                )
+            arrays.append(_read(layer_group[weight_name], self.source, f"{location.path}/{weight_name}"))
+        return tuple(arrays)
+
+
+class Keras3H5Weights:
+    """The Keras 3 ``model.weights.h5`` layout: ``layers/<snake_class>[_N]/…/vars/<i>``.
+
+    Paths are positional (class name plus a per-container counter), not the user's names.
+    Recent Keras 3 versions also record the layer name in the ``vars`` group's ``name``
+    attribute; when present it is checked, so a miscounted path is caught rather than loaded.
+    """
+
+    def __init__(self, root: h5py.Group, source: str) -> None:
+        self.root = root
+        self.source = source
+
+    def weights_for(self, location: LayerLocation, class_name: str, config: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
+        path = location.keras3_path
+        group = self.root.get(path)
+        recorded = self._recorded_name(group)
+        if recorded is not None and recorded != location.names[-1]:
+            group = self._find_by_name(path, location.names[-1])
+            if group is None:
+                raise WeightMismatchError(
+                    f"{self.source}: the weights at {path!r} belong to layer {recorded!r}, not to layer "
+                    f"{location.path!r} ({class_name}), and no sibling group names that layer."
+                )
+        if group is None:
+            return ()
+        return tuple(self._collect(group, class_name))
+
+    @staticmethod
+    def _recorded_name(group: h5py.Group | None) -> str | None:
+        if group is None or "vars" not in group:
+            return None
+        name = group["vars"].attrs.get("name")
+        return None if name is None else str(decode(name))
+
+    def _find_by_name(self, path: str, name: str) -> h5py.Group | None:
+        parent = self.root.get(path.rsplit("/", 1)[0]) if "/" in path else self.root
+        if parent is None:
+            return None
+        for child in parent.values():
+            if isinstance(child, h5py.Group) and self._recorded_name(child) == name:
+                return child
+        return None
+
+    def _collect(self, group: h5py.Group, class_name: str | None) -> list[np.ndarray]:
+        arrays: list[np.ndarray] = []
+        if "vars" in group:
+            variables = group["vars"]
+            for key in sorted(variables.keys(), key=int):
+                arrays.append(_read(variables[key], self.source, f"{group.name}/vars/{key}"))
+        children = [k for k in group.keys() if k != "vars" and isinstance(group[k], h5py.Group)]
+        order = _CHILD_ORDER.get(class_name or "", ())
+        children.sort(key=lambda k: (order.index(k) if k in order else len(order), k))
+        for child in children:
+            arrays.extend(self._collect(group[child], None))
+        return arrays

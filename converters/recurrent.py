@@ -1,0 +1,85 @@
+"""Converters for Keras recurrent layers: LSTM.
+
+Weight layout (Keras → PyTorch), gates packed ``[i, f, c, o]`` in Keras and ``[i, f, g, o]``
+in PyTorch, which is the same order:
+
+================================  =========================  ==============================
+Keras array                       shape                      PyTorch parameter
+================================  =========================  ==============================
+``kernel``                        ``(F, 4H)``                ``weight_ih_l0 = kernel.T``
+``recurrent_kernel``              ``(H, 4H)``                ``weight_hh_l0 = recurrent_kernel.T``
+``bias``                          ``(4H,)``                  ``bias_ih_l0 = bias``, ``bias_hh_l0 = 0``
+================================  =========================  ==============================
+"""
+
+from __future__ import annotations
+
+import torch
+
+from torch_lstm_probe.errors import UnsupportedOptionError
+from torch_lstm_probe.layers.recurrent import LSTMConfig
+
+from .common import INIT_REG_CONSTRAINT, Context, ModuleSpec, check_keys, layer_label, resolve_activation, to_tensor, unpack_weights
+from .registry import register
+from .spec import LayerSpec
+
+__all__ = ["convert_lstm"]
+
+RNN_SUPPORTED = frozenset(
+    {"units", "activation", "recurrent_activation", "use_bias", "return_sequences", "return_state",
+     "go_backwards", "time_major", "stateful", "zero_output_for_mask"}
+)
+RNN_IGNORED = frozenset(
+    {"dropout", "recurrent_dropout", "unroll", "implementation", "unit_forget_bias", "seed", "reset_after"}
+) | INIT_REG_CONSTRAINT("kernel", "recurrent", "bias")
+
+
+def _stateful_batch_size(layer: LayerSpec, ctx: Context) -> int | None:
+    if not layer.config.get("stateful", False):
+        return None
+    shape = layer.config.get("batch_input_shape") or layer.config.get("batch_shape")
+    batch = shape[0] if shape else ctx.batch_size
+    if batch is None:
+        raise UnsupportedOptionError(
+            f"{layer_label(layer, ctx)} is stateful but the file fixes no batch size (batch_input_shape / "
+            "batch_shape). Keras needs one for stateful layers. Fix: save the model with a fixed batch size."
+        )
+    return int(batch)
+
+
+@register("LSTM")
+def convert_lstm(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """Keras ``LSTM`` → :class:`torch_lstm_probe.layers.LSTM`."""
+    cfg = layer.config
+    check_keys(layer, ctx, RNN_SUPPORTED, RNN_IGNORED)
+    units = int(cfg["units"])
+    use_bias = bool(cfg.get("use_bias", True))
+    if not layer.weights:
+        unpack_weights(layer, ctx, {"kernel": (0, 4 * units)})  # raises: no weights
+    features = int(layer.weights[0].shape[0])
+    expected = {"kernel": (features, 4 * units), "recurrent_kernel": (units, 4 * units)}
+    if use_bias:
+        expected["bias"] = (4 * units,)
+    w = unpack_weights(layer, ctx, expected)
+    config = LSTMConfig(
+        input_size=features,
+        hidden_size=units,
+        activation=resolve_activation(layer, ctx, "activation", "tanh"),
+        recurrent_activation=resolve_activation(layer, ctx, "recurrent_activation", "sigmoid"),
+        use_bias=use_bias,
+        return_sequences=bool(cfg.get("return_sequences", False)),
+        return_state=bool(cfg.get("return_state", False)),
+        go_backwards=bool(cfg.get("go_backwards", False)),
+        time_major=bool(cfg.get("time_major", False)),
+        stateful=bool(cfg.get("stateful", False)),
+        batch_size=_stateful_batch_size(layer, ctx),
+        zero_output_for_mask=bool(cfg.get("zero_output_for_mask", False)),
+    )
+    state = {
+        "weight_ih_l0": to_tensor(w["kernel"].T),  # (4H, F)
+        "weight_hh_l0": to_tensor(w["recurrent_kernel"].T),  # (4H, H)
+    }
+    if use_bias:
+        state["bias_ih_l0"] = to_tensor(w["bias"])  # (4H,)
+        state["bias_hh_l0"] = torch.zeros(4 * units)
+    return ModuleSpec("LSTM", config, state, call="rnn")

@@ -1,0 +1,43 @@
+"""torch_lstm_probe: Keras LSTM models as native, exact, fast PyTorch modules you can probe.
+
+>>> import torch_lstm_probe as tlp
+>>> model = tlp.load_keras("model.keras")
+>>> acts = tlp.probe(model, x, layers=["lstm"], gates=True)
+"""
+
+from __future__ import annotations
+
+from . import layers
+from .api import load, load_keras, probe, save
+from .errors import (
+    GraphError,
+    InputError,
+    KerasFileError,
+    ProbeKeyError,
+    TorchLstmProbeError,
+    UnsupportedLayerError,
+    UnsupportedOptionError,
+    WeightMismatchError,
+)
+from .layers.recurrent import LSTMGates
+from .model import KerasModel
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "load_keras",
+    "probe",
+    "save",
+    "load",
+    "KerasModel",
+    "LSTMGates",
+    "layers",
+    "TorchLstmProbeError",
+    "KerasFileError",
+    "UnsupportedLayerError",
+    "UnsupportedOptionError",
+    "WeightMismatchError",
+    "GraphError",
+    "InputError",
+    "ProbeKeyError",
+]

@@ -1,0 +1,57 @@
+"""Saves and loads a converted model as one safetensors file: weights plus the JSON config."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .errors import KerasFileError
+from .model import KerasModel
+
+__all__ = ["save", "load", "CONFIG_KEY", "FORMAT_KEY"]
+
+CONFIG_KEY = "torch_lstm_probe.config"
+FORMAT_KEY = "torch_lstm_probe.format"
+FORMAT_VERSION = "1"
+
+
+def save(model: KerasModel, path: str | os.PathLike[str], metadata: dict[str, str] | None = None) -> None:
+    """Writes ``model`` to ``path``: its state_dict as tensors, its config as JSON metadata.
+
+    Raises:
+        TypeError: a layer is a custom module without a config.
+    """
+    config = model.get_config()
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    meta = {CONFIG_KEY: json.dumps(config), FORMAT_KEY: FORMAT_VERSION}
+    info: dict[str, Any] = getattr(model, "source_info", {}) or {}
+    meta.update({f"source.{k}": str(v) for k, v in info.items()})
+    meta.update(metadata or {})
+    save_file(tensors, str(path), metadata=meta)
+
+
+def load(path: str | os.PathLike[str], device: torch.device | str | None = None) -> KerasModel:
+    """Loads a model written by :func:`save`; needs neither Keras nor TensorFlow."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Model file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as err:  # safetensors raises its own SafetensorError for damaged files
+        raise KerasFileError(f"{path}: not a readable safetensors file ({err}).") from err
+    if CONFIG_KEY not in meta:
+        raise KerasFileError(f"{path}: a safetensors file without a torch_lstm_probe model config (not written by tlp.save).")
+    model = KerasModel.from_config(json.loads(meta[CONFIG_KEY]))
+    dtype = next(iter(tensors.values())).dtype if tensors else torch.float32
+    model.to(dtype=dtype)
+    model.load_state_dict(tensors, strict=True)
+    model.source_info = {k[len("source."):]: v for k, v in meta.items() if k.startswith("source.")}  # type: ignore[assignment]
+    return model.to(device=device).eval()

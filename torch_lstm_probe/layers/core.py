@@ -1,0 +1,181 @@
+"""Core Keras layers at inference: Dense, Embedding, Dropout, Activation, TimeDistributed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..activations import get_activation, is_identity
+from ..errors import InputError
+from ..registry import build_module, module_type_name, register_module
+from .base import ConfigMixin, check_float_input
+
+__all__ = ["Dense", "Embedding", "Dropout", "Activation", "TimeDistributed"]
+
+
+@dataclass(frozen=True)
+class DenseConfig:
+    in_features: int  # rows of the Keras kernel
+    out_features: int  # Keras `units`
+    use_bias: bool = True  # Keras `use_bias`
+    activation: str = "linear"  # runtime activation name
+
+
+@register_module("Dense")
+class Dense(ConfigMixin, nn.Linear):
+    """Keras ``Dense``: ``act(x @ kernel + bias)`` on the last axis of an input of any rank.
+
+    ``weight = kernel.T`` ``(out, in)``; ``bias = bias``. Input ``(N, *, in)`` → ``(N, *, out)``.
+    """
+
+    Config = DenseConfig
+    mask_mode = "pass"
+
+    def __init__(self, config: DenseConfig) -> None:
+        super().__init__(config.in_features, config.out_features, bias=config.use_bias)
+        self.config = config
+        self._act = None if is_identity(config.activation) else get_activation(config.activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        check_float_input(self, x, tuple(range(2, 9)), self.in_features, "an input (batch, ..., features)")
+        y = F.linear(x, self.weight, self.bias)
+        return y if self._act is None else self._act(y)
+
+
+@dataclass(frozen=True)
+class EmbeddingConfig:
+    num_embeddings: int  # Keras `input_dim`
+    embedding_dim: int  # Keras `output_dim`
+    mask_zero: bool = False  # index 0 yields a False mask (row 0 stays a learned row)
+
+
+@register_module("Embedding")
+class Embedding(ConfigMixin, nn.Embedding):
+    """Keras ``Embedding``: integer indices ``(N, *)`` → ``(N, *, D)``; ``weight = embeddings``.
+
+    Accepts any integer dtype, and floats holding whole numbers (Keras casts them). Indices
+    outside ``[0, input_dim)`` raise :class:`InputError` instead of reading garbage.
+    """
+
+    Config = EmbeddingConfig
+    mask_mode = "custom"
+    takes_indices = True
+
+    def __init__(self, config: EmbeddingConfig) -> None:
+        super().__init__(config.num_embeddings, config.embedding_dim)
+        self.config = config
+
+    def compute_mask(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
+        return (x != 0) if self.config.mask_zero else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        if x.is_floating_point():
+            if not torch.equal(x, torch.trunc(x)):
+                raise InputError(
+                    f"{self.describe()} expects integer token indices. Received floats that are not whole "
+                    "numbers. Fix: pass the integer token ids."
+                )
+            x = x.long()
+        elif x.dtype in (torch.bool, torch.complex64, torch.complex128):
+            raise InputError(f"{self.describe()} expects integer token indices. Received dtype {x.dtype}.")
+        if x.numel():
+            lo, hi = int(x.min()), int(x.max())
+            if lo < 0 or hi >= self.num_embeddings:
+                raise InputError(
+                    f"{self.describe()} has input_dim {self.num_embeddings}: indices must lie in "
+                    f"[0, {self.num_embeddings - 1}]. Received indices from {lo} to {hi}."
+                )
+        return F.embedding(x, self.weight)
+
+
+@dataclass(frozen=True)
+class DropoutConfig:
+    rate: float = 0.0  # Keras `rate`; unused at inference
+
+
+@register_module("Dropout")
+class Dropout(ConfigMixin, nn.Module):
+    """Keras ``Dropout``/``SpatialDropout1D`` at inference: the identity."""
+
+    Config = DropoutConfig
+    mask_mode = "pass"
+
+    def __init__(self, config: DropoutConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def extra_repr(self) -> str:
+        return f"rate={self.config.rate} (identity at inference)"
+
+
+@dataclass(frozen=True)
+class ActivationConfig:
+    activation: str = "linear"  # runtime activation name
+
+
+@register_module("Activation")
+class Activation(ConfigMixin, nn.Module):
+    """Keras ``Activation``: applies a named activation element-wise (softmax on the last axis)."""
+
+    Config = ActivationConfig
+    mask_mode = "pass"
+
+    def __init__(self, config: ActivationConfig) -> None:
+        super().__init__()
+        self.config = config
+        self._act = get_activation(config.activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._act(x)
+
+    def extra_repr(self) -> str:
+        return repr(self.config.activation)
+
+
+@dataclass(frozen=True)
+class TimeDistributedConfig:
+    layer: dict[str, Any]  # {"type": runtime module type, "config": its config}
+
+
+@register_module("TimeDistributed")
+class TimeDistributed(ConfigMixin, nn.Module):
+    """Keras ``TimeDistributed``: applies ``layer`` to every time step of ``(N, L, ...)``.
+
+    The batch and time axes are merged, the inner layer runs on ``(N*L, ...)``, and the result
+    is split back to ``(N, L, ...)``.
+    """
+
+    Config = TimeDistributedConfig
+    mask_mode = "pass"
+
+    def __init__(self, config: TimeDistributedConfig, layer: nn.Module | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.layer = layer if layer is not None else build_module(config.layer["type"], config.layer["config"])
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> nn.Module:
+        return cls(TimeDistributedConfig(layer=dict(config["layer"])))
+
+    def get_config(self) -> dict[str, Any]:
+        type_name = module_type_name(self.layer)
+        if type_name is None:
+            raise TypeError(f"TimeDistributed wraps a foreign module {type(self.layer).__name__}; it has no config.")
+        return {"layer": {"type": type_name, "config": self.layer.get_config()}}  # type: ignore[operator]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 3:
+            raise InputError(
+                f"{self.describe()} expects an input (batch, time, ...) of rank 3 or more. "
+                f"Received shape {tuple(x.shape)}."
+            )
+        n, steps = x.shape[:2]
+        y = self.layer(x.reshape(n * steps, *x.shape[2:]))  # (N*L, ...)
+        return y.reshape(n, steps, *y.shape[1:])  # (N, L, ...)

@@ -1,0 +1,353 @@
+"""Recurrent layers with Keras semantics on PyTorch's fused kernels: LSTM.
+
+Shape legend used in the comments of this file:
+
+    N = batch size, L = time steps, F = input features, H = units (hidden size).
+
+Tensors are batch-first inside (``(N, L, ·)``) and in Keras layout at the border.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..activations import get_activation
+from ..errors import InputError
+from ..registry import register_module
+from .base import ConfigMixin, HookPoint, check_float_input
+
+__all__ = ["LSTM", "LSTMConfig", "LSTMGates", "lstm_reference"]
+
+
+class LSTMGates(NamedTuple):
+    """Per-step gates and states of one LSTM call, each ``(N, L, H)`` in processing order.
+
+    For ``go_backwards=True`` index 0 is the last input step. At masked steps ``i f g o`` are 0
+    and ``c h`` hold the carried state.
+    """
+
+    i: torch.Tensor  # input gate σ(z_i)
+    f: torch.Tensor  # forget gate σ(z_f)
+    g: torch.Tensor  # candidate act(z_c)
+    o: torch.Tensor  # output gate σ(z_o)
+    c: torch.Tensor  # cell state after the step
+    h: torch.Tensor  # hidden state after the step
+
+
+GATE_NAMES = ("i", "f", "g", "o", "c", "h")
+
+
+@dataclass(frozen=True)
+class LSTMConfig:
+    input_size: int  # F: features per time step (rows of the Keras kernel)
+    hidden_size: int  # H: Keras `units`
+    activation: str = "tanh"  # runtime activation name, used for g and for act(c)
+    recurrent_activation: str = "sigmoid"  # runtime activation name, used for i, f, o
+    use_bias: bool = True  # Keras `use_bias`
+    return_sequences: bool = False  # output every step (N, L, H) instead of the last (N, H)
+    return_state: bool = False  # also return the final h and c: [output, h, c]
+    go_backwards: bool = False  # process time in reverse; sequence output stays reversed
+    time_major: bool = False  # Keras 2 `time_major`: input and sequence output are (L, N, ·)
+    stateful: bool = False  # carry the final state to the next call, per batch row
+    batch_size: int | None = None  # the fixed batch size of a stateful layer
+    zero_output_for_mask: bool = False  # masked steps output 0 instead of the previous output
+
+
+class LSTM(ConfigMixin, nn.LSTM):
+    r"""A Keras ``LSTM`` layer as a PyTorch ``nn.LSTM`` with Keras semantics.
+
+    For each step t (in processing order), with Keras' packed kernels ``[i, f, c, o]``,
+    which are PyTorch's ``[i, f, g, o]``:
+
+    .. math::
+        z_t = x_t W_{ih}^T + b_{ih} + h_{t-1} W_{hh}^T + b_{hh} \\
+        i_t = σ(z_i),\ f_t = σ(z_f),\ g_t = act(z_g),\ o_t = σ(z_o) \\
+        c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t \\
+        h_t = o_t ⊙ act(c_t)
+
+    where σ is ``recurrent_activation`` and act is ``activation``. Keras' ``kernel`` is
+    ``weight_ih_l0.T``, its ``recurrent_kernel`` is ``weight_hh_l0.T`` and its bias is
+    ``bias_ih_l0`` (``bias_hh_l0`` is zero after conversion).
+
+    Shapes (batch-first; swap N and L when ``time_major``):
+
+    ============================  ===========================================
+    input ``x``                   ``(N, L, F)``
+    ``mask`` (optional, bool)     ``(N, L)``, True where a step is real
+    ``initial_state`` (optional)  ``[h_0, c_0]``, each ``(N, H)``
+    output                        ``(N, L, H)`` if ``return_sequences`` else ``(N, H)``
+    with ``return_state``         ``(output, h_n, c_n)``, states ``(N, H)``
+    ============================  ===========================================
+
+    Runs on the fused ``nn.LSTM`` kernel when the activations are tanh/sigmoid and no mask
+    is given; otherwise on an exact step loop. Gates are computed only when asked for:
+    ``return_gates=True``, or a forward hook on one of ``hook_i … hook_h``.
+    """
+
+    Config = LSTMConfig
+    mask_mode = "custom"
+    takes_mask = True
+
+    def __init__(self, config: LSTMConfig) -> None:
+        super().__init__(config.input_size, config.hidden_size, bias=config.use_bias, batch_first=True)
+        self.config = config
+        self._act = get_activation(config.activation)
+        self._ract = get_activation(config.recurrent_activation)
+        self._fusable = config.activation == "tanh" and config.recurrent_activation == "sigmoid"
+        for name in GATE_NAMES:
+            self.add_module(f"hook_{name}", HookPoint())
+        if config.stateful:
+            if config.batch_size is None:
+                raise ValueError("A stateful LSTM needs its fixed batch_size.")
+            zeros = torch.zeros(config.batch_size, config.hidden_size)
+            self.register_buffer("state_h", zeros.clone(), persistent=False)
+            self.register_buffer("state_c", zeros.clone(), persistent=False)
+
+    # ------------------------------------------------------------------ public API
+    def reset_states(self) -> None:
+        """Zeros the carried state of a stateful layer (no-op otherwise)."""
+        if self.config.stateful:
+            self.state_h.zero_()
+            self.state_c.zero_()
+
+    def compute_mask(self, x: torch.Tensor, mask: torch.Tensor | None) -> Any:
+        """The mask of each output: the input mask for a sequence output, else none."""
+        out_mask = mask if (self.config.return_sequences and mask is not None) else None
+        if self.config.return_state:
+            return (out_mask, None, None)
+        return out_mask
+
+    def gate_hooks_active(self) -> bool:
+        return any(getattr(self, f"hook_{g}").has_hooks() for g in GATE_NAMES)
+
+    def forward(  # type: ignore[override]
+        self,
+        x: torch.Tensor,
+        initial_state: Sequence[torch.Tensor] | None = None,
+        mask: torch.Tensor | None = None,
+        return_gates: bool = False,
+    ) -> Any:
+        """Runs the layer on ``x`` in Keras layout.
+
+        Args:
+            x: ``(N, L, F)`` (``(L, N, F)`` when ``time_major``).
+            initial_state: optional ``[h_0, c_0]``, each ``(N, H)``.
+            mask: optional bool ``(N, L)`` (``(L, N)`` when ``time_major``); False steps are
+                skipped and carry the state, as in Keras.
+            return_gates: also return an :class:`LSTMGates`.
+
+        Returns:
+            The Keras output (a tensor, or ``(output, h, c)`` with ``return_state``), and with
+            ``return_gates`` a pair ``(that, gates)``.
+        """
+        cfg = self.config
+        check_float_input(self, x, 3, cfg.input_size, "a 3-D input (batch, time, features)")
+        if cfg.time_major:
+            x = x.transpose(0, 1)  # (N, L, F)
+            mask = mask.transpose(0, 1) if mask is not None else None
+        n = x.shape[0]
+        h0, c0 = self._initial_state(x, n, initial_state)
+        if mask is not None:
+            mask = self._check_mask(mask, x)
+        if cfg.go_backwards:
+            x = x.flip(1)
+            mask = mask.flip(1) if mask is not None else None
+
+        want_gates = return_gates or self.gate_hooks_active()
+        gates: LSTMGates | None = None
+        if mask is None and self._fusable and not (want_gates and x.device.type == "cpu"):
+            seq, (h, c) = nn.LSTM.forward(self, x, (h0.unsqueeze(0), c0.unsqueeze(0)))  # seq (N, L, H)
+            h, c = h[0], c[0]  # (N, H)
+            last = h
+            if want_gates:
+                gates = self._gates_from_outputs(x, h0, c0, seq)
+        else:
+            seq, h, c, last, gates = self._step_loop(x, h0, c0, mask, want_gates)
+
+        if cfg.stateful:
+            self.state_h.copy_(h.detach())
+            self.state_c.copy_(c.detach())
+        if gates is not None:
+            gates = LSTMGates(*(getattr(self, f"hook_{name}")(value) for name, value in zip(GATE_NAMES, gates)))
+
+        if cfg.return_sequences:
+            out = seq.transpose(0, 1) if cfg.time_major else seq
+        else:
+            out = last
+        result: Any = (out, h, c) if cfg.return_state else out
+        return (result, gates) if return_gates else result
+
+    # ------------------------------------------------------------------ internals
+    def _initial_state(
+        self, x: torch.Tensor, n: int, initial_state: Sequence[torch.Tensor] | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.config
+        if initial_state is not None:
+            if len(initial_state) != 2:
+                raise InputError(
+                    f"{self.describe()} takes initial_state=[h, c]. Received {len(initial_state)} tensors."
+                )
+            h0, c0 = initial_state
+            for name, s in (("h", h0), ("c", c0)):
+                if tuple(s.shape) != (n, cfg.hidden_size):
+                    raise InputError(
+                        f"{self.describe()}: initial state {name} has shape {tuple(s.shape)}. "
+                        f"Expected ({n}, {cfg.hidden_size}) (batch, units)."
+                    )
+            return h0.to(x.dtype).contiguous(), c0.to(x.dtype).contiguous()
+        if cfg.stateful:
+            if n != cfg.batch_size:
+                raise InputError(
+                    f"{self.describe()} is stateful with a batch size fixed at {cfg.batch_size} by the file. "
+                    f"Received a batch of {n}. Fix: feed batches of exactly {cfg.batch_size} rows."
+                )
+            return self.state_h.to(x.dtype), self.state_c.to(x.dtype)
+        zeros = x.new_zeros(n, cfg.hidden_size)
+        return zeros, zeros
+
+    def _check_mask(self, mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if tuple(mask.shape) != tuple(x.shape[:2]):
+            raise InputError(
+                f"{self.describe()}: mask has shape {tuple(mask.shape)}. Expected {tuple(x.shape[:2])} (batch, time)."
+            )
+        return mask.to(device=x.device, dtype=torch.bool)
+
+    def _bias(self) -> torch.Tensor | None:
+        if not self.config.use_bias:
+            return None
+        return self.bias_ih_l0 + self.bias_hh_l0  # (4H,)
+
+    def _step_loop(
+        self,
+        x: torch.Tensor,
+        h: torch.Tensor,
+        c: torch.Tensor,
+        mask: torch.Tensor | None,
+        want_gates: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, LSTMGates | None]:
+        """Exact loop over time with the input projection hoisted out of the loop."""
+        n, steps, _ = x.shape
+        hidden = self.config.hidden_size
+        act, ract = self._act, self._ract
+        xz = F.linear(x, self.weight_ih_l0, self._bias())  # (N, L, 4H)
+        w_hh_t = self.weight_hh_l0.t()  # (H, 4H)
+        seq = x.new_empty(n, steps, hidden)  # (N, L, H)
+        if want_gates:
+            buf = x.new_empty(6, n, steps, hidden)  # i f g o c h, each (N, L, H)
+        if mask is not None:
+            prev_out = x.new_zeros(n, hidden)  # Keras' "previous output" starts at 0
+        for t in range(steps):
+            z = torch.addmm(xz[:, t], h, w_hh_t)  # (N, 4H)
+            zi, zf, zg, zo = z.chunk(4, 1)
+            i, f, g, o = ract(zi), ract(zf), act(zg), ract(zo)
+            c_new = f * c + i * g
+            h_new = o * act(c_new)
+            if mask is None:
+                c, h = c_new, h_new
+                seq[:, t] = h
+            else:
+                m = mask[:, t, None]  # (N, 1)
+                c = torch.where(m, c_new, c)
+                h = torch.where(m, h_new, h)
+                if self.config.zero_output_for_mask:
+                    out_t = torch.where(m, h_new, torch.zeros_like(h_new))
+                else:
+                    out_t = torch.where(m, h_new, prev_out)
+                seq[:, t] = out_t
+                prev_out = out_t
+                if want_gates:
+                    i, f, g, o = (torch.where(m, v, torch.zeros_like(v)) for v in (i, f, g, o))
+            if want_gates:
+                for k, v in enumerate((i, f, g, o, c, h)):
+                    buf[k, :, t] = v
+        last = h if mask is None else seq[:, -1]
+        gates = LSTMGates(*buf.unbind(0)) if want_gates else None
+        return seq, h, c, last, gates
+
+    def _gates_from_outputs(
+        self, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, seq: torch.Tensor
+    ) -> LSTMGates:
+        """Gates of an unmasked call from the fused kernel's outputs.
+
+        Every ``h_{t-1}`` is known once the fused pass has run, so all pre-activations are one
+        batched matmul; only ``c_t = f_t c_{t-1} + i_t g_t`` remains, element-wise.
+        """
+        h_prev = torch.cat([h0.unsqueeze(1), seq[:, :-1]], dim=1)  # (N, L, H)
+        z = F.linear(x, self.weight_ih_l0, self._bias()) + F.linear(h_prev, self.weight_hh_l0)  # (N, L, 4H)
+        zi, zf, zg, zo = z.chunk(4, dim=2)
+        i, f, g, o = self._ract(zi), self._ract(zf), self._act(zg), self._ract(zo)  # (N, L, H) each
+        ig = i * g
+        cs = torch.empty_like(ig)
+        c = c0
+        for t in range(x.shape[1]):
+            c = torch.addcmul(ig[:, t], f[:, t], c)
+            cs[:, t] = c
+        return LSTMGates(i, f, g, o, cs, seq)
+
+    def extra_repr(self) -> str:
+        cfg = self.config
+        parts = [f"{cfg.input_size}, {cfg.hidden_size}"]
+        for key in ("activation", "recurrent_activation"):
+            parts.append(f"{key}={getattr(cfg, key)!r}")
+        for key in ("use_bias", "return_sequences", "return_state", "go_backwards", "time_major", "stateful"):
+            default = key == "use_bias"
+            if getattr(cfg, key) != default:
+                parts.append(f"{key}={getattr(cfg, key)}")
+        return ", ".join(parts)
+
+
+register_module("LSTM")(LSTM)
+
+
+def lstm_reference(
+    x: torch.Tensor,
+    weight_ih: torch.Tensor,
+    weight_hh: torch.Tensor,
+    bias: torch.Tensor | None,
+    activation: str = "tanh",
+    recurrent_activation: str = "sigmoid",
+    h0: torch.Tensor | None = None,
+    c0: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    zero_output_for_mask: bool = False,
+) -> tuple[torch.Tensor, LSTMGates]:
+    """The plain step-by-step oracle: one ``LSTMCell``-style step per time step, no tricks.
+
+    Args:
+        x: ``(N, L, F)`` in processing order.
+        weight_ih, weight_hh, bias: PyTorch layout ``(4H, F)``, ``(4H, H)``, ``(4H,)``.
+        mask: optional bool ``(N, L)``; masked steps carry the state.
+
+    Returns:
+        ``(seq, gates)``: the sequence output ``(N, L, H)`` and every gate ``(N, L, H)``.
+    """
+    act, ract = get_activation(activation), get_activation(recurrent_activation)
+    n, steps, _ = x.shape
+    hidden = weight_hh.shape[1]
+    h = x.new_zeros(n, hidden) if h0 is None else h0
+    c = x.new_zeros(n, hidden) if c0 is None else c0
+    prev = x.new_zeros(n, hidden)
+    rows: list[list[torch.Tensor]] = [[] for _ in range(7)]
+    for t in range(steps):
+        z = x[:, t] @ weight_ih.T + h @ weight_hh.T
+        if bias is not None:
+            z = z + bias
+        zi, zf, zg, zo = z.split(hidden, dim=1)
+        i, f, g, o = ract(zi), ract(zf), act(zg), ract(zo)
+        c_new = f * c + i * g
+        h_new = o * act(c_new)
+        m = torch.ones(n, 1, dtype=torch.bool, device=x.device) if mask is None else mask[:, t, None]
+        zero = torch.zeros_like(h_new)
+        c, h = torch.where(m, c_new, c), torch.where(m, h_new, h)
+        out = torch.where(m, h_new, zero if zero_output_for_mask else prev)
+        prev = out
+        for k, v in enumerate((torch.where(m, i, zero), torch.where(m, f, zero), torch.where(m, g, zero),
+                               torch.where(m, o, zero), c, h, out)):
+            rows[k].append(v)
+    stacked = [torch.stack(r, dim=1) for r in rows]
+    return stacked[6], LSTMGates(*stacked[:6])

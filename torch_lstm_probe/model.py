@@ -1,0 +1,418 @@
+"""The graph executor: runs a converted Keras Sequential or Functional graph of named modules.
+
+A model is ``(config, state_dict)``. The config is plain JSON::
+
+    {"name": "model",
+     "inputs":  [{"name": "input_1", "shape": [null, 4], "dtype": "int32"}],
+     "layers":  [{"name": "lstm", "type": "LSTM", "config": {...}}, ...],
+     "nodes":   [{"layer": "lstm", "inputs": [["embedding", 0, 0]],
+                  "kwargs": {"initial_state": [["enc", 0, 1], ["enc", 0, 2]]}}, ...],
+     "outputs": [["dense", 0, 0]]}
+
+A tensor reference ``[layer, call, index]`` is the ``index``-th output of the ``call``-th call
+of ``layer`` (model inputs are ``[input_name, 0, 0]``). Nodes are stored in execution order;
+the n-th node of a layer is its call n. Every layer is a submodule named by its Keras name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import GraphError, InputError
+from .registry import build_module, module_type_name, register_module
+
+__all__ = ["KerasModel", "Ref"]
+
+Ref = tuple[str, int, int]
+
+_FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64", "half", "float", "double")
+
+
+@dataclass(frozen=True)
+class _Node:
+    layer: str  # Keras layer name
+    call: int  # index of this call among the layer's calls
+    inputs: tuple[Ref, ...]  # positional tensor inputs
+    kwargs: Mapping[str, Any]  # keyword tensor inputs: refs or lists of refs
+
+
+def _ref(value: Any) -> Ref:
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == 3
+        and isinstance(value[0], str)
+        and isinstance(value[1], int)
+        and isinstance(value[2], int)
+    ):
+        return (value[0], value[1], value[2])
+    raise GraphError(f"Malformed tensor reference {value!r}. Expected [layer_name, call_index, tensor_index].")
+
+
+def _refs_in(value: Any) -> Iterator[Ref]:
+    if isinstance(value, (list, tuple)) and value and isinstance(value[0], str):
+        yield _ref(value)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _refs_in(item)
+
+
+def _resolve(value: Any, values: Mapping[Ref, Any]) -> Any:
+    if isinstance(value, (list, tuple)) and value and isinstance(value[0], str):
+        return values[_ref(value)]
+    return [_resolve(v, values) for v in value]
+
+
+@register_module("Model")
+class KerasModel(nn.Module):
+    """A converted Keras model: a graph of named PyTorch modules with Keras semantics.
+
+    Call it like the Keras model: inputs in Keras input order as positional arguments, one
+    list/tuple, or a dict by input name; numpy arrays or tensors. It returns a tensor, or a
+    list for several outputs, on the model's device.
+
+    Example:
+        >>> model = tlp.load_keras("model.keras").eval()
+        >>> y = model(x)
+        >>> model.layer("lstm")          # the nn.Module standing for Keras layer "lstm"
+    """
+
+    def __init__(self, config: Mapping[str, Any], modules: Mapping[str, nn.Module] | None = None) -> None:
+        super().__init__()
+        self.name: str = str(config.get("name", "model"))
+        self.keras_name = ""
+        self._inputs: list[dict[str, Any]] = [dict(i) for i in config["inputs"]]
+        self._layer_entries: list[dict[str, Any]] = [dict(e) for e in config["layers"]]
+        self._outputs: list[Ref] = [_ref(r) for r in config["outputs"]]
+        layer_names = [e["name"] for e in self._layer_entries]
+        if len(set(layer_names)) != len(layer_names):
+            raise GraphError(f"Model {self.name!r} has duplicate layer names: {layer_names}.")
+        for entry in self._layer_entries:
+            name = entry["name"]
+            module = modules[name] if modules is not None and name in modules else None
+            if module is None:
+                module = build_module(entry["type"], entry["config"])
+            self._add_layer(name, module)
+        self._nodes = self._plan(config["nodes"])
+        self._input_names = [i["name"] for i in self._inputs]
+        self._index_inputs = self._find_index_inputs()
+
+    # ------------------------------------------------------------------ construction
+    def _add_layer(self, name: str, module: nn.Module) -> None:
+        if not name or "." in name or name in self._input_names_safe():
+            raise GraphError(f"Layer name {name!r} cannot be used as a module name (empty, has '.', or is an input).")
+        if hasattr(self, name) and name not in self._modules:
+            raise GraphError(
+                f"Keras layer name {name!r} collides with an attribute of the PyTorch model container. "
+                "Fix: rename the layer in Keras before saving."
+            )
+        self.add_module(name, module)
+        _set_keras_names(module, name)
+
+    def _input_names_safe(self) -> set[str]:
+        return {i["name"] for i in getattr(self, "_inputs", [])}
+
+    def _plan(self, raw_nodes: Sequence[Mapping[str, Any]]) -> list[_Node]:
+        calls: dict[str, int] = {}
+        nodes: list[_Node] = []
+        for raw in raw_nodes:
+            layer = raw["layer"]
+            if layer not in self._modules:
+                raise GraphError(f"Model {self.name!r}: a node calls unknown layer {layer!r}.")
+            call = calls.get(layer, 0)
+            calls[layer] = call + 1
+            nodes.append(_Node(layer, call, tuple(_ref(r) for r in raw["inputs"]), dict(raw.get("kwargs", {}))))
+        # Order the nodes topologically (configs list layers, not calls, in order).
+        available = {(i["name"], 0, 0) for i in self._inputs}
+        produced_by = {(n.layer, n.call): n for n in nodes}
+        ordered: list[_Node] = []
+        done: set[tuple[str, int]] = set()
+
+        def needs(node: _Node) -> list[Ref]:
+            refs = list(node.inputs)
+            for v in node.kwargs.values():
+                refs.extend(_refs_in(v))
+            return refs
+
+        def visit(node: _Node, stack: tuple[tuple[str, int], ...]) -> None:
+            key = (node.layer, node.call)
+            if key in done:
+                return
+            if key in stack:
+                raise GraphError(f"Model {self.name!r} has a cycle through layer {node.layer!r}.")
+            for ref in needs(node):
+                if (ref[0], 0, 0) in available and ref[1:] == (0, 0) and ref[0] not in self._modules:
+                    continue
+                producer = produced_by.get((ref[0], ref[1]))
+                if producer is None:
+                    raise GraphError(
+                        f"Model {self.name!r}: layer {node.layer!r} reads tensor {list(ref)}, which no input or "
+                        "layer call produces."
+                    )
+                visit(producer, stack + (key,))
+            done.add(key)
+            ordered.append(node)
+
+        for node in nodes:
+            visit(node, ())
+        for ref in self._outputs:
+            if ref[0] not in self._input_names_safe() and (ref[0], ref[1]) not in produced_by:
+                raise GraphError(f"Model {self.name!r}: output {list(ref)} is produced by no layer call.")
+        return ordered
+
+    def _find_index_inputs(self) -> set[str]:
+        """Model inputs that feed only index-reading layers (e.g. Embedding): they stay integer."""
+        consumers: dict[str, list[nn.Module]] = {name: [] for name in self._input_names}
+        for node in self._nodes:
+            for ref in node.inputs:
+                if ref[0] in consumers:
+                    consumers[ref[0]].append(self._modules[node.layer])
+        index_inputs = set()
+        for name, mods in consumers.items():
+            if mods and all(getattr(m, "takes_indices", False) or _is_index_model(m, 0) for m in mods):
+                index_inputs.add(name)
+        for spec in self._inputs:
+            if not str(spec.get("dtype", "float32")).startswith(("float", "bfloat")) and spec["name"] in consumers:
+                index_inputs.add(spec["name"])
+        return index_inputs
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> KerasModel:
+        return cls(config)
+
+    def get_config(self) -> dict[str, Any]:
+        """The JSON-able config; raises TypeError if a layer is a foreign (custom) module."""
+        layers = []
+        for entry in self._layer_entries:
+            module = self._modules[entry["name"]]
+            type_name = module_type_name(module)  # type: ignore[arg-type]
+            if type_name is None:
+                raise TypeError(
+                    f"Layer {entry['name']!r} is a custom module ({type(module).__name__}) with no saved config. "
+                    "Models with custom_layers cannot be saved by tlp.save; save the state_dict instead."
+                )
+            layers.append({"name": entry["name"], "type": type_name, "config": module.get_config()})  # type: ignore[operator]
+        nodes = []
+        order = {(n.layer, n.call): n for n in self._nodes}
+        for key in sorted(order, key=lambda k: (self._layer_index(k[0]), k[1])):
+            node = order[key]
+            nodes.append({"layer": node.layer, "inputs": [list(r) for r in node.inputs], "kwargs": dict(node.kwargs)})
+        return {
+            "name": self.name,
+            "inputs": [dict(i) for i in self._inputs],
+            "layers": layers,
+            "nodes": nodes,
+            "outputs": [list(r) for r in self._outputs],
+        }
+
+    def _layer_index(self, name: str) -> int:
+        return next(i for i, e in enumerate(self._layer_entries) if e["name"] == name)
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def layer_names(self) -> list[str]:
+        """Keras layer names (input layers excluded), in the order of the Keras config."""
+        return [e["name"] for e in self._layer_entries]
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self._input_names)
+
+    @property
+    def input_specs(self) -> list[dict[str, Any]]:
+        """Each input's name, Keras batch shape (``None`` for free axes) and dtype."""
+        return [dict(i) for i in self._inputs]
+
+    @property
+    def output_refs(self) -> list[Ref]:
+        return list(self._outputs)
+
+    def call_counts(self) -> dict[str, int]:
+        """How often each layer is called in one forward pass (shared layers: more than once)."""
+        counts: dict[str, int] = {}
+        for node in self._nodes:
+            counts[node.layer] = counts.get(node.layer, 0) + 1
+        return counts
+
+    def nodes(self) -> list[_Node]:
+        return list(self._nodes)
+
+    def layer(self, name: str) -> nn.Module:
+        """The module standing for Keras layer ``name``; ``"outer/inner"`` reaches nested models."""
+        head, _, rest = name.partition("/")
+        module = self._modules.get(head)
+        if module is None or head in self._input_names:
+            raise KeyError(f"Model {self.name!r} has no layer {head!r}. Layers: {', '.join(self.layer_names)}.")
+        if rest:
+            if not isinstance(module, KerasModel):
+                raise KeyError(f"Layer {head!r} is not a nested model, so {name!r} names nothing.")
+            return module.layer(rest)
+        return module
+
+    def iter_layers(self, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
+        """Yields ``(path, module)`` for every layer, nested models' layers included."""
+        for entry in self._layer_entries:
+            path = prefix + entry["name"]
+            module = self._modules[entry["name"]]
+            yield path, module
+            if isinstance(module, KerasModel):
+                yield from module.iter_layers(path + "/")
+
+    def reset_states(self) -> None:
+        """Zeros the carried state of every stateful layer."""
+        for _, module in self.iter_layers():
+            if hasattr(module, "reset_states") and not isinstance(module, KerasModel):
+                module.reset_states()
+
+    # ------------------------------------------------------------------ running
+    def _device_dtype(self) -> tuple[torch.device, torch.dtype]:
+        for p in self.parameters():
+            return p.device, p.dtype
+        for b in self.buffers():
+            if b.is_floating_point():
+                return b.device, b.dtype
+        return torch.device("cpu"), torch.get_default_dtype()
+
+    def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
+        names = self._input_names
+        if kwargs:
+            if args:
+                raise InputError(f"Model {self.name!r}: pass inputs positionally or by name, not both.")
+            given: Any = kwargs
+        elif len(args) == 1 and isinstance(args[0], Mapping):
+            given = args[0]
+        elif len(args) == 1 and isinstance(args[0], (list, tuple)) and len(names) > 1:
+            given = list(args[0])
+        else:
+            given = list(args)
+        if isinstance(given, Mapping):
+            unknown = sorted(set(given) - set(names))
+            missing = [n for n in names if n not in given]
+            if unknown or missing:
+                raise InputError(
+                    f"Model {self.name!r} takes inputs {names}. Received names {sorted(given)}"
+                    + (f"; unknown {unknown}" if unknown else "")
+                    + (f"; missing {missing}" if missing else "")
+                    + "."
+                )
+            values = [given[n] for n in names]
+        else:
+            if len(given) != len(names):
+                raise InputError(
+                    f"Model {self.name!r} takes {len(names)} input(s) {names}, in this order. Received {len(given)}."
+                )
+            values = given
+        device, dtype = self._device_dtype()
+        return [self._prepare(spec, v, device, dtype) for spec, v in zip(self._inputs, values)]
+
+    def _prepare(self, spec: Mapping[str, Any], value: Any, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        name = spec["name"]
+        if isinstance(value, np.ndarray):
+            if value.dtype.kind not in "biuf":
+                raise InputError(
+                    f"Input {name!r} must be numeric. Received a numpy array of dtype {value.dtype}."
+                )
+            value = torch.from_numpy(np.ascontiguousarray(value))
+        elif not isinstance(value, torch.Tensor):
+            try:
+                value = torch.as_tensor(np.asarray(value))
+            except (TypeError, ValueError, RuntimeError) as err:
+                raise InputError(f"Input {name!r} must be a tensor or array. Received {type(value).__name__}.") from err
+        if value.is_complex() or value.dtype == torch.bool:
+            raise InputError(f"Input {name!r} must be real numbers. Received dtype {value.dtype}.")
+        shape = spec.get("shape")
+        if shape is not None:
+            expected = tuple(shape)
+            ok = value.dim() == len(expected) and all(
+                e is None or e == g or (k == 0 and not spec.get("fixed_batch")) for k, (e, g) in enumerate(zip(expected, value.shape))
+            )
+            if not ok:
+                pretty = "(" + ", ".join("None" if e is None else str(e) for e in expected) + ")"
+                raise InputError(
+                    f"Input {name!r} of model {self.name!r} expects shape {pretty} (None = any size). "
+                    f"Received shape {tuple(value.shape)}."
+                )
+        if name in self._index_inputs and not value.is_floating_point():
+            return value.to(device=device, dtype=torch.long)
+        if name in self._index_inputs:
+            return value.to(device=device)
+        return value.to(device=device, dtype=dtype)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        inputs = self._bind(args, kwargs)
+        # A parent graph hands a nested model its input masks through _pending_masks, so the
+        # nested call still goes through __call__ (and fires forward hooks).
+        masks, self._pending_masks = getattr(self, "_pending_masks", None), None
+        out, self._last_masks = self.run_graph(inputs, masks)
+        return out
+
+    def run_graph(
+        self, inputs: Sequence[torch.Tensor], masks: Sequence[torch.Tensor | None] | None = None
+    ) -> tuple[Any, list[torch.Tensor | None]]:
+        """Runs the graph on bound inputs; returns (Keras-style result, output masks)."""
+        values: dict[Ref, Any] = {}
+        mask_of: dict[Ref, torch.Tensor | None] = {}
+        for k, (spec, x) in enumerate(zip(self._inputs, inputs)):
+            values[(spec["name"], 0, 0)] = x
+            mask_of[(spec["name"], 0, 0)] = masks[k] if masks is not None else None
+        for node in self._nodes:
+            module = self._modules[node.layer]
+            xs = [values[r] for r in node.inputs]
+            in_masks = [mask_of.get(r) for r in node.inputs]
+            call_kwargs = {key: _resolve(v, values) for key, v in node.kwargs.items() if key != "mask"}
+            if "mask" in node.kwargs:
+                explicit = node.kwargs["mask"]
+                in_masks = [_resolve(explicit, values)] if explicit is not None else [None]
+            out, out_masks = _call(module, xs, in_masks, call_kwargs)
+            outs = out if isinstance(out, tuple) else (out,)
+            for k, o in enumerate(outs):
+                values[(node.layer, node.call, k)] = o
+                mask_of[(node.layer, node.call, k)] = out_masks[k] if k < len(out_masks) else None
+        result = [values[r] for r in self._outputs]
+        result_masks = [mask_of.get(r) for r in self._outputs]
+        return (result[0] if len(result) == 1 else result), result_masks
+
+
+def _call(
+    module: nn.Module, xs: list[Any], in_masks: list[torch.Tensor | None], kwargs: dict[str, Any]
+) -> tuple[Any, list[torch.Tensor | None]]:
+    """Calls one layer with Keras mask handling; returns (output, mask of each output)."""
+    mode = getattr(module, "mask_mode", "drop")
+    mask = in_masks[0] if len(in_masks) == 1 else (in_masks if any(m is not None for m in in_masks) else None)
+    if isinstance(module, KerasModel):
+        module._pending_masks = in_masks
+        out = module(*xs)
+        return (tuple(out) if isinstance(out, list) else out), list(module._last_masks)
+    if mask is not None and getattr(module, "takes_mask", False):
+        kwargs = {**kwargs, "mask": mask}
+    out = module(*xs, **kwargs)
+    n_out = len(out) if isinstance(out, tuple) else 1
+    if mode == "pass":
+        return out, [mask] * n_out
+    if mode == "custom":
+        computed = module.compute_mask(*xs, mask=mask)  # type: ignore[operator]
+        return out, list(computed) if isinstance(computed, tuple) else [computed]
+    return out, [None] * n_out
+
+
+def _is_index_model(module: nn.Module, input_index: int) -> bool:
+    return isinstance(module, KerasModel) and module._inputs[input_index]["name"] in module._index_inputs
+
+
+def _set_keras_names(module: nn.Module, path: str) -> None:
+    """Records the Keras name (graph path) on a layer module and on its inner wrapped layers."""
+    if isinstance(module, KerasModel):
+        module.keras_name = path
+        return
+    try:
+        module.keras_name = path  # type: ignore[assignment]
+    except AttributeError:
+        return
+    for child_name in ("layer", "forward_layer", "backward_layer"):
+        child = getattr(module, child_name, None)
+        if isinstance(child, nn.Module) and not isinstance(child, KerasModel):
+            _set_keras_names(child, f"{path}/{child_name}")
