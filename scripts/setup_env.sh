@@ -9,10 +9,21 @@ extra="${1:-}"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0" 2>&1 | grep -v "is ignored" || true
+pip_install() {
+  local log
+  log=$(mktemp)
+  if ! .venv/bin/python -m pip install -q --disable-pip-version-check "$@" >"$log" 2>&1; then
+    grep -v "is ignored" "$log" >&2
+    rm -f "$log"
+    echo "pip install $* failed" >&2
+    exit 1
+  fi
+  rm -f "$log"
+}
+pip_install "torch==2.13.0"
 if [ -n "$extra" ]; then
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extra]" 2>&1 | grep -v "is ignored" || true
+  pip_install -e ".[$extra]"
 else
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e . 2>&1 | grep -v "is ignored" || true
+  pip_install -e .
 fi
-.venv/bin/python -c "import torch_lstm_probe, converters" 
+.venv/bin/python -c "import torch_lstm_probe, converters"
