@@ -13,7 +13,14 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from torch_lstm_probe.layers.core import ActivationConfig, DenseConfig, DropoutConfig, EmbeddingConfig, TimeDistributedConfig
+from torch_lstm_probe.layers.core import (
+    ActivationConfig,
+    DenseConfig,
+    DropoutConfig,
+    EmbeddingConfig,
+    MaskingConfig,
+    TimeDistributedConfig,
+)
 
 from .common import (
     INIT_REG_CONSTRAINT,
@@ -28,7 +35,14 @@ from .common import (
 from .registry import lookup, register
 from .spec import LayerSpec
 
-__all__ = ["convert_dense", "convert_embedding", "convert_dropout", "convert_activation", "convert_time_distributed"]
+__all__ = [
+    "convert_dense",
+    "convert_embedding",
+    "convert_dropout",
+    "convert_activation",
+    "convert_time_distributed",
+    "convert_masking",
+]
 
 _KERAS1_DENSE = {"output_dim", "init", "W_regularizer", "b_regularizer", "W_constraint", "b_constraint", "bias", "input_dim"}
 
@@ -120,3 +134,11 @@ def convert_time_distributed(layer: LayerSpec, ctx: Context) -> ModuleSpec:
     config = TimeDistributedConfig(layer={"type": converted.type, "config": asdict(converted.config)})
     state = {f"layer.{k}": v for k, v in converted.state_dict.items()}
     return ModuleSpec("TimeDistributed", config, state)
+
+
+@register("Masking")
+def convert_masking(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """Keras ``Masking`` → :class:`torch_lstm_probe.layers.Masking`."""
+    check_keys(layer, ctx, {"mask_value"}, set())
+    unpack_weights(layer, ctx, {})
+    return ModuleSpec("Masking", MaskingConfig(float(layer.config.get("mask_value", 0.0))))

@@ -326,7 +326,17 @@ CASES: list[Case] = [
 # --------------------------------------------------------------------------
 
 
+def quiet_tensorflow() -> None:
+    import logging
+    import warnings
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*HDF5 file.*")
+    warnings.filterwarnings("ignore", message=".*legacy.*")
+
+
 def import_library(library: str):
+    quiet_tensorflow()
     if library == "keras":
         os.environ.setdefault("KERAS_BACKEND", "tensorflow")
         import keras as K
@@ -455,12 +465,13 @@ def run_library(library: str, out_dir: Path, only: set[str] | None) -> None:
 
         # Sanity checks: the stored arrays load back, and each saved model,
         # re-loaded by the same library, reproduces them.
+        st_path.chmod(0o644)
         stored = load_file(str(st_path))
         for path in (keras_path, h5_path):
             K.backend.clear_session()
             reloaded = K.models.load_model(str(path), compile=False)
             check_against(K, reloaded, stored, f"{library}/{path.name}")
-        print(f"  {case.name}: {len(stored)} arrays, reload ok ({', '.join(stored)})")
+        print(f"  {case.name}: {len(stored)} arrays, reload ok ({', '.join(sorted(stored))})")
 
 
 # --------------------------------------------------------------------------

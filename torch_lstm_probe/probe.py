@@ -18,17 +18,19 @@ import torch
 from torch import nn
 
 from .errors import ProbeKeyError
-from .layers.recurrent import GATE_NAMES, LSTM
 from .model import KerasModel
 
 __all__ = ["probe", "capture", "gate_modules"]
 
 
-def gate_modules(module: nn.Module) -> list[tuple[str, str, nn.Module]]:
-    """``(direction prefix, gate name, hook point)`` for each gate hook point of a recurrent module."""
-    if isinstance(module, LSTM):
-        return [("", g, getattr(module, f"hook_{g}")) for g in GATE_NAMES]
-    return []
+def gate_modules(module: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(probe key suffix, hook point)`` for each gate of a recurrent module (none otherwise).
+
+    Recurrent modules list their gate hook points through ``gate_points()``, e.g.
+    ``("/gates/i", lstm.hook_i)`` or ``("/backward/gates/f", bi.backward_layer.hook_f)``.
+    """
+    points = getattr(module, "gate_points", None)
+    return list(points()) if callable(points) else []
 
 
 class _Recorder:
@@ -132,9 +134,9 @@ def probe(
     gate_targets: dict[str, tuple[str, str]] = {}
     if gates:
         for path, module in wanted:
-            for direction, gate, hook_point in gate_modules(module):
-                target = f"{path}{direction}#gate:{gate}"
-                gate_targets[target] = (path, f"{direction}/gates/{gate}")
+            for suffix, hook_point in gate_modules(module):
+                target = f"{path}#{suffix}"
+                gate_targets[target] = (path, suffix)
                 targets.append((target, hook_point))
     args = x if isinstance(x, (list, tuple)) else (x,)
     context = torch.enable_grad() if grad else torch.inference_mode()

@@ -14,7 +14,7 @@ from ..errors import InputError
 from ..registry import build_module, module_type_name, register_module
 from .base import ConfigMixin, check_float_input
 
-__all__ = ["Dense", "Embedding", "Dropout", "Activation", "TimeDistributed"]
+__all__ = ["Dense", "Embedding", "Dropout", "Activation", "TimeDistributed", "Masking"]
 
 
 @dataclass(frozen=True)
@@ -179,3 +179,33 @@ class TimeDistributed(ConfigMixin, nn.Module):
         n, steps = x.shape[:2]
         y = self.layer(x.reshape(n * steps, *x.shape[2:]))  # (N*L, ...)
         return y.reshape(n, steps, *y.shape[1:])  # (N, L, ...)
+
+
+@dataclass(frozen=True)
+class MaskingConfig:
+    mask_value: float = 0.0  # a step is masked when all its features equal this value
+
+
+@register_module("Masking")
+class Masking(ConfigMixin, nn.Module):
+    """Keras ``Masking``: masks a step whose features all equal ``mask_value`` and zeroes it.
+
+    Input ``(N, L, ...)``; mask ``(N, L)`` is True where any feature differs from the value.
+    """
+
+    Config = MaskingConfig
+    mask_mode = "custom"
+
+    def __init__(self, config: MaskingConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def _keep(self, x: torch.Tensor) -> torch.Tensor:
+        return (x != self.config.mask_value).flatten(2).any(-1) if x.dim() > 2 else x != self.config.mask_value
+
+    def compute_mask(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self._keep(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        keep = self._keep(x)  # (N, L)
+        return x * keep.reshape(keep.shape + (1,) * (x.dim() - 2)).to(x.dtype)

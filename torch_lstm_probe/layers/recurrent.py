@@ -15,9 +15,11 @@ from typing import Any, NamedTuple, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..activations import get_activation
 from ..errors import InputError
+from ..masking import Blocks, contiguous_blocks, shift_rows, unshift_gates, unshift_outputs, unshift_states
 from ..registry import register_module
 from .base import ConfigMixin, HookPoint, check_float_input
 
@@ -101,6 +103,8 @@ class LSTM(ConfigMixin, nn.LSTM):
         self._fusable = config.activation == "tanh" and config.recurrent_activation == "sigmoid"
         for name in GATE_NAMES:
             self.add_module(f"hook_{name}", HookPoint())
+        self.hook_mask = HookPoint()  # sees the bool (N, L) mask applied, in input time order
+        self.gate_path = "auto"  # how gates are computed: "auto", "fused" or "loop"
         if config.stateful:
             if config.batch_size is None:
                 raise ValueError("A stateful LSTM needs its fixed batch_size.")
@@ -122,8 +126,23 @@ class LSTM(ConfigMixin, nn.LSTM):
             return (out_mask, None, None)
         return out_mask
 
+    def _gates_after_fused(self, x: torch.Tensor) -> bool:
+        """Whether gates are re-derived after a fused pass (else the step loop computes them).
+
+        ``gate_path`` is ``"auto"`` (fused on accelerators; on CPU the step loop is faster),
+        ``"fused"`` or ``"loop"``.
+        """
+        if self.gate_path == "auto":
+            return x.device.type != "cpu"
+        return self.gate_path == "fused"
+
     def gate_hooks_active(self) -> bool:
         return any(getattr(self, f"hook_{g}").has_hooks() for g in GATE_NAMES)
+
+    def gate_points(self) -> list[tuple[str, HookPoint]]:
+        """``(probe key suffix, hook point)`` for every gate and the applied mask."""
+        points = [(f"/gates/{g}", getattr(self, f"hook_{g}")) for g in GATE_NAMES]
+        return points + [("/mask", self.hook_mask)]
 
     def forward(  # type: ignore[override]
         self,
@@ -154,18 +173,24 @@ class LSTM(ConfigMixin, nn.LSTM):
         h0, c0 = self._initial_state(x, n, initial_state)
         if mask is not None:
             mask = self._check_mask(mask, x)
+            if self.hook_mask.has_hooks():
+                self.hook_mask(mask)
         if cfg.go_backwards:
             x = x.flip(1)
             mask = mask.flip(1) if mask is not None else None
 
         want_gates = return_gates or self.gate_hooks_active()
+        fused = self._fusable and (not want_gates or self._gates_after_fused(x))
+        blocks = contiguous_blocks(mask) if (fused and mask is not None) else None
         gates: LSTMGates | None = None
-        if mask is None and self._fusable and not (want_gates and x.device.type == "cpu"):
+        if fused and mask is None:
             seq, (h, c) = nn.LSTM.forward(self, x, (h0.unsqueeze(0), c0.unsqueeze(0)))  # seq (N, L, H)
             h, c = h[0], c[0]  # (N, H)
             last = h
             if want_gates:
                 gates = self._gates_from_outputs(x, h0, c0, seq)
+        elif fused and blocks is not None:
+            seq, h, c, last, gates = self._fused_masked(x, h0, c0, blocks, want_gates)
         else:
             seq, h, c, last, gates = self._step_loop(x, h0, c0, mask, want_gates)
 
@@ -268,6 +293,33 @@ class LSTM(ConfigMixin, nn.LSTM):
         last = h if mask is None else seq[:, -1]
         gates = LSTMGates(*buf.unbind(0)) if want_gates else None
         return seq, h, c, last, gates
+
+    def _fused_masked(
+        self, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, blocks: Blocks, want_gates: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, LSTMGates | None]:
+        """A contiguous mask on the fused kernel: shift each row's real steps to the front, run
+        the packed sequence, shift back, and fill masked steps as Keras does."""
+        steps = x.shape[1]
+        xs = shift_rows(x, blocks)  # (N, L, F), real steps first
+        lengths = blocks.length.clamp(min=1).cpu()
+        packed = pack_padded_sequence(xs, lengths, batch_first=True, enforce_sorted=False)
+        out, (h, c) = nn.LSTM.forward(self, packed, (h0.unsqueeze(0), c0.unsqueeze(0)))
+        y, _ = pad_packed_sequence(out, batch_first=True, total_length=steps)  # (N, L, H)
+        h, c = h[0], c[0]  # (N, H)
+        empty = (blocks.length == 0)[:, None]  # (N, 1): fully masked rows keep the initial state
+        h = torch.where(empty, h0, h)
+        c = torch.where(empty, c0, c)
+        final_out = torch.where(empty, torch.zeros_like(h), h)
+        seq = unshift_outputs(y, blocks, final_out, self.config.zero_output_for_mask)
+        gates = None
+        if want_gates:
+            g = self._gates_from_outputs(xs, h0, c0, y)
+            gates = LSTMGates(
+                *(unshift_gates(v, blocks) for v in g[:4]),
+                unshift_states(g.c, blocks, c0, c),
+                unshift_states(g.h, blocks, h0, h),
+            )
+        return seq, h, c, seq[:, -1], gates
 
     def _gates_from_outputs(
         self, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, seq: torch.Tensor

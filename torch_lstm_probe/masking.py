@@ -1,0 +1,106 @@
+"""Keras mask semantics on fused kernels.
+
+Keras skips a masked step: the state is carried, and the output is the previous output (or 0
+with ``zero_output_for_mask``); before the first real step the previous output is 0. When
+every row's real steps form one contiguous block ``[start, start + length)`` (right padding,
+left padding, or both), the same result comes from one fused pass: shift each row so its block
+starts at step 0, run the packed sequence, and shift the outputs back. Masks with holes need
+the exact step loop.
+
+Shapes: N = batch, L = time steps, H = units; masks are bool ``(N, L)``, True = real step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["Blocks", "contiguous_blocks", "shift_rows", "unshift_outputs", "unshift_states", "unshift_gates"]
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """The real steps of each row: ``start`` and ``length``, both ``(N,)`` long."""
+
+    start: torch.Tensor  # (N,) first real step (0 for a fully masked row)
+    length: torch.Tensor  # (N,) number of real steps (0 for a fully masked row)
+
+    @property
+    def right_aligned(self) -> bool:
+        """True when every block starts at step 0 (right padding): no shifting needed."""
+        return not bool(self.start.any())
+
+
+def contiguous_blocks(mask: torch.Tensor) -> Blocks | None:
+    """The per-row blocks of a mask, or None when some row has a hole (non-contiguous)."""
+    n, steps = mask.shape
+    t = torch.arange(steps, device=mask.device).expand(n, steps)  # (N, L)
+    count = mask.sum(1)  # (N,)
+    first = torch.where(mask, t, steps).amin(1)  # (N,)
+    last = torch.where(mask, t, -1).amax(1)  # (N,)
+    has_any = count > 0
+    if not bool(((last - first + 1 == count) | ~has_any).all()):
+        return None
+    start = torch.where(has_any, first, torch.zeros_like(first))
+    return Blocks(start, count)
+
+
+def _gather_time(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``out[n, t] = x[n, index[n, t]]`` for ``x`` of shape ``(N, L, ...)``."""
+    shape = index.shape + x.shape[2:]
+    expanded = index.reshape(index.shape + (1,) * (x.dim() - 2)).expand(shape)
+    return torch.gather(x, 1, expanded)
+
+
+def shift_rows(x: torch.Tensor, blocks: Blocks) -> torch.Tensor:
+    """Moves each row's block to the front: ``out[n, t] = x[n, (t + start_n) mod L]``."""
+    if blocks.right_aligned:
+        return x
+    steps = x.shape[1]
+    t = torch.arange(steps, device=x.device)
+    index = (t[None, :] + blocks.start[:, None]) % steps  # (N, L)
+    return _gather_time(x, index)
+
+
+def _unshift_index(blocks: Blocks, steps: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    t = torch.arange(steps, device=device)
+    rel = t[None, :] - blocks.start[:, None]  # (N, L): position inside the shifted row
+    inside = (rel >= 0) & (rel < blocks.length[:, None])  # (N, L): a real step
+    after = rel >= blocks.length[:, None]  # (N, L): after the block
+    return rel.clamp(0, steps - 1), inside, after
+
+
+def unshift_outputs(
+    y: torch.Tensor, blocks: Blocks, final_output: torch.Tensor, zero_output_for_mask: bool
+) -> torch.Tensor:
+    """Sequence outputs back in place, with Keras' values at masked steps.
+
+    Args:
+        y: ``(N, L, H)`` outputs in shifted layout (real steps first).
+        final_output: ``(N, H)`` the output at each row's last real step (0 for empty rows).
+    """
+    rel, inside, after = _unshift_index(blocks, y.shape[1], y.device)
+    back = y if blocks.right_aligned else _gather_time(y, rel)  # (N, L, H)
+    zero = torch.zeros((), dtype=y.dtype, device=y.device)
+    if zero_output_for_mask:
+        return torch.where(inside[..., None], back, zero)
+    carried = torch.where(after[..., None], final_output[:, None, :], zero)  # (N, L, H)
+    return torch.where(inside[..., None], back, carried)
+
+
+def unshift_states(
+    y: torch.Tensor, blocks: Blocks, initial: torch.Tensor, final: torch.Tensor
+) -> torch.Tensor:
+    """A per-step state back in place: the initial state before a block, the final one after."""
+    rel, inside, after = _unshift_index(blocks, y.shape[1], y.device)
+    back = y if blocks.right_aligned else _gather_time(y, rel)
+    outside = torch.where(after[..., None], final[:, None, :], initial[:, None, :])
+    return torch.where(inside[..., None], back, outside)
+
+
+def unshift_gates(y: torch.Tensor, blocks: Blocks) -> torch.Tensor:
+    """A per-step gate back in place, 0 at masked steps."""
+    rel, inside, _ = _unshift_index(blocks, y.shape[1], y.device)
+    back = y if blocks.right_aligned else _gather_time(y, rel)
+    return torch.where(inside[..., None], back, torch.zeros((), dtype=y.dtype, device=y.device))
