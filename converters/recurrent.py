@@ -20,6 +20,7 @@ from torch_lstm_probe.errors import UnsupportedOptionError
 from torch_lstm_probe.layers.recurrent import LSTMConfig
 
 from .common import INIT_REG_CONSTRAINT, Context, ModuleSpec, check_keys, layer_label, resolve_activation, to_tensor, unpack_weights
+from .legacy import modernize_rnn
 from .registry import register
 from .spec import LayerSpec
 
@@ -50,6 +51,7 @@ def _stateful_batch_size(layer: LayerSpec, ctx: Context) -> int | None:
 @register("LSTM")
 def convert_lstm(layer: LayerSpec, ctx: Context) -> ModuleSpec:
     """Keras ``LSTM`` → :class:`torch_lstm_probe.layers.LSTM`."""
+    layer = modernize_rnn(layer, ctx)
     cfg = layer.config
     check_keys(layer, ctx, RNN_SUPPORTED, RNN_IGNORED)
     units = int(cfg["units"])
