@@ -1,0 +1,45 @@
+"""Shared helpers for the benchmarks: thread pinning, timing, and the scaled-up seed model."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from typing import Callable
+
+
+def pin_threads(threads: int) -> None:
+    """Pins every math library to ``threads`` threads (call before importing TF)."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def median_time(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+    """Median wall time of ``fn`` in seconds over ``repeats`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def build_seed_model(keras, vocab: int = 20000, dim: int = 100, units: int = 256, steps: int = 100):
+    """The README's sentence classifier scaled up: Embedding → LSTM(seq) → LSTM → Dense(1)."""
+    layers = keras.layers
+    model = keras.Sequential(
+        [
+            keras.Input((steps,), dtype="int32"),
+            layers.Embedding(vocab, dim, name="embedding"),
+            layers.LSTM(units, return_sequences=True, name="lstm_1"),
+            layers.LSTM(units, name="lstm_2"),
+            layers.Dense(1, activation="sigmoid", name="head"),
+        ]
+    )
+    return model
