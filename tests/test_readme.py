@@ -1,0 +1,27 @@
+"""The README's Python snippets run as written (in order, sharing one namespace)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_readme_python_blocks_run():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert len(blocks) >= 4
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, str(README), "exec"), namespace)  # noqa: S102
+    assert tuple(namespace["acts"]["lstm"].shape) == (2, 64)
+    assert namespace["seen"]["lstm"].shape == (2, 64)
+
+
+def test_readme_starts_with_the_two_commands():
+    text = README.read_text()
+    commands = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    assert commands[0].strip() == "bash scripts/setup_env.sh && .venv/bin/torch-lstm-probe demo"
+    assert commands[1].strip() == "bash scripts/setup_env.sh test && .venv/bin/python -m pytest -q"
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert commands[1].strip() in ci
