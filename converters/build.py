@@ -20,6 +20,7 @@ from torch_lstm_probe.model import KerasModel
 from torch_lstm_probe.registry import build_module
 
 from .common import Context, ModuleSpec, layer_label
+from .ops import op_template
 from .registry import lookup
 from .spec import CallSpec, LayerSpec, ModelSpec, TensorRef
 
@@ -52,6 +53,14 @@ def convert_layer(
     if layer.model is not None:
         return convert_model(layer.model, custom_layers, _ctx_for(layer.model)), "default"
     spec = lookup(layer, ctx)(layer, ctx)
+    if spec.call == "op":
+        # An op node's arguments mix tensors and constants: keep them as a template per call.
+        if len(layer.calls) != 1:
+            raise UnsupportedOptionError(f"{layer_label(layer, ctx)}: an op node must be called exactly once.")
+        tensors: list[TensorRef] = []
+        args = op_template(list(layer.calls[0].args), tensors)
+        kwargs = op_template(dict(layer.calls[0].kwargs), tensors)
+        spec.config = dataclasses.replace(spec.config, args=args, params={**spec.config.params, **kwargs})
     return instantiate(spec), spec.call
 
 
@@ -88,6 +97,10 @@ def _wire_call(layer: LayerSpec, call: CallSpec, convention: str, ctx: Context) 
     if not args:
         raise GraphError(f"{where}: a call of this layer has no input tensors.")
     node_kwargs: dict[str, Any] = {}
+    if convention == "op":
+        tensors: list[TensorRef] = []
+        op_template([list(call.args), dict(call.kwargs)], tensors)
+        return {"layer": layer.name, "inputs": [t.as_list() for t in tensors], "kwargs": {}}
     if convention == "rnn":
         tensors = _flat_tensors(args[0]) if isinstance(args[0], (list, tuple)) else [args[0]]
         inputs = [tensors[0]]

@@ -37,6 +37,10 @@ def supported_classes() -> list[str]:
 
 def lookup(layer: LayerSpec, ctx: Context) -> Converter:
     """The converter for ``layer.class_name``; an unknown class raises UnsupportedLayerError."""
+    from .ops import convert_op, is_op_node
+
+    if is_op_node(layer):
+        return convert_op
     fn = CONVERTERS.get(layer.class_name)
     if fn is not None:
         return fn
