@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ACTIVATIONS", "get_activation", "is_identity"]
+__all__ = ["ACTIVATIONS", "get_activation", "inplace_activation", "is_identity"]
 
 Activation = Callable[[torch.Tensor], torch.Tensor]
 
@@ -155,3 +155,24 @@ def is_identity(name: str) -> bool:
     """True for the ``linear`` activation, which layers may skip entirely."""
     return name == "linear"
 
+
+
+_INPLACE: dict[str, Callable[[torch.Tensor], object]] = {
+    "sigmoid": torch.Tensor.sigmoid_,
+    "tanh": torch.Tensor.tanh_,
+    "relu": torch.Tensor.relu_,
+    "linear": lambda x: x,
+}
+
+
+def inplace_activation(name: str) -> Callable[[torch.Tensor], object]:
+    """Applies the runtime activation ``name`` in place (on a view, writing through to its base)."""
+    fast = _INPLACE.get(name)
+    if fast is not None:
+        return fast
+    fn = get_activation(name)
+
+    def apply(x: torch.Tensor) -> object:
+        return x.copy_(fn(x))
+
+    return apply

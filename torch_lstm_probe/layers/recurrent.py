@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from ..activations import get_activation
+from ..activations import get_activation, inplace_activation
 from ..errors import InputError
 from ..masking import Blocks, contiguous_blocks, shift_rows, unshift_gates, unshift_outputs, unshift_states
 from ..registry import register_module
@@ -100,6 +100,8 @@ class LSTM(ConfigMixin, nn.LSTM):
         self.config = config
         self._act = get_activation(config.activation)
         self._ract = get_activation(config.recurrent_activation)
+        self._act_inplace = inplace_activation(config.activation)
+        self._ract_inplace = inplace_activation(config.recurrent_activation)
         self._fusable = config.activation == "tanh" and config.recurrent_activation == "sigmoid"
         for name in GATE_NAMES:
             self.add_module(f"hook_{name}", HookPoint())
@@ -184,13 +186,16 @@ class LSTM(ConfigMixin, nn.LSTM):
         blocks = contiguous_blocks(mask) if (fused and mask is not None) else None
         gates: LSTMGates | None = None
         if fused and mask is None:
-            seq, (h, c) = nn.LSTM.forward(self, x, (h0.unsqueeze(0), c0.unsqueeze(0)))  # seq (N, L, H)
+            seq, (h, c) = self._fused(x, h0, c0)  # seq (N, L, H)
             h, c = h[0], c[0]  # (N, H)
             last = h
             if want_gates:
                 gates = self._gates_from_outputs(x, h0, c0, seq)
         elif fused and blocks is not None:
             seq, h, c, last, gates = self._fused_masked(x, h0, c0, blocks, want_gates)
+        elif mask is None and not (torch.is_grad_enabled() and (x.requires_grad or self.weight_hh_l0.requires_grad)):
+            # The in-place loop is the fastest on CPU but not differentiable: only without autograd.
+            seq, h, c, last, gates = self._time_major_loop(x, h0, c0, want_gates)
         else:
             seq, h, c, last, gates = self._step_loop(x, h0, c0, mask, want_gates)
 
@@ -247,6 +252,44 @@ class LSTM(ConfigMixin, nn.LSTM):
             return None
         return self.bias_ih_l0 + self.bias_hh_l0  # (4H,)
 
+    def _time_major_loop(
+        self, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, want_gates: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, LSTMGates | None]:
+        """The unmasked step loop, tuned for CPU: time-major buffers, the input projection
+        hoisted out of the loop, every step written in place into the gate buffer.
+
+        Per step: one ``addmm`` into ``Z[t]``, the activations in place on its four slices, then
+        ``c_t = f c_{t-1} + i g`` and ``h_t = o act(c_t)`` into ``C[t]`` and ``H[t]``.
+        """
+        n, steps, _ = x.shape
+        hidden = self.config.hidden_size
+        xt = x.transpose(0, 1)  # (L, N, F)
+        z_all = F.linear(xt, self.weight_ih_l0, self._bias())  # (L, N, 4H): x W_ih^T + b, all steps
+        c_all = x.new_empty(steps, n, hidden)  # (L, N, H)
+        h_all = x.new_empty(steps, n, hidden)  # (L, N, H)
+        w_hh_t = self.weight_hh_l0.t()  # (H, 4H)
+        ract, act = self._ract_inplace, self._act_inplace
+        h, c = h0, c0
+        for t in range(steps):
+            z = z_all[t]  # (N, 4H), becomes [i f g o] in place
+            z.addmm_(h, w_hh_t)
+            ract(z[:, : 2 * hidden])
+            act(z[:, 2 * hidden : 3 * hidden])
+            ract(z[:, 3 * hidden :])
+            c_t, h_t = c_all[t], h_all[t]
+            torch.mul(z[:, hidden : 2 * hidden], c, out=c_t)
+            c_t.addcmul_(z[:, :hidden], z[:, 2 * hidden : 3 * hidden])
+            act_c = self._act(c_t)
+            torch.mul(z[:, 3 * hidden :], act_c, out=h_t)
+            h, c = h_t, c_t
+        seq = h_all.transpose(0, 1)  # (N, L, H) view
+        gates = None
+        if want_gates:
+            zb = z_all.transpose(0, 1)  # (N, L, 4H) view
+            i, f, g, o = zb.split(hidden, dim=2)
+            gates = LSTMGates(i, f, g, o, c_all.transpose(0, 1), seq)
+        return seq, h, c, h, gates
+
     def _step_loop(
         self,
         x: torch.Tensor,
@@ -294,6 +337,19 @@ class LSTM(ConfigMixin, nn.LSTM):
         gates = LSTMGates(*buf.unbind(0)) if want_gates else None
         return seq, h, c, last, gates
 
+    def _fused(self, x: Any, h0: torch.Tensor, c0: torch.Tensor) -> Any:
+        """``nn.LSTM``'s fused kernel. cuDNN refuses to backpropagate through an RNN run in
+        eval mode; with dropout 0 training mode computes the same thing, so when gradients are
+        wanted on CUDA the kernel is called in training mode."""
+        hx = (h0.unsqueeze(0), c0.unsqueeze(0))  # (1, N, H) each
+        if self.training or not torch.is_grad_enabled() or h0.device.type != "cuda":
+            return nn.LSTM.forward(self, x, hx)
+        self.training = True
+        try:
+            return nn.LSTM.forward(self, x, hx)
+        finally:
+            self.training = False
+
     def _fused_masked(
         self, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, blocks: Blocks, want_gates: bool
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, LSTMGates | None]:
@@ -303,7 +359,7 @@ class LSTM(ConfigMixin, nn.LSTM):
         xs = shift_rows(x, blocks)  # (N, L, F), real steps first
         lengths = blocks.length.clamp(min=1).cpu()
         packed = pack_padded_sequence(xs, lengths, batch_first=True, enforce_sorted=False)
-        out, (h, c) = nn.LSTM.forward(self, packed, (h0.unsqueeze(0), c0.unsqueeze(0)))
+        out, (h, c) = self._fused(packed, h0, c0)
         y, _ = pad_packed_sequence(out, batch_first=True, total_length=steps)  # (N, L, H)
         h, c = h[0], c[0]  # (N, H)
         empty = (blocks.length == 0)[:, None]  # (N, 1): fully masked rows keep the initial state

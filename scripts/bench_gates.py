@@ -1,0 +1,119 @@
+"""Benchmark: all gates of every LSTM layer vs the plain forward, side by side in one run.
+
+Usage: python scripts/bench_gates.py [--threads 1] [--batch 64] [--steps 100] [--device cpu|cuda]
+
+Reports, on the scaled-up seed model (Embedding(20000,100) → LSTM(256, seq) → LSTM(256) →
+Dense(1)): plain forward, ``tlp.probe(..., gates=True)`` with the automatic gate path, the step
+loop and the fused re-derivation, and a Python ``nn.LSTMCell`` loop (what users write by hand).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from scripts._bench_common import median_time, pin_threads  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    parser.add_argument("--batch", type=int, default=64, help="batch size")
+    parser.add_argument("--steps", type=int, default=100, help="tokens per sequence")
+    parser.add_argument("--units", type=int, default=256, help="LSTM units")
+    parser.add_argument("--repeats", type=int, default=15, help="timed runs per measurement (median)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    args = parser.parse_args()
+    pin_threads(args.threads)
+
+    import torch
+    from torch import nn
+
+    import torch_lstm_probe as tlp
+    from torch_lstm_probe.layers.recurrent import LSTM, LSTMConfig
+    from torch_lstm_probe.model import KerasModel
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.manual_seed(0)
+    units, dim = args.units, 100
+    config = {
+        "name": "seed_scaled",
+        "inputs": [{"name": "tokens", "shape": [None, args.steps], "dtype": "int32"}],
+        "layers": [
+            {"name": "embedding", "type": "Embedding", "config": {"num_embeddings": 20000, "embedding_dim": dim}},
+            {"name": "lstm_1", "type": "LSTM", "config": {"input_size": dim, "hidden_size": units, "return_sequences": True}},
+            {"name": "lstm_2", "type": "LSTM", "config": {"input_size": units, "hidden_size": units}},
+            {"name": "head", "type": "Dense", "config": {"in_features": units, "out_features": 1, "activation": "sigmoid"}},
+        ],
+        "nodes": [
+            {"layer": "embedding", "inputs": [["tokens", 0, 0]]},
+            {"layer": "lstm_1", "inputs": [["embedding", 0, 0]]},
+            {"layer": "lstm_2", "inputs": [["lstm_1", 0, 0]]},
+            {"layer": "head", "inputs": [["lstm_2", 0, 0]]},
+        ],
+        "outputs": [["head", 0, 0]],
+    }
+    model = KerasModel(config).to(args.device).eval()
+    for lstm in (model.layer("lstm_1"), model.layer("lstm_2")):  # realistic scale: Keras-like init
+        for name, p in lstm.named_parameters():
+            nn.init.uniform_(p, -0.08, 0.08) if "weight" in name else nn.init.uniform_(p, -0.1, 0.1)
+    x = torch.randint(1, 20000, (args.batch, args.steps), device=args.device)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+
+    def timed(fn) -> float:
+        def run() -> None:
+            fn()
+            sync()
+
+        return median_time(run, args.repeats)
+
+    def set_path(path: str) -> None:
+        for m in model.modules():
+            if isinstance(m, LSTM):
+                m.gate_path = path
+
+    with torch.inference_mode():
+        plain = timed(lambda: model(x))
+        results = {}
+        for path in ("auto", "loop", "fused"):
+            set_path(path)
+            results[path] = timed(lambda: tlp.probe(model, x, layers=["lstm_1", "lstm_2"], gates=True))
+        set_path("auto")
+
+        cells = [nn.LSTMCell(dim, units), nn.LSTMCell(units, units)]
+        for cell, lstm in zip(cells, (model.layer("lstm_1"), model.layer("lstm_2"))):
+            cell.to(args.device)
+            cell.load_state_dict({"weight_ih": lstm.weight_ih_l0, "weight_hh": lstm.weight_hh_l0,
+                                  "bias_ih": lstm.bias_ih_l0, "bias_hh": lstm.bias_hh_l0})
+
+        def cell_loop() -> None:
+            seq = model.layer("embedding")(x)
+            for cell in cells:
+                h = seq.new_zeros(args.batch, units)
+                c = torch.zeros_like(h)
+                outs = []
+                for t in range(args.steps):
+                    h, c = cell(seq[:, t], (h, c))
+                    outs.append(h)
+                seq = torch.stack(outs, 1)
+
+        cell_time = timed(cell_loop)
+        lstm_alone = LSTM(LSTMConfig(dim, units, return_sequences=True)).to(args.device).eval()
+        emb = model.layer("embedding")(x)
+        fused_alone = timed(lambda: lstm_alone(emb))
+
+    print(f"workload: Embedding(20000,{dim}) -> LSTM({units}, seq) -> LSTM({units}) -> Dense(1); batch {args.batch} x "
+          f"{args.steps} steps; device {args.device}; {args.threads} thread(s); torch {torch.__version__}")
+    print(f"{'plain forward':40s} {plain * 1e3:9.2f} ms   {args.batch / plain:9.0f} seq/s")
+    for path, t in results.items():
+        print(f"{'forward + all gates, path=' + path:40s} {t * 1e3:9.2f} ms   {args.batch / t:9.0f} seq/s   ratio {t / plain:.2f}x (target <= 1.5)")
+    print(f"{'Python nn.LSTMCell loop (no gates!)':40s} {cell_time * 1e3:9.2f} ms   ratio {cell_time / plain:.2f}x")
+    print(f"{'one fused nn.LSTM layer alone':40s} {fused_alone * 1e3:9.2f} ms   gates-auto throughput = "
+          f"{(args.batch / results['auto']) / (args.batch / fused_alone):.2f} of fused LSTM-alone throughput")
+
+
+if __name__ == "__main__":
+    main()
