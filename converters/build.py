@@ -42,11 +42,12 @@ def convert_layer(
     layer: LayerSpec, ctx: Context, custom_layers: Mapping[str, CustomConverter] | None = None
 ) -> tuple[nn.Module, str]:
     """Converts one layer; returns ``(module, call convention)``."""
-    if custom_layers and layer.class_name in custom_layers:
-        module = custom_layers[layer.class_name](dict(layer.config), [np.array(w) for w in layer.weights])
+    key = next((k for k in (layer.registered_name, layer.class_name) if custom_layers and k in custom_layers), None)
+    if custom_layers and key is not None:
+        module = custom_layers[key](dict(layer.config), [np.array(w) for w in layer.weights])
         if not isinstance(module, nn.Module):
             raise TypeError(
-                f"{layer_label(layer, ctx)}: custom_layers[{layer.class_name!r}] returned a "
+                f"{layer_label(layer, ctx)}: custom_layers[{key!r}] returned a "
                 f"{type(module).__name__}. Expected an nn.Module."
             )
         return module, "default"

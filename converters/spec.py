@@ -52,6 +52,7 @@ class LayerSpec:
     model: ModelSpec | None = None  # for a nested model used as a layer
     path: str = ""  # graph path, "outer/inner/name", for messages
     module: str | None = None  # Keras "module" of the class, when the file records it
+    registered_name: str | None = None  # "package>Class" of a registered custom class
 
 
 @dataclass(frozen=True, order=True)

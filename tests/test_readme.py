@@ -14,8 +14,9 @@ def test_readme_python_blocks_run():
     namespace: dict = {}
     for block in blocks:
         exec(compile(block, str(README), "exec"), namespace)  # noqa: S102
-    assert tuple(namespace["acts"]["lstm"].shape) == (2, 64)
     assert namespace["seen"]["lstm"].shape == (2, 64)
+    assert tuple(namespace["forget"][0].shape) == (2, 4, 64)
+    assert tuple(namespace["saliency"].shape) == (2, 4, 100)
 
 
 def test_readme_starts_with_the_two_commands():

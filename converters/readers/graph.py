@@ -186,6 +186,9 @@ class _Parser:
 
     def _layer(self, entry: Mapping[str, Any], names: tuple[str, ...], keras3_path: str, calls: tuple[CallSpec, ...]) -> LayerSpec:
         class_name = str(entry.get("class_name"))
+        registered = entry.get("registered_name")
+        if ">" in class_name:  # Keras 3's legacy h5 writes a registered class as "package>Class"
+            registered, class_name = class_name, class_name.rsplit(">", 1)[1]
         config = entry.get("config", {})
         if not isinstance(config, Mapping):
             config = {"layers": config} if class_name == "Sequential" else {}
@@ -207,6 +210,7 @@ class _Parser:
             model=nested,
             path=location.path,
             module=entry.get("module"),
+            registered_name=str(registered) if registered else None,
         )
 
     def sequential(self, config: Any, names: tuple[str, ...], keras3_path: str) -> dict[str, Any]:
