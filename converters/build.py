@@ -155,10 +155,11 @@ def convert_model(
         kinds = {type(e) for e in errors}
         kind = kinds.pop() if len(kinds) == 1 else UnsupportedLayerError
         raise kind(f"{len(errors)} layers cannot be converted:\n" + "\n".join(f"  - {e}" for e in errors))
+    offsets = {layer.name: 1 for layer in spec.layers if _skips_first_node(layer, ctx)}
     nodes = []
     for layer in spec.layers:
         for call in layer.calls:
-            nodes.append(_wire_call(layer, call, conventions[layer.name], ctx))
+            nodes.append(_wire_call(layer, _renumber_call(call, offsets), conventions[layer.name], ctx))
     config = {
         "name": spec.name,
         "inputs": [
@@ -167,8 +168,48 @@ def convert_model(
         ],
         "layers": [{"name": layer.name, "type": None, "config": None} for layer in spec.layers],
         "nodes": nodes,
-        "outputs": [r.as_list() for r in spec.outputs],
+        "outputs": [_renumber(r, offsets).as_list() for r in spec.outputs],
     }
     return KerasModel(config, modules)
+
+
+def _skips_first_node(layer: LayerSpec, ctx: Context) -> bool:
+    """Whether the config's node indices of a nested model count a built-in first node.
+
+    A nested Functional model starts with a node linking its own inputs to its outputs, so the
+    outer config's first call of it is node 1. Keras 2 does the same for a nested Sequential
+    that has an input layer; Keras 3 Sequential models do not.
+    """
+    if layer.model is None:
+        return False
+    if layer.class_name in ("Functional", "Model"):
+        return True
+    if ctx.keras_version.major >= 3:
+        return False
+    entries = layer.config.get("layers", []) if isinstance(layer.config, Mapping) else []
+    return bool(entries) and entries[0].get("class_name") == "InputLayer"
+
+
+def _renumber(ref: TensorRef, offsets: Mapping[str, int]) -> TensorRef:
+    shift = offsets.get(ref.layer, 0)
+    return TensorRef(ref.layer, ref.node - shift, ref.index) if shift else ref
+
+
+def _renumber_value(value: Any, offsets: Mapping[str, int]) -> Any:
+    if isinstance(value, TensorRef):
+        return _renumber(value, offsets)
+    if isinstance(value, tuple):
+        return tuple(_renumber_value(v, offsets) for v in value)
+    if isinstance(value, list):
+        return [_renumber_value(v, offsets) for v in value]
+    if isinstance(value, dict):
+        return {k: _renumber_value(v, offsets) for k, v in value.items()}
+    return value
+
+
+def _renumber_call(call: CallSpec, offsets: Mapping[str, int]) -> CallSpec:
+    if not offsets:
+        return call
+    return CallSpec(_renumber_value(call.args, offsets), _renumber_value(dict(call.kwargs), offsets))
 
 

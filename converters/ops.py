@@ -68,6 +68,8 @@ OP_TABLE: dict[str, tuple[str, dict[str, str]]] = {
 
 # Config keys of op nodes that change nothing.
 _OP_IGNORED = {"name", "dtype"}
+# Keys accepted only at their default value (anything else would change the result).
+_OP_DEFAULT_ONLY = {"initial": None}
 
 
 def is_op_node(layer: LayerSpec) -> bool:
@@ -101,7 +103,10 @@ def convert_op(layer: LayerSpec, ctx: Context) -> ModuleSpec:
             "it with supported ops or layers, or pass custom_layers={%r: converter}." % layer.class_name
         )
     op, keys = entry
-    unknown = sorted(set(layer.config) - set(keys) - _OP_IGNORED)
+    unknown = sorted(
+        k for k in set(layer.config) - set(keys) - _OP_IGNORED
+        if not (k in _OP_DEFAULT_ONLY and layer.config[k] == _OP_DEFAULT_ONLY[k])
+    )
     if unknown:
         raise UnsupportedOptionError(
             f"{layer_label(layer, ctx)}: op config key(s) {unknown} are not supported. Received: "
