@@ -249,3 +249,24 @@ def test_stateful_gates_start_from_carried_state(klib, tmp_path):
     assert_close(tlp.probe(converted, x1)["s"], k1, ATOL["cpu_float32"], "after reset_states")
     with pytest.raises(tlp.InputError, match="batch size fixed at 2"):
         converted(np.zeros((3, 5, 3), np.float32))
+
+
+@pytest.mark.parametrize("mask_kind", ["right", "left", "holes"])
+@pytest.mark.parametrize("return_sequences", [False, True])
+@pytest.mark.parametrize("path", ["loop", "fused"])
+def test_masked_without_return_state_equals_oracle(mask_kind, return_sequences, path):
+    """Without return_state the fused kernel runs unpacked on the shifted rows."""
+    torch.manual_seed(1)
+    m = LSTM(LSTMConfig(input_size=5, hidden_size=4, return_sequences=return_sequences)).double().eval()
+    m.gate_path = path
+    x = torch.randn(4, 9, 5, dtype=torch.float64)
+    mask = torch.tensor(MASKS[mask_kind], dtype=torch.bool)
+    with torch.inference_mode():
+        out = m(x, mask=mask)
+        out_g, gates = m(x, mask=mask, return_gates=True)
+    ref_seq, ref = lstm_reference(x, m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0 + m.bias_hh_l0, mask=mask)
+    expected = ref_seq if return_sequences else ref_seq[:, -1]
+    assert_close(out, expected, 1e-12, "output")
+    assert_close(out_g, expected, 1e-12, "output with gates")
+    for name in GATES:
+        assert_close(getattr(gates, name), getattr(ref, name), 1e-12, f"gate {name}")

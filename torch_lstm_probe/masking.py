@@ -16,7 +16,15 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Blocks", "contiguous_blocks", "shift_rows", "unshift_outputs", "unshift_states", "unshift_gates"]
+__all__ = [
+    "Blocks",
+    "contiguous_blocks",
+    "shift_rows",
+    "last_real_step",
+    "unshift_outputs",
+    "unshift_states",
+    "unshift_gates",
+]
 
 
 @dataclass(frozen=True)
@@ -47,10 +55,22 @@ def contiguous_blocks(mask: torch.Tensor) -> Blocks | None:
 
 
 def _gather_time(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``out[n, t] = x[n, index[n, t]]`` for ``x`` of shape ``(N, L, ...)``."""
-    shape = index.shape + x.shape[2:]
-    expanded = index.reshape(index.shape + (1,) * (x.dim() - 2)).expand(shape)
-    return torch.gather(x, 1, expanded)
+    """``out[n, t] = x[n, index[n, t]]`` for ``x`` of shape ``(N, L, ...)``.
+
+    One ``index_select`` over the flattened (batch × time) rows: the index is ``(N·L,)``,
+    not the full tensor shape, which keeps the shift cheap.
+    """
+    n, steps = index.shape
+    rows = (index + torch.arange(n, device=index.device)[:, None] * steps).reshape(-1)  # (N·L,)
+    flat = x.reshape(n * steps, *x.shape[2:])
+    return flat.index_select(0, rows).reshape(x.shape)
+
+
+def last_real_step(y: torch.Tensor, blocks: Blocks) -> torch.Tensor:
+    """``y[n, length_n - 1]`` for a shifted ``(N, L, H)`` tensor (row 0 for empty rows)."""
+    n = y.shape[0]
+    index = (blocks.length - 1).clamp(min=0)  # (N,)
+    return y[torch.arange(n, device=y.device), index]  # (N, H)
 
 
 def shift_rows(x: torch.Tensor, blocks: Blocks) -> torch.Tensor:

@@ -19,7 +19,15 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..activations import get_activation, inplace_activation
 from ..errors import InputError
-from ..masking import Blocks, contiguous_blocks, shift_rows, unshift_gates, unshift_outputs, unshift_states
+from ..masking import (
+    Blocks,
+    contiguous_blocks,
+    last_real_step,
+    shift_rows,
+    unshift_gates,
+    unshift_outputs,
+    unshift_states,
+)
 from ..registry import register_module
 from .base import ConfigMixin, HookPoint, check_float_input
 
@@ -353,29 +361,41 @@ class LSTM(ConfigMixin, nn.LSTM):
     def _fused_masked(
         self, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, blocks: Blocks, want_gates: bool
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, LSTMGates | None]:
-        """A contiguous mask on the fused kernel: shift each row's real steps to the front, run
-        the packed sequence, shift back, and fill masked steps as Keras does."""
+        """A contiguous mask on the fused kernel.
+
+        Each row's real steps are shifted to the front; the fused kernel then runs either on the
+        packed sequence (when the final cell state is needed: ``return_state``, ``stateful``)
+        or on the whole shifted tensor, whose steps past each row's end are never read. The
+        outputs are shifted back and masked steps filled as Keras does.
+        """
         steps = x.shape[1]
         xs = shift_rows(x, blocks)  # (N, L, F), real steps first
-        lengths = blocks.length.clamp(min=1).cpu()
-        packed = pack_padded_sequence(xs, lengths, batch_first=True, enforce_sorted=False)
-        out, (h, c) = self._fused(packed, h0, c0)
-        y, _ = pad_packed_sequence(out, batch_first=True, total_length=steps)  # (N, L, H)
-        h, c = h[0], c[0]  # (N, H)
         empty = (blocks.length == 0)[:, None]  # (N, 1): fully masked rows keep the initial state
+        if self.config.return_state or self.config.stateful:
+            lengths = blocks.length.clamp(min=1).cpu()
+            packed = pack_padded_sequence(xs, lengths, batch_first=True, enforce_sorted=False)
+            out, (h, c) = self._fused(packed, h0, c0)
+            y, _ = pad_packed_sequence(out, batch_first=True, total_length=steps)  # (N, L, H)
+            h, c = h[0], c[0]  # (N, H)
+            c = torch.where(empty, c0, c)
+        else:
+            y, _ = self._fused(xs, h0, c0)  # (N, L, H); rows past their length hold unused values
+            h = last_real_step(y, blocks)  # (N, H)
+            c = None
         h = torch.where(empty, h0, h)
-        c = torch.where(empty, c0, c)
         final_out = torch.where(empty, torch.zeros_like(h), h)
         seq = unshift_outputs(y, blocks, final_out, self.config.zero_output_for_mask)
         gates = None
         if want_gates:
             g = self._gates_from_outputs(xs, h0, c0, y)
+            if c is None:
+                c = torch.where(empty, c0, last_real_step(g.c, blocks))
             gates = LSTMGates(
                 *(unshift_gates(v, blocks) for v in g[:4]),
                 unshift_states(g.c, blocks, c0, c),
                 unshift_states(g.h, blocks, h0, h),
             )
-        return seq, h, c, seq[:, -1], gates
+        return seq, h, c, seq[:, -1], gates  # type: ignore[return-value]
 
     def _gates_from_outputs(
         self, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, seq: torch.Tensor
