@@ -175,13 +175,39 @@ def test_keras_zip_config_without_weights(tmp_path):
         tlp.load_keras(path)
 
 
-def test_keras_zip_npz_weights_are_refused_never_unpickled(tmp_path):
-    path = rewrite_zip(ZIP, tmp_path / "m.keras", drop=("model.weights.h5",))
-    with zipfile.ZipFile(path, "a") as z:
-        buf = io.BytesIO()
-        np.savez(buf, x=np.zeros(2))
+def _h5_to_npz(src: Path, dst: Path, pickled_object=None) -> Path:
+    """Rewrites a .keras archive's h5 weights in the npz layout: one pickled dict per object."""
+    with zipfile.ZipFile(src) as zin:
+        blob = zin.read("model.weights.h5")
+    store: dict[str, dict[str, np.ndarray]] = {}
+    with h5py.File(io.BytesIO(blob), "r") as f:
+        def visit(name, obj):
+            if isinstance(obj, h5py.Group) and name.endswith("vars") and len(obj):
+                store[name[: -len("/vars")] if name != "vars" else "__root__"] = {k: obj[k][()] for k in obj}
+        f.visititems(visit)
+    members = {}
+    for key, value in store.items():
+        arr = np.empty((), dtype=object)
+        arr[()] = value if pickled_object is None else pickled_object
+        members[key] = arr
+    buf = io.BytesIO()
+    np.savez(buf, **members)
+    rewrite_zip(src, dst, drop=("model.weights.h5",))
+    with zipfile.ZipFile(dst, "a") as z:
         z.writestr("model.weights.npz", buf.getvalue())
-    with pytest.raises(KerasFileError, match="never unpickles"):
+    return dst
+
+
+def test_keras_zip_npz_weights_load_as_plain_arrays(tmp_path):
+    path = _h5_to_npz(ZIP, tmp_path / "m.keras")
+    x = np.arange(12).reshape(2, 6) % 20
+    with torch.inference_mode():
+        assert torch.equal(tlp.load_keras(path)(x), tlp.load_keras(ZIP)(x))
+
+
+def test_keras_zip_npz_with_pickled_objects_is_refused(tmp_path):
+    path = _h5_to_npz(ZIP, tmp_path / "m.keras", pickled_object=Path("not an array"))
+    with pytest.raises(KerasFileError, match=r"cannot be read safely.*refusing to load pathlib"):
         tlp.load_keras(path)
 
 

@@ -11,11 +11,11 @@ from torch_lstm_probe.errors import KerasFileError, WeightMismatchError
 
 from .graph import LayerLocation, decode
 
-__all__ = ["LegacyH5Weights", "Keras3H5Weights"]
+__all__ = ["LegacyH5Weights", "Keras3H5Weights", "CHILD_ORDER"]
 
 # Keras 3 saves the children of a layer sorted by attribute name; get_weights() follows the
 # layer's own order. Where the two differ, this table gives get_weights() order.
-_CHILD_ORDER: dict[str, tuple[str, ...]] = {
+CHILD_ORDER: dict[str, tuple[str, ...]] = {
     "Bidirectional": ("forward_layer", "backward_layer"),
 }
 
@@ -110,7 +110,7 @@ class Keras3H5Weights:
             for key in sorted(variables.keys(), key=int):
                 arrays.append(_read(variables[key], self.source, f"{group.name}/vars/{key}"))
         children = [k for k in group.keys() if k != "vars" and isinstance(group[k], h5py.Group)]
-        order = _CHILD_ORDER.get(class_name or "", ())
+        order = CHILD_ORDER.get(class_name or "", ())
         children.sort(key=lambda k: (order.index(k) if k in order else len(order), k))
         for child in children:
             arrays.extend(self._collect(group[child], None))

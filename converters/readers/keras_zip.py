@@ -15,6 +15,7 @@ from torch_lstm_probe.errors import KerasFileError
 from ..spec import ModelSpec, parse_version
 from .graph import library_of, parse_model_config
 from .h5_weights import Keras3H5Weights
+from .npz_weights import Keras3NpzWeights, read_npz_store
 
 __all__ = ["read_keras_zip"]
 
@@ -53,10 +54,17 @@ def read_keras_zip(path: Path | str) -> ModelSpec:
             except OSError as err:
                 raise KerasFileError(f"{path}: model.weights.h5 in the archive is not valid HDF5 ({err}).") from err
         elif "model.weights.npz" in names:
-            raise KerasFileError(
-                f"{path}: the weights are stored as model.weights.npz, whose arrays Keras writes as pickled "
-                "Python objects. This loader never unpickles data from a file. Fix: re-save the model with "
-                "the default weights format: model.save('model.keras')."
+            try:
+                blob = archive.read("model.weights.npz")
+            except (zipfile.BadZipFile, OSError, EOFError) as err:
+                raise KerasFileError(f"{path}: cannot read model.weights.npz from the archive ({err}).") from err
+            return parse_model_config(
+                config,
+                source=str(path),
+                keras_version=version,
+                file_format="keras_zip",
+                weights=Keras3NpzWeights(read_npz_store(blob, str(path)), str(path)),
+                library=library_of(config, version),
             )
         else:
             raise KerasFileError(
