@@ -19,7 +19,16 @@ import torch
 from torch_lstm_probe.errors import UnsupportedOptionError
 from torch_lstm_probe.layers.recurrent import LSTMConfig
 
-from .common import INIT_REG_CONSTRAINT, Context, ModuleSpec, check_keys, layer_label, resolve_activation, to_tensor, unpack_weights
+from .common import (
+    INIT_REG_CONSTRAINT,
+    Context,
+    ModuleSpec,
+    check_keys,
+    layer_label,
+    resolve_activation,
+    to_tensor,
+    unpack_weights,
+)
 from .legacy import modernize_rnn
 from .registry import register
 from .spec import LayerSpec

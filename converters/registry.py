@@ -45,8 +45,8 @@ def lookup(layer: LayerSpec, ctx: Context) -> Converter:
     if fn is not None:
         return fn
     hint = (
-        "custom_layers={'%s': converter} in tlp.load_keras, where converter(config, weights) returns an "
-        "nn.Module" % layer.class_name
+        f"custom_layers={{'{layer.class_name}': converter}} in tlp.load_keras, where converter(config, weights) "
+        "returns an nn.Module"
     )
     if layer.class_name in _CODE_LAYERS:
         raise UnsupportedLayerError(

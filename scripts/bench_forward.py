@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from scripts._bench_common import build_seed_model, median_time, pin_threads  # noqa: E402
+from scripts._bench_common import median_time, pin_threads  # noqa: E402
 
 
 def _make_model(path: Path, steps: int) -> None:

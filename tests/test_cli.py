@@ -55,7 +55,9 @@ def test_user_error_is_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("torch-lstm-probe: error: KerasFileError:")
     assert len(err.strip().splitlines()) == 1
-    with pytest.raises(Exception):
+    from torch_lstm_probe.errors import KerasFileError
+
+    with pytest.raises(KerasFileError):
         main(["--debug", "inspect", str(bad)])
 
 
