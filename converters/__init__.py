@@ -11,7 +11,19 @@ import torch
 
 from torch_lstm_probe.model import KerasModel
 
-from . import core, recurrent  # noqa: F401  (fill the registry)
+from . import (  # noqa: F401  (importing the converter modules fills the registry)
+    activation_layers,
+    bidirectional,
+    conv,
+    core,
+    gru,
+    legacy,
+    merge,
+    normalization,
+    recurrent,
+    reshape,
+    simple_rnn,
+)
 from .build import CustomConverter, convert_model
 from .readers import read
 from .registry import supported_classes

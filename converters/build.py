@@ -28,6 +28,8 @@ __all__ = ["convert_model", "convert_layer", "CustomConverter"]
 CustomConverter = Callable[[dict[str, Any], list[np.ndarray]], nn.Module]
 
 _IGNORED_CALL_KWARGS = ("training",)
+# Call keywords that change nothing when None (tf_keras records constants=None on RNN calls).
+_NONE_ONLY_CALL_KWARGS = ("constants",)
 
 
 def instantiate(spec: ModuleSpec) -> nn.Module:
@@ -94,6 +96,9 @@ def _wire_call(layer: LayerSpec, call: CallSpec, convention: str, ctx: Context) 
     kwargs = dict(call.kwargs)
     for key in _IGNORED_CALL_KWARGS:
         kwargs.pop(key, None)
+    for key in _NONE_ONLY_CALL_KWARGS:
+        if key in kwargs and kwargs[key] is None:
+            del kwargs[key]
     if not args:
         raise GraphError(f"{where}: a call of this layer has no input tensors.")
     node_kwargs: dict[str, Any] = {}

@@ -62,6 +62,8 @@ OP_TABLE: dict[str, tuple[str, dict[str, str]]] = {
     "Concatenate": ("concatenate", {"axis": "axis"}),
     "Stack": ("stack", {"axis": "axis"}),
     "GetItem": ("get_item", {}),
+    "ZerosLike": ("zeros_like", {}),
+    "OnesLike": ("ones_like", {}),
     "Where": ("where", {}),
     "Clip": ("clip", {"x_min": "x_min", "x_max": "x_max"}),
 }

@@ -18,6 +18,7 @@ from ..spec import CallSpec, InputSpec, KerasVersion, LayerSpec, ModelSpec, Tens
 __all__ = ["WeightSource", "LayerLocation", "parse_model_config", "MODEL_CLASSES", "snake_case"]
 
 MODEL_CLASSES = ("Sequential", "Functional", "Model")
+OP_MODULE = "keras.src.ops"  # the module given to op nodes whose config entry lacks one
 
 
 def snake_case(name: str) -> str:
@@ -199,6 +200,8 @@ class _Parser:
         if class_name in MODEL_CLASSES:
             raw = self.model(entry, names + (name,), keras3_path)
             nested = _model_spec(raw, self)
+        elif str(entry.get("module") or "").startswith(OP_MODULE):
+            pass  # op nodes hold no weights
         else:
             weights = self.layer_weights(location, class_name, config)
         return LayerSpec(
@@ -212,6 +215,16 @@ class _Parser:
             module=entry.get("module"),
             registered_name=str(registered) if registered else None,
         )
+
+    def _is_op_node(self, entry: Mapping[str, Any]) -> bool:
+        """Keras 3 op nodes: named by their ``keras.src.ops`` module, except in Keras 3's legacy
+        h5 configs, which drop the module; there an op node is a Keras 3 entry whose config
+        lacks the ``trainable`` key that every layer config has."""
+        module = entry.get("module")
+        if module:
+            return str(module).startswith("keras.src.ops")
+        config = entry.get("config")
+        return self.version.major >= 3 and isinstance(config, Mapping) and "trainable" not in config
 
     def sequential(self, config: Any, names: tuple[str, ...], keras3_path: str) -> dict[str, Any]:
         if isinstance(config, list):  # Keras 1 / Keras ≤ 2.2.4: the config is the layer list
@@ -272,8 +285,10 @@ class _Parser:
                 counter.next("InputLayer")
                 continue
             calls = _parse_inbound_nodes(entry.get("inbound_nodes"), where)
-            is_layer = entry.get("module") is None or not str(entry.get("module")).startswith("keras.src.ops")
-            path = f"{keras3_path}/layers/{counter.next(str(layer_class))}".lstrip("/") if is_layer else ""
+            is_op = self._is_op_node(entry)
+            path = "" if is_op else f"{keras3_path}/layers/{counter.next(str(layer_class))}".lstrip("/")
+            if is_op and not entry.get("module"):
+                entry = {**entry, "module": OP_MODULE}
             layers.append(self._layer(entry, names, path, calls))
         input_refs = _io_refs(config.get("input_layers"))
         output_refs = _io_refs(config.get("output_layers"))

@@ -63,11 +63,12 @@ class GRU(SingleStateRecurrent, ConfigMixin, nn.GRU):
     .. math::
         r_t = σ(x_t W_r^T + b_{ir} + h_{t-1} U_r^T + b_{hr}) \\
         z_t = σ(x_t W_z^T + b_{iz} + h_{t-1} U_z^T + b_{hz}) \\
-        n_t = act(x_t W_n^T + b_{in} + r_t ⊙ (h_{t-1} U_n^T + b_{hn}))
-              \quad\text{(reset_after=True, PyTorch's own GRU)} \\
-        n_t = act(x_t W_n^T + b_{in} + b_{hn} + (r_t ⊙ h_{t-1}) U_n^T)
-              \quad\text{(reset_after=False)} \\
+        n_t = act(x_t W_n^T + b_{in} + r_t ⊙ (h_{t-1} U_n^T + b_{hn}))  \quad  (reset\_after=True) \\
+        n_t = act(x_t W_n^T + b_{in} + b_{hn} + (r_t ⊙ h_{t-1}) U_n^T)  \quad  (reset\_after=False) \\
         h_t = z_t ⊙ h_{t-1} + (1 - z_t) ⊙ n_t
+
+    ``reset_after=True`` is exactly PyTorch's own GRU; ``reset_after=False`` (the Keras ≤ 2.2
+    default) has no PyTorch kernel and always runs on the step loop.
 
     where σ is ``recurrent_activation`` and act is ``activation``. Keras' ``kernel`` and
     ``recurrent_kernel`` are ``weight_ih_l0.T`` and ``weight_hh_l0.T`` with gate blocks
@@ -86,7 +87,7 @@ class GRU(SingleStateRecurrent, ConfigMixin, nn.GRU):
     ============================  ===========================================
 
     Runs on the fused ``nn.GRU`` kernel when ``reset_after=True`` and the activations are
-    tanh/sigmoid (contiguous masks included, by shifting and packing); otherwise, and for masks
+    tanh/sigmoid (contiguous masks included, by shifting each row's steps to the front); otherwise, and for masks
     with holes, on an exact step loop. Gates are computed only when asked for:
     ``return_gates=True``, or a forward hook on one of ``hook_z hook_r hook_n hook_h``.
     """
@@ -101,9 +102,7 @@ class GRU(SingleStateRecurrent, ConfigMixin, nn.GRU):
         self.config = config
         self._act = get_activation(config.activation)
         self._ract = get_activation(config.recurrent_activation)
-        self._fusable = (
-            config.reset_after and config.activation == "tanh" and config.recurrent_activation == "sigmoid"
-        )
+        self._fusable = config.reset_after and config.activation == "tanh" and config.recurrent_activation == "sigmoid"
         self._init_common()
 
     # ------------------------------------------------------------------ cell
@@ -144,7 +143,9 @@ class GRU(SingleStateRecurrent, ConfigMixin, nn.GRU):
         h_prev = torch.cat([h0.unsqueeze(1), seq[:, :-1]], dim=1)  # (N, L, H)
         xr, xz, xn = self._input_projection(x).chunk(3, dim=2)  # (N, L, H) each
         if self.config.reset_after:
-            hr, hz, hn = F.linear(h_prev, self.weight_hh_l0, self.bias_hh_l0 if self.config.use_bias else None).chunk(3, dim=2)
+            hr, hz, hn = F.linear(h_prev, self.weight_hh_l0, self.bias_hh_l0 if self.config.use_bias else None).chunk(
+                3, dim=2
+            )
             r, z = self._ract(xr + hr), self._ract(xz + hz)
             n = self._act(xn + r * hn)
         else:
@@ -213,7 +214,9 @@ def gru_reference(
         h = torch.where(keep, h_new, h)
         out = torch.where(keep, h_new, zero if zero_output_for_mask else prev)
         prev = out
-        for k, v in enumerate((torch.where(keep, z, zero), torch.where(keep, r, zero), torch.where(keep, cand, zero), h, out)):
+        for k, v in enumerate(
+            (torch.where(keep, z, zero), torch.where(keep, r, zero), torch.where(keep, cand, zero), h, out)
+        ):
             rows[k].append(v)
     stacked = [torch.stack(r_, dim=1) for r_ in rows]
     return stacked[4], GRUGates(*stacked[:4])

@@ -179,6 +179,8 @@ OPS: dict[str, Callable[..., torch.Tensor]] = {
     "stack": _stack,
     "get_item": _get_item,
     "where": torch.where,
+    "zeros_like": torch.zeros_like,
+    "ones_like": torch.ones_like,
     "clip": _clip,
 }
 

@@ -18,11 +18,18 @@ from typing import Any, ClassVar, NamedTuple, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..activations import get_activation
 from ..errors import InputError
-from ..masking import Blocks, contiguous_blocks, shift_rows, unshift_gates, unshift_outputs, unshift_states
+from ..masking import (
+    Blocks,
+    contiguous_blocks,
+    last_real_step,
+    shift_rows,
+    unshift_gates,
+    unshift_outputs,
+    unshift_states,
+)
 from ..registry import register_module
 from .base import ConfigMixin, HookPoint, check_float_input
 
@@ -45,6 +52,7 @@ class SingleStateRecurrent:
     """
 
     Gates: ClassVar[type]
+    STATE_NAMES: ClassVar[tuple[str, ...]] = ("h",)  # what return_state returns after the output
     GATE_NAMES: ClassVar[tuple[str, ...]]
     _torch_rnn: ClassVar[type[nn.RNNBase]]
     config: Any
@@ -238,17 +246,17 @@ class SingleStateRecurrent:
     def _fused_masked(
         self, x: torch.Tensor, h0: torch.Tensor, blocks: Blocks, want_gates: bool
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
-        """A contiguous mask on the fused kernel: shift each row's real steps to the front, run
-        the packed sequence, shift back, and fill masked steps as Keras does."""
-        steps = x.shape[1]
+        """A contiguous mask on the fused kernel.
+
+        Each row's real steps are shifted to the front and the fused kernel runs on the whole
+        shifted tensor; steps past each row's end are never read. With one state, the final
+        state is the output at the row's last real step, so no packing is needed. The outputs
+        are shifted back and masked steps filled as Keras does.
+        """
         xs = shift_rows(x, blocks)  # (N, L, F), real steps first
-        lengths = blocks.length.clamp(min=1).cpu()
-        packed = pack_padded_sequence(xs, lengths, batch_first=True, enforce_sorted=False)
-        out, h = self._torch_rnn.forward(self, packed, h0.unsqueeze(0))  # type: ignore[arg-type]
-        y, _ = pad_packed_sequence(out, batch_first=True, total_length=steps)  # (N, L, H)
-        h = h[0]  # (N, H)
+        y, _ = self._torch_rnn.forward(self, xs, h0.unsqueeze(0))  # type: ignore[arg-type]  # (N, L, H)
         empty = (blocks.length == 0)[:, None]  # (N, 1): fully masked rows keep the initial state
-        h = torch.where(empty, h0, h)
+        h = torch.where(empty, h0, last_real_step(y, blocks))  # (N, H)
         final_out = torch.where(empty, torch.zeros_like(h), h)
         seq = unshift_outputs(y, blocks, final_out, self.config.zero_output_for_mask)
         gates = None

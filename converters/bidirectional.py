@@ -1,0 +1,147 @@
+"""Converter for the Keras ``Bidirectional`` wrapper (Keras 2, tf_keras and Keras 3 configs).
+
+The wrapper owns no weights of its own. ``get_weights()`` lists the forward layer's arrays
+then the backward layer's; each half is converted by the registered converter of its class
+(LSTM, GRU, SimpleRNN) and its state_dict keys gain the prefix ``forward_layer.`` or
+``backward_layer.``:
+
+===============================  ==========================================================
+Keras                            PyTorch
+===============================  ==========================================================
+``layer`` (config + arrays)      ``forward_layer.*`` (e.g. ``forward_layer.weight_ih_l0``)
+``backward_layer`` or a copy of  ``backward_layer.*``; without ``backward_layer`` it is the
+``layer`` with ``go_backwards``  forward config with ``go_backwards`` flipped, as Keras builds
+flipped                          it
+===============================  ==========================================================
+
+As in Keras (``force_zero_output_for_mask``), both halves get
+``zero_output_for_mask = return_sequences`` whatever their stored config says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any, Mapping
+
+from torch_lstm_probe.errors import UnsupportedOptionError, WeightMismatchError
+from torch_lstm_probe.layers.bidirectional import MERGE_MODES, BidirectionalConfig
+
+from .common import Context, ModuleSpec, check_keys, layer_label, refuse_unless
+from .registry import lookup, register
+from .spec import LayerSpec
+
+__all__ = ["convert_bidirectional"]
+
+BIDIRECTIONAL_SUPPORTED = frozenset({"layer", "merge_mode", "backward_layer", "num_constants"})
+BIDIRECTIONAL_IGNORED: frozenset[str] = frozenset()
+
+# Arrays per wrapped layer in get_weights() order, by class: (with bias, without bias).
+_ARRAYS_PER_LAYER = {"LSTM": (3, 2), "GRU": (3, 2), "SimpleRNN": (3, 2)}
+
+
+def _inner_raw(layer: LayerSpec, ctx: Context, key: str) -> Mapping[str, Any]:
+    raw = layer.config.get(key)
+    if not isinstance(raw, Mapping) or "class_name" not in raw or not isinstance(raw.get("config"), Mapping):
+        raise UnsupportedOptionError(
+            f"{layer_label(layer, ctx)}: config key {key!r} is not a serialized layer. Received: {raw!r}. "
+            "Expected {'class_name': ..., 'config': {...}}."
+        )
+    return raw
+
+
+def _array_count(layer: LayerSpec, ctx: Context, raw: Mapping[str, Any]) -> int:
+    counts = _ARRAYS_PER_LAYER.get(str(raw["class_name"]))
+    if counts is None:
+        raise UnsupportedOptionError(
+            f"{layer_label(layer, ctx)}: its backward_layer differs from the forward layer, and the number of weight "
+            f"arrays of a {raw['class_name']!r} layer is unknown here, so the weights cannot be split. "
+            f"Supported wrapped classes: {sorted(_ARRAYS_PER_LAYER)}."
+        )
+    return counts[0] if raw["config"].get("use_bias", True) else counts[1]
+
+
+def _split_weights(
+    layer: LayerSpec, ctx: Context, fwd: Mapping[str, Any], bwd: Mapping[str, Any], explicit_backward: bool
+) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """The forward layer's arrays, then the backward layer's (get_weights() order)."""
+    weights = layer.weights
+    if not weights:
+        return (), ()
+    same_kind = fwd["class_name"] == bwd["class_name"] and bool(fwd["config"].get("use_bias", True)) == bool(
+        bwd["config"].get("use_bias", True)
+    )
+    if not explicit_backward or same_kind:
+        if len(weights) % 2:
+            raise WeightMismatchError(
+                f"{layer_label(layer, ctx)}: the file has {len(weights)} weight arrays with shapes "
+                f"{[tuple(w.shape) for w in weights]}. Expected an even number: the forward layer's, then the "
+                "backward layer's."
+            )
+        n_forward = len(weights) // 2
+    else:
+        n_forward = _array_count(layer, ctx, fwd)
+    return tuple(weights[:n_forward]), tuple(weights[n_forward:])
+
+
+@register("Bidirectional")
+def convert_bidirectional(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """Keras ``Bidirectional`` → :class:`torch_lstm_probe.layers.Bidirectional`."""
+    check_keys(layer, ctx, BIDIRECTIONAL_SUPPORTED, BIDIRECTIONAL_IGNORED)
+    merge_mode = refuse_unless(layer, ctx, "merge_mode", list(MERGE_MODES))
+    refuse_unless(layer, ctx, "num_constants", [0, None], "Cells with constants are not supported.")
+    fwd_raw = _inner_raw(layer, ctx, "layer")
+    explicit_backward = layer.config.get("backward_layer") is not None
+    if explicit_backward:
+        bwd_raw = _inner_raw(layer, ctx, "backward_layer")
+    else:
+        flipped = dict(fwd_raw["config"])
+        flipped["go_backwards"] = not bool(flipped.get("go_backwards", False))
+        bwd_raw = {**fwd_raw, "config": flipped}
+
+    fwd_config, bwd_config = dict(fwd_raw["config"]), dict(bwd_raw["config"])
+    for key in ("return_sequences", "return_state", "stateful"):
+        if bool(fwd_config.get(key, False)) != bool(bwd_config.get(key, False)):
+            raise UnsupportedOptionError(
+                f"{layer_label(layer, ctx)}: the forward and backward layers disagree on {key!r} "
+                f"({fwd_config.get(key, False)} vs {bwd_config.get(key, False)}). Keras requires them to agree."
+            )
+    if bool(fwd_config.get("go_backwards", False)) == bool(bwd_config.get("go_backwards", False)):
+        raise UnsupportedOptionError(
+            f"{layer_label(layer, ctx)}: the forward and backward layers have the same go_backwards "
+            f"({fwd_config.get('go_backwards', False)}). Keras requires them to differ."
+        )
+    fwd_weights, bwd_weights = _split_weights(layer, ctx, fwd_raw, bwd_raw, explicit_backward)
+
+    halves: dict[str, ModuleSpec] = {}
+    base = layer.path or layer.name
+    for role, raw, config, weights in (
+        ("forward_layer", fwd_raw, fwd_config, fwd_weights),
+        ("backward_layer", bwd_raw, bwd_config, bwd_weights),
+    ):
+        config["zero_output_for_mask"] = bool(config.get("return_sequences", False))  # Keras forces this
+        for key in ("batch_input_shape", "batch_shape"):  # the fixed batch size of a stateful wrapper
+            if key in layer.config and key not in config:
+                config[key] = layer.config[key]
+        inner = LayerSpec(
+            name=str(config.get("name", raw["class_name"])),
+            class_name=str(raw["class_name"]),
+            config=config,
+            weights=weights,
+            path=f"{base}/{role}",
+            module=raw.get("module"),
+        )
+        converted = lookup(inner, ctx)(inner, ctx)
+        if converted.call != "rnn":
+            raise UnsupportedOptionError(
+                f"{layer_label(inner, ctx)} is wrapped in Bidirectional but is not a recurrent layer. "
+                "Expected LSTM, GRU or SimpleRNN."
+            )
+        halves[role] = converted
+
+    config = BidirectionalConfig(
+        forward_layer={"type": halves["forward_layer"].type, "config": asdict(halves["forward_layer"].config)},
+        backward_layer={"type": halves["backward_layer"].type, "config": asdict(halves["backward_layer"].config)},
+        merge_mode=merge_mode,
+    )
+    state = {f"{role}.{k}": v for role, spec in halves.items() for k, v in spec.state_dict.items()}
+    return ModuleSpec("Bidirectional", config, state, call="rnn")

@@ -1,0 +1,79 @@
+"""Converter for the Keras SimpleRNN layer (Keras 2, tf_keras and Keras 3 configs).
+
+================================  =============  ==========================================
+Keras array                       shape          PyTorch parameter
+================================  =============  ==========================================
+``kernel``                        ``(F, H)``     ``weight_ih_l0 = kernel.T``
+``recurrent_kernel``              ``(H, H)``     ``weight_hh_l0 = recurrent_kernel.T``
+``bias``                          ``(H,)``       ``bias_ih_l0 = bias``, ``bias_hh_l0 = 0``
+================================  =============  ==========================================
+"""
+
+from __future__ import annotations
+
+import torch
+
+from torch_lstm_probe.layers.simple_rnn import SimpleRNNConfig
+
+from .common import INIT_REG_CONSTRAINT, Context, ModuleSpec, check_keys, resolve_activation, to_tensor, unpack_weights
+from .legacy import modernize_rnn
+from .recurrent import _stateful_batch_size
+from .registry import register
+from .spec import LayerSpec
+
+__all__ = ["convert_simple_rnn"]
+
+SIMPLE_RNN_SUPPORTED = frozenset(
+    {
+        "units",
+        "activation",
+        "use_bias",
+        "return_sequences",
+        "return_state",
+        "go_backwards",
+        "time_major",
+        "stateful",
+        "zero_output_for_mask",
+    }
+)
+SIMPLE_RNN_IGNORED = frozenset(
+    {"dropout", "recurrent_dropout", "unroll", "implementation", "seed"}
+) | INIT_REG_CONSTRAINT("kernel", "recurrent", "bias")
+
+
+@register("SimpleRNN")
+def convert_simple_rnn(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """Keras ``SimpleRNN`` → :class:`torch_lstm_probe.layers.SimpleRNN`."""
+    layer = modernize_rnn(layer, ctx)
+    cfg = layer.config
+    check_keys(layer, ctx, SIMPLE_RNN_SUPPORTED, SIMPLE_RNN_IGNORED)
+    units = int(cfg["units"])
+    use_bias = bool(cfg.get("use_bias", True))
+    if not layer.weights:
+        unpack_weights(layer, ctx, {"kernel": (0, units)})  # raises: no weights
+    features = int(layer.weights[0].shape[0])
+    expected = {"kernel": (features, units), "recurrent_kernel": (units, units)}
+    if use_bias:
+        expected["bias"] = (units,)
+    w = unpack_weights(layer, ctx, expected)
+    config = SimpleRNNConfig(
+        input_size=features,
+        hidden_size=units,
+        activation=resolve_activation(layer, ctx, "activation", "tanh"),
+        use_bias=use_bias,
+        return_sequences=bool(cfg.get("return_sequences", False)),
+        return_state=bool(cfg.get("return_state", False)),
+        go_backwards=bool(cfg.get("go_backwards", False)),
+        time_major=bool(cfg.get("time_major", False)),
+        stateful=bool(cfg.get("stateful", False)),
+        batch_size=_stateful_batch_size(layer, ctx),
+        zero_output_for_mask=bool(cfg.get("zero_output_for_mask", False)),
+    )
+    state = {
+        "weight_ih_l0": to_tensor(w["kernel"].T),  # (H, F)
+        "weight_hh_l0": to_tensor(w["recurrent_kernel"].T),  # (H, H)
+    }
+    if use_bias:
+        state["bias_ih_l0"] = to_tensor(w["bias"])  # (H,)
+        state["bias_hh_l0"] = torch.zeros(units)
+    return ModuleSpec("SimpleRNN", config, state, call="rnn")

@@ -1,0 +1,164 @@
+"""Keras BatchNormalization (inference, moving statistics) and LayerNormalization.
+
+Both keep the input's layout and pass a mask on unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from ..registry import register_module
+from .base import ConfigMixin
+
+__all__ = ["BatchNormalization", "LayerNormalization"]
+
+
+def _resolve_axes(layer: ConfigMixin, axes: tuple[int, ...], x: torch.Tensor) -> list[int]:
+    """Keras axes (negative ones count from the end) as positions in ``x``; raises InputError."""
+    rank = x.dim()
+    if any(not -rank <= a < rank for a in axes):
+        raise InputError(
+            f"{layer.describe()} normalizes over axes {list(axes)}, which do not exist in an input of shape "
+            f"{tuple(x.shape)}."
+        )
+    return [a % rank for a in axes]
+
+
+@dataclass(frozen=True)
+class BatchNormalizationConfig:
+    axes: tuple[int, ...]  # Keras `axis` (an int becomes a 1-tuple); negative counts from the end
+    param_shape: tuple[int, ...]  # shape of every Keras weight: (C,), or the full-rank shape for several axes
+    epsilon: float = 1e-3  # Keras `epsilon`, added to the moving variance
+    center: bool = True  # Keras `center`: has beta (`bias`)
+    scale: bool = True  # Keras `scale`: has gamma (`weight`)
+
+
+@register_module("BatchNormalization")
+class BatchNormalization(ConfigMixin, nn.Module):
+    """Keras ``BatchNormalization`` at inference, as ``tf.nn.batch_normalization`` computes it.
+
+    ``inv = rsqrt(moving_variance + epsilon) * gamma``; ``y = x * inv + (beta - moving_mean * inv)``.
+
+    ``weight = gamma``, ``bias = beta`` (absent when ``scale``/``center`` is off); buffers
+    ``running_mean = moving_mean``, ``running_var = moving_variance``. One axis: parameters
+    ``(C,)`` broadcast on that axis. Several axes (tf_keras): parameters already have the
+    input's rank with 1 on the other axes. Shapes: ``(N, *)`` → ``(N, *)``.
+    """
+
+    Config = BatchNormalizationConfig
+    mask_mode = "pass"
+
+    def __init__(self, config: BatchNormalizationConfig) -> None:
+        super().__init__()
+        if len(config.axes) > 1 and len(config.param_shape) == 1:
+            raise ValueError(
+                f"BatchNormalization over axes {config.axes} needs full-rank parameters; got {config.param_shape}."
+            )
+        self.config = config
+        shape = config.param_shape
+        self.weight = nn.Parameter(torch.ones(shape)) if config.scale else None
+        self.bias = nn.Parameter(torch.zeros(shape)) if config.center else None
+        self.register_buffer("running_mean", torch.zeros(shape))
+        self.register_buffer("running_var", torch.ones(shape))
+
+    def _broadcast_shape(self, x: torch.Tensor) -> tuple[int, ...]:
+        cfg = self.config
+        axes = _resolve_axes(self, cfg.axes, x)
+        if len(cfg.param_shape) > 1:
+            if len(cfg.param_shape) != x.dim() or any(x.shape[a] != cfg.param_shape[a] for a in axes):
+                raise InputError(
+                    f"{self.describe()} has parameters of shape {cfg.param_shape}. Received an input of shape "
+                    f"{tuple(x.shape)}."
+                )
+            return cfg.param_shape
+        if x.shape[axes[0]] != cfg.param_shape[0]:
+            raise InputError(
+                f"{self.describe()} normalizes axis {cfg.axes[0]} of size {cfg.param_shape[0]}. Received an input "
+                f"of shape {tuple(x.shape)}."
+            )
+        shape = [1] * x.dim()
+        shape[axes[0]] = cfg.param_shape[0]
+        return tuple(shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not x.is_floating_point():
+            raise InputError(f"{self.describe()} expects a floating-point tensor. Received dtype {x.dtype}.")
+        shape = self._broadcast_shape(x)
+        inv = torch.rsqrt(self.running_var + self.config.epsilon)  # param_shape
+        if self.weight is not None:
+            inv = inv * self.weight
+        shift = -self.running_mean * inv if self.bias is None else self.bias - self.running_mean * inv
+        return x * inv.reshape(shape) + shift.reshape(shape)  # (N, *)
+
+    def extra_repr(self) -> str:
+        cfg = self.config
+        return f"axes={cfg.axes}, param_shape={cfg.param_shape}, epsilon={cfg.epsilon}, center={cfg.center}, scale={cfg.scale}"
+
+
+@dataclass(frozen=True)
+class LayerNormalizationConfig:
+    axes: tuple[int, ...]  # Keras `axis` in the order Keras stores it (sorted); negative counts from the end
+    param_shape: tuple[int, ...]  # shape of gamma/beta: the sizes of `axes`, in that order; () without them
+    epsilon: float = 1e-3  # Keras `epsilon`, added to the variance
+    center: bool = True  # has beta (`bias`); Keras 3 drops it under rms_scaling
+    scale: bool = True  # has gamma (`weight`)
+    rms_scaling: bool = False  # Keras 3 `rms_scaling`: y = x * rsqrt(var + eps) * gamma (no centering)
+
+
+@register_module("LayerNormalization")
+class LayerNormalization(ConfigMixin, nn.Module):
+    """Keras ``LayerNormalization``: normalizes each sample over ``axes``.
+
+    ``mean, var = moments(x, axes)``; ``inv = rsqrt(var + epsilon) * gamma``;
+    ``y = x * inv + (beta - mean * inv)``. With Keras 3 ``rms_scaling``: ``y = x * rsqrt(var + epsilon) * gamma``
+    (the variance is still taken about the mean; Keras deprecates the option for that reason).
+
+    As Keras, gamma and beta are *reshaped* (not transposed) to the input's rank with the sizes of
+    ``axes`` at their positions. Shapes: ``(N, *)`` → ``(N, *)``.
+    """
+
+    Config = LayerNormalizationConfig
+    mask_mode = "pass"
+
+    def __init__(self, config: LayerNormalizationConfig) -> None:
+        super().__init__()
+        self.config = config
+        has_beta = config.center and not config.rms_scaling
+        has_gamma = config.scale or config.rms_scaling
+        self.weight = nn.Parameter(torch.ones(config.param_shape)) if has_gamma else None
+        self.bias = nn.Parameter(torch.zeros(config.param_shape)) if has_beta else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        if not x.is_floating_point():
+            raise InputError(f"{self.describe()} expects a floating-point tensor. Received dtype {x.dtype}.")
+        axes = _resolve_axes(self, cfg.axes, x)
+        shape = [1] * x.dim()
+        for a in axes:
+            shape[a] = x.shape[a]
+        has_params = self.weight is not None or self.bias is not None
+        if has_params and math.prod(shape) != math.prod(cfg.param_shape):
+            raise InputError(
+                f"{self.describe()} normalizes axes {list(cfg.axes)} with parameters of shape {cfg.param_shape}. "
+                f"Received an input of shape {tuple(x.shape)}."
+            )
+        var, mean = torch.var_mean(x, dim=axes, correction=0, keepdim=True)  # (N, ...) with 1 on axes
+        inv = torch.rsqrt(var + cfg.epsilon)
+        if cfg.rms_scaling:
+            y = x * inv
+            return y if self.weight is None else y * self.weight.reshape(shape)
+        if self.weight is not None:
+            inv = inv * self.weight.reshape(shape)
+        shift = -mean * inv
+        if self.bias is not None:
+            shift = shift + self.bias.reshape(shape)
+        return x * inv + shift  # (N, *)
+
+    def extra_repr(self) -> str:
+        cfg = self.config
+        return f"axes={cfg.axes}, epsilon={cfg.epsilon}, center={cfg.center}, scale={cfg.scale}, rms_scaling={cfg.rms_scaling}"
