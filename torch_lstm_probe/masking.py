@@ -97,16 +97,27 @@ def unshift_outputs(
     """Sequence outputs back in place, with Keras' values at masked steps.
 
     Args:
-        y: ``(N, L, H)`` outputs in shifted layout (real steps first).
+        y: ``(N, L, H)`` outputs in shifted layout (real steps first). Overwritten when no shift
+            is needed (right padding): pass a tensor nobody else reads.
         final_output: ``(N, H)`` the output at each row's last real step (0 for empty rows).
     """
     rel, inside, after = _unshift_index(blocks, y.shape[1], y.device)
-    back = y if blocks.right_aligned else _gather_time(y, rel)  # (N, L, H)
-    zero = torch.zeros((), dtype=y.dtype, device=y.device)
+    if blocks.right_aligned:
+        back = y  # no steps before the blocks
+    else:
+        back = _gather_time(y, rel)  # (N, L, H), a fresh tensor
+        back.masked_fill_(_before(blocks, y)[..., None], 0.0)
     if zero_output_for_mask:
-        return torch.where(inside[..., None], back, zero)
-    carried = torch.where(after[..., None], final_output[:, None, :], zero)  # (N, L, H)
-    return torch.where(inside[..., None], back, carried)
+        return back.masked_fill_(after[..., None], 0.0)
+    if bool(after.any()):
+        back = torch.where(after[..., None], final_output[:, None, :], back)
+    return back
+
+
+def _before(blocks: Blocks, y: torch.Tensor) -> torch.Tensor:
+    """(N, L) True at steps before each row's block."""
+    t = torch.arange(y.shape[1], device=y.device)
+    return t[None, :] < blocks.start[:, None]
 
 
 def unshift_states(

@@ -266,37 +266,50 @@ class LSTM(ConfigMixin, nn.LSTM):
         """The unmasked step loop, tuned for CPU: time-major buffers, the input projection
         hoisted out of the loop, every step written in place into the gate buffer.
 
-        Per step: one ``addmm`` into ``Z[t]``, the activations in place on its four slices, then
-        ``c_t = f c_{t-1} + i g`` and ``h_t = o act(c_t)`` into ``C[t]`` and ``H[t]``.
+        The weight rows are regrouped ``[i, f, o, g]`` so the three σ gates are one contiguous
+        slice. Per step: one ``addmm`` into ``Z[t]``, σ and act in place on two slices, then
+        ``c_t = f c_{t-1} + i g`` into ``C[t]`` and ``h_t = o act(c_t)`` into ``H[t]``.
         """
         n, steps, _ = x.shape
         hidden = self.config.hidden_size
+        order = self._ifog_order(x.device)
+        bias = self._bias()
+        w_ih = self.weight_ih_l0.index_select(0, order)  # (4H, F), rows [i f o g]
+        w_hh_t = self.weight_hh_l0.index_select(0, order).t()  # (H, 4H)
         xt = x.transpose(0, 1)  # (L, N, F)
-        z_all = F.linear(xt, self.weight_ih_l0, self._bias())  # (L, N, 4H): x W_ih^T + b, all steps
+        z_all = F.linear(xt, w_ih, None if bias is None else bias.index_select(0, order))  # (L, N, 4H)
         c_all = x.new_empty(steps, n, hidden)  # (L, N, H)
         h_all = x.new_empty(steps, n, hidden)  # (L, N, H)
-        w_hh_t = self.weight_hh_l0.t()  # (H, 4H)
         ract, act = self._ract_inplace, self._act_inplace
+        fused_tanh = self.config.activation == "tanh"
+        i_, f_, o_, g_ = (slice(k * hidden, (k + 1) * hidden) for k in range(4))
         h, c = h0, c0
         for t in range(steps):
-            z = z_all[t]  # (N, 4H), becomes [i f g o] in place
+            z = z_all[t]  # (N, 4H), becomes [i f o g] in place
             z.addmm_(h, w_hh_t)
-            ract(z[:, : 2 * hidden])
-            act(z[:, 2 * hidden : 3 * hidden])
-            ract(z[:, 3 * hidden :])
+            ract(z[:, : 3 * hidden])
+            act(z[:, g_])
             c_t, h_t = c_all[t], h_all[t]
-            torch.mul(z[:, hidden : 2 * hidden], c, out=c_t)
-            c_t.addcmul_(z[:, :hidden], z[:, 2 * hidden : 3 * hidden])
-            act_c = self._act(c_t)
-            torch.mul(z[:, 3 * hidden :], act_c, out=h_t)
+            torch.mul(z[:, f_], c, out=c_t)
+            c_t.addcmul_(z[:, i_], z[:, g_])
+            if fused_tanh:
+                torch.tanh(c_t, out=h_t)
+            else:
+                h_t.copy_(self._act(c_t))
+            h_t.mul_(z[:, o_])
             h, c = h_t, c_t
         seq = h_all.transpose(0, 1)  # (N, L, H) view
         gates = None
         if want_gates:
             zb = z_all.transpose(0, 1)  # (N, L, 4H) view
-            i, f, g, o = zb.split(hidden, dim=2)
-            gates = LSTMGates(i, f, g, o, c_all.transpose(0, 1), seq)
+            gates = LSTMGates(zb[..., i_], zb[..., f_], zb[..., g_], zb[..., o_], c_all.transpose(0, 1), seq)
         return seq, h, c, h, gates
+
+    def _ifog_order(self, device: torch.device) -> torch.Tensor:
+        """Row indices regrouping PyTorch's ``[i, f, g, o]`` gate blocks as ``[i, f, o, g]``."""
+        hidden = self.config.hidden_size
+        blocks = torch.arange(4 * hidden, device=device).view(4, hidden)
+        return blocks[[0, 1, 3, 2]].reshape(-1)
 
     def _step_loop(
         self,
@@ -384,7 +397,6 @@ class LSTM(ConfigMixin, nn.LSTM):
             c = None
         h = torch.where(empty, h0, h)
         final_out = torch.where(empty, torch.zeros_like(h), h)
-        seq = unshift_outputs(y, blocks, final_out, self.config.zero_output_for_mask)
         gates = None
         if want_gates:
             g = self._gates_from_outputs(xs, h0, c0, y)
@@ -395,6 +407,8 @@ class LSTM(ConfigMixin, nn.LSTM):
                 unshift_states(g.c, blocks, c0, c),
                 unshift_states(g.h, blocks, h0, h),
             )
+        # Last: with right padding this writes into y, which the gates above read.
+        seq = unshift_outputs(y, blocks, final_out, self.config.zero_output_for_mask)
         return seq, h, c, seq[:, -1], gates  # type: ignore[return-value]
 
     def _gates_from_outputs(

@@ -258,11 +258,12 @@ class SingleStateRecurrent:
         empty = (blocks.length == 0)[:, None]  # (N, 1): fully masked rows keep the initial state
         h = torch.where(empty, h0, last_real_step(y, blocks))  # (N, H)
         final_out = torch.where(empty, torch.zeros_like(h), h)
-        seq = unshift_outputs(y, blocks, final_out, self.config.zero_output_for_mask)
         gates = None
         if want_gates:
             g = self._gates_from_outputs(xs, h0, y)
             gates = self.Gates(*(unshift_gates(v, blocks) for v in g[:-1]), unshift_states(g[-1], blocks, h0, h))
+        # Last: with right padding this writes into y, which the gates above read.
+        seq = unshift_outputs(y, blocks, final_out, self.config.zero_output_for_mask)
         return seq, h, seq[:, -1], gates
 
     def _repr_parts(self, activations: Sequence[str]) -> list[str]:
