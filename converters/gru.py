@@ -25,7 +25,7 @@ from torch_lstm_probe.layers.gru import GRUConfig
 
 from .common import INIT_REG_CONSTRAINT, Context, ModuleSpec, check_keys, resolve_activation, to_tensor, unpack_weights
 from .legacy import modernize_rnn
-from .recurrent import _stateful_batch_size
+from .recurrent import sequence_options
 from .registry import register
 from .spec import LayerSpec
 
@@ -90,13 +90,7 @@ def convert_gru(layer: LayerSpec, ctx: Context) -> ModuleSpec:
         recurrent_activation=resolve_activation(layer, ctx, "recurrent_activation", "sigmoid"),
         use_bias=use_bias,
         reset_after=reset_after,
-        return_sequences=bool(cfg.get("return_sequences", False)),
-        return_state=bool(cfg.get("return_state", False)),
-        go_backwards=bool(cfg.get("go_backwards", False)),
-        time_major=bool(cfg.get("time_major", False)),
-        stateful=bool(cfg.get("stateful", False)),
-        batch_size=_stateful_batch_size(layer, ctx),
-        zero_output_for_mask=bool(cfg.get("zero_output_for_mask", False)),
+        **sequence_options(layer, ctx),
     )
     state = {
         "weight_ih_l0": to_tensor(keras_to_torch_gate_order(w["kernel"], units).T),  # (3H, F)

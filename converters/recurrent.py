@@ -14,6 +14,8 @@ Keras array                       shape                      PyTorch parameter
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from torch_lstm_probe.errors import UnsupportedOptionError
@@ -33,7 +35,7 @@ from .legacy import modernize_rnn
 from .registry import register
 from .spec import LayerSpec
 
-__all__ = ["convert_lstm"]
+__all__ = ["convert_lstm", "sequence_options", "stateful_batch_size"]
 
 RNN_SUPPORTED = frozenset(
     {"units", "activation", "recurrent_activation", "use_bias", "return_sequences", "return_state",
@@ -44,7 +46,21 @@ RNN_IGNORED = frozenset(
 ) | INIT_REG_CONSTRAINT("kernel", "recurrent", "bias")
 
 
-def _stateful_batch_size(layer: LayerSpec, ctx: Context) -> int | None:
+def sequence_options(layer: LayerSpec, ctx: Context) -> dict[str, Any]:
+    """The options every recurrent runtime config shares, read from the Keras config."""
+    cfg = layer.config
+    return {
+        "return_sequences": bool(cfg.get("return_sequences", False)),
+        "return_state": bool(cfg.get("return_state", False)),
+        "go_backwards": bool(cfg.get("go_backwards", False)),
+        "time_major": bool(cfg.get("time_major", False)),
+        "stateful": bool(cfg.get("stateful", False)),
+        "batch_size": stateful_batch_size(layer, ctx),
+        "zero_output_for_mask": bool(cfg.get("zero_output_for_mask", False)),
+    }
+
+
+def stateful_batch_size(layer: LayerSpec, ctx: Context) -> int | None:
     if not layer.config.get("stateful", False):
         return None
     shape = layer.config.get("batch_input_shape") or layer.config.get("batch_shape")
@@ -78,13 +94,7 @@ def convert_lstm(layer: LayerSpec, ctx: Context) -> ModuleSpec:
         activation=resolve_activation(layer, ctx, "activation", "tanh"),
         recurrent_activation=resolve_activation(layer, ctx, "recurrent_activation", "sigmoid"),
         use_bias=use_bias,
-        return_sequences=bool(cfg.get("return_sequences", False)),
-        return_state=bool(cfg.get("return_state", False)),
-        go_backwards=bool(cfg.get("go_backwards", False)),
-        time_major=bool(cfg.get("time_major", False)),
-        stateful=bool(cfg.get("stateful", False)),
-        batch_size=_stateful_batch_size(layer, ctx),
-        zero_output_for_mask=bool(cfg.get("zero_output_for_mask", False)),
+        **sequence_options(layer, ctx),
     )
     state = {
         "weight_ih_l0": to_tensor(w["kernel"].T),  # (4H, F)

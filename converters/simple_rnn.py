@@ -17,7 +17,7 @@ from torch_lstm_probe.layers.simple_rnn import SimpleRNNConfig
 
 from .common import INIT_REG_CONSTRAINT, Context, ModuleSpec, check_keys, resolve_activation, to_tensor, unpack_weights
 from .legacy import modernize_rnn
-from .recurrent import _stateful_batch_size
+from .recurrent import sequence_options
 from .registry import register
 from .spec import LayerSpec
 
@@ -61,13 +61,7 @@ def convert_simple_rnn(layer: LayerSpec, ctx: Context) -> ModuleSpec:
         hidden_size=units,
         activation=resolve_activation(layer, ctx, "activation", "tanh"),
         use_bias=use_bias,
-        return_sequences=bool(cfg.get("return_sequences", False)),
-        return_state=bool(cfg.get("return_state", False)),
-        go_backwards=bool(cfg.get("go_backwards", False)),
-        time_major=bool(cfg.get("time_major", False)),
-        stateful=bool(cfg.get("stateful", False)),
-        batch_size=_stateful_batch_size(layer, ctx),
-        zero_output_for_mask=bool(cfg.get("zero_output_for_mask", False)),
+        **sequence_options(layer, ctx),
     )
     state = {
         "weight_ih_l0": to_tensor(w["kernel"].T),  # (H, F)
