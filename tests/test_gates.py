@@ -270,3 +270,58 @@ def test_masked_without_return_state_equals_oracle(mask_kind, return_sequences, 
     assert_close(out_g, expected, 1e-12, "output with gates")
     for name in GATES:
         assert_close(getattr(gates, name), getattr(ref, name), 1e-12, f"gate {name}")
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_bidirectional_gates_match_keras_verified_reference(klib, tmp_path, return_sequences):
+    """Both halves' gates against float64 references whose outputs equal Keras' halves."""
+    seed(klib)
+    L = klib.layers
+    inp = klib.Input((8,), dtype="int32")
+    e = L.Embedding(20, 5, mask_zero=True, name="emb")(inp)
+    bi = L.Bidirectional(L.LSTM(3, return_sequences=return_sequences), merge_mode=None, name="bi")
+    fwd_out, bwd_out = bi(e)
+    model = klib.Model(inp, [fwd_out, bwd_out])
+    randomize_biases(model, np.random.default_rng(0))
+    x = np.random.default_rng(2).integers(1, 20, (4, 8)).astype(np.int32)
+    x[1, 5:] = 0
+    x[2, :3] = 0
+    x[3, 2:4] = 0
+    mask = x != 0
+    emb = np.asarray(klib.Model(inp, e)(x))
+    kf, kb = (np.asarray(v) for v in model(x))
+    w = model.get_layer("bi").get_weights()
+    ref_f = lstm_np(emb, *w[:3], mask=mask, zero_output_for_mask=return_sequences)
+    ref_b = lstm_np(emb, *w[3:], mask=mask, go_backwards=True, zero_output_for_mask=return_sequences)
+    if return_sequences:
+        assert_close(ref_f["seq"], kf, ATOL["cpu_float32"], "forward reference vs Keras")
+        assert_close(ref_b["seq"][:, ::-1], kb, ATOL["cpu_float32"], "backward reference vs Keras (flipped back)")
+    else:
+        assert_close(ref_f["h_final"], kf, ATOL["cpu_float32"], "forward reference vs Keras")
+        assert_close(ref_b["h_final"], kb, ATOL["cpu_float32"], "backward reference vs Keras")
+    converted = tlp.load_keras(save(model, tmp_path, "keras" if klib.__name__ == "keras" else "h5"))
+    acts = tlp.probe(converted, x, layers=["bi"], gates=True)
+    for g in GATES:
+        assert_close(acts[f"bi/forward/gates/{g}"], ref_f[g], ATOL["cpu_float32"], f"forward gate {g}")
+        assert_close(acts[f"bi/backward/gates/{g}"], ref_b[g], ATOL["cpu_float32"], f"backward gate {g}")
+    assert torch.equal(acts["bi/mask"], torch.from_numpy(mask))
+
+
+@pytest.mark.keras
+def test_shared_layer_gates_match_keras_verified_reference(klib, tmp_path):
+    seed(klib)
+    L = klib.layers
+    a, b = klib.Input((6, 3), name="a"), klib.Input((6, 3), name="b")
+    shared = L.LSTM(4, return_sequences=True, name="shared")
+    model = klib.Model([a, b], [shared(a), shared(b)])
+    randomize_biases(model, np.random.default_rng(0))
+    xs = [np.random.default_rng(k).standard_normal((2, 6, 3)).astype(np.float32) for k in (1, 2)]
+    outs = [np.asarray(v) for v in model(xs)]
+    w = model.get_layer("shared").get_weights()
+    acts = tlp.probe(tlp.load_keras(save(model, tmp_path, "h5")), xs, gates=True)
+    for n, (x, out) in enumerate(zip(xs, outs)):
+        ref = lstm_np(x, *w)
+        assert_close(ref["seq"], out, ATOL["cpu_float32"], f"reference vs Keras, call {n}")
+        for g in GATES:
+            assert_close(acts[f"shared@{n}/gates/{g}"], ref[g], ATOL["cpu_float32"], f"call {n} gate {g}")
