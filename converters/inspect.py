@@ -67,6 +67,12 @@ def describe_recurrent(layer: LayerSpec) -> str | None:
         else f"only the last step's hidden state h_T, shape (batch, {width})"
     )
     text = f"return_sequences={seq}: {out}"
+    if inner is not None:
+        mode = layer.config.get("merge_mode", "concat")
+        text = (
+            f"Bidirectional(merge_mode={mode!r}) of {inner.get('class_name')}: the forward half and the backward "
+            f"half (its final state, or its sequence flipped back to input order) merged; " + text
+        )
     if state:
         states = "h_T, c_T" if "LSTM" in str((inner or {}).get("class_name", layer.class_name)) else "h_T"
         text += f"; return_state=True: then also the final states {states}, each (batch, {units})"
