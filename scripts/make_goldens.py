@@ -80,6 +80,8 @@ class Case:
     build: Callable  # (K, library) -> model
     inputs: Callable[[np.random.Generator], list[np.ndarray]]
     libraries: tuple[str, ...] = LIBRARIES
+    # Extra weight changes after the bias noise, e.g. normalization statistics.
+    adjust: Callable[[object, np.random.Generator], None] | None = None
 
 
 def pick_activation(K, preferred: str, fallback: str) -> str:
@@ -234,6 +236,219 @@ def build_dense_3d(K, lib):
     )
 
 
+# -- GRU / SimpleRNN -------------------------------------------------------
+
+
+def build_gru_reset_after(K, lib):
+    return K.Sequential(
+        [
+            seq_input(K),
+            K.layers.GRU(4, reset_after=True, return_sequences=True, name="gru"),
+            K.layers.GRU(3, reset_after=True, go_backwards=True, name="gru_1"),
+        ],
+        name="gru_reset_after",
+    )
+
+
+def build_gru_reset_before(K, lib):
+    return K.Sequential(
+        [
+            seq_input(K),
+            K.layers.GRU(4, reset_after=False, return_sequences=True, name="gru"),
+            K.layers.GRU(3, reset_after=False, go_backwards=True, name="gru_1"),
+        ],
+        name="gru_reset_before",
+    )
+
+
+def build_simple_rnn(K, lib):
+    return K.Sequential(
+        [
+            seq_input(K),
+            K.layers.SimpleRNN(4, activation="tanh", return_sequences=True, name="simple_rnn"),
+            K.layers.SimpleRNN(3, activation="relu", go_backwards=True, name="simple_rnn_1"),
+        ],
+        name="simple_rnn",
+    )
+
+
+# -- Bidirectional ---------------------------------------------------------
+
+
+def build_bidirectional(K, lib):
+    inp = seq_input(K)
+    x = K.layers.Bidirectional(
+        K.layers.LSTM(4, return_sequences=True, name="lstm"), merge_mode="concat", name="bidirectional"
+    )(inp)
+    y = K.layers.Bidirectional(K.layers.GRU(3, name="gru"), merge_mode="sum", name="bidirectional_1")(x)
+    return K.Model(inp, y, name="bidirectional")
+
+
+def build_bidirectional_states(K, lib):
+    inp = seq_input(K)
+    out, h_f, c_f, h_b, c_b = K.layers.Bidirectional(
+        K.layers.LSTM(3, return_state=True, name="lstm"), name="bidirectional"
+    )(inp)
+    return K.Model(inp, [out, h_f, c_f, h_b, c_b], name="bidirectional_states")
+
+
+# -- Masks -----------------------------------------------------------------
+
+MASK_TIMESTEPS = 7
+MASK_VOCAB = 12
+
+
+def padded_token_inputs(rng: np.random.Generator) -> list[np.ndarray]:
+    """Token ids in [1, MASK_VOCAB) with 0 as padding: right, left, hole, fully padded, none."""
+    tokens = rng.integers(1, MASK_VOCAB, size=(5, MASK_TIMESTEPS))
+    tokens[0, 4:] = 0  # right padding
+    tokens[1, :3] = 0  # left padding
+    tokens[2, 2:4] = 0  # hole in the middle
+    tokens[3, :] = 0  # fully padded
+    return [tokens.astype(np.int32)]
+
+
+def zero_step_inputs(rng: np.random.Generator) -> list[np.ndarray]:
+    """Float steps with all features 0 (masked by Masking): right, left, both sides, none."""
+    x = rng.standard_normal((4, TIMESTEPS, FEATURES)).astype(np.float32)
+    x[0, 5:] = 0.0  # right padding
+    x[1, :2] = 0.0  # left padding
+    x[2, :1] = 0.0  # both sides
+    x[2, 6:] = 0.0
+    return [x]
+
+
+def build_masked_lstm_gru(K, lib):
+    return K.Sequential(
+        [
+            K.Input((MASK_TIMESTEPS,), dtype="int32", name="input"),
+            K.layers.Embedding(MASK_VOCAB, 4, mask_zero=True, name="embedding"),
+            K.layers.LSTM(4, return_sequences=True, name="lstm"),
+            K.layers.GRU(3, return_sequences=True, name="gru"),
+            K.layers.Bidirectional(K.layers.LSTM(2, name="lstm_1"), name="bidirectional"),
+        ],
+        name="masked_lstm_gru",
+    )
+
+
+def build_masking_layer(K, lib):
+    return K.Sequential(
+        [
+            seq_input(K),
+            K.layers.Masking(mask_value=0.0, name="masking"),
+            K.layers.LSTM(4, return_sequences=True, go_backwards=True, name="lstm"),
+            K.layers.LSTM(3, name="lstm_1"),
+        ],
+        name="masking_layer",
+    )
+
+
+# -- Encoder / decoder -----------------------------------------------------
+
+DECODER_TIMESTEPS = 6
+DECODER_FEATURES = 4
+
+
+def seq2seq_inputs(rng: np.random.Generator) -> list[np.ndarray]:
+    enc = rng.standard_normal((BATCH, TIMESTEPS, FEATURES)).astype(np.float32)
+    dec = rng.standard_normal((BATCH, DECODER_TIMESTEPS, DECODER_FEATURES)).astype(np.float32)
+    return [enc, dec]
+
+
+def build_seq2seq(K, lib):
+    enc_in = K.Input((TIMESTEPS, FEATURES), name="encoder_input")
+    dec_in = K.Input((DECODER_TIMESTEPS, DECODER_FEATURES), name="decoder_input")
+    _, h, c = K.layers.LSTM(4, return_state=True, name="encoder")(enc_in)
+    dec = K.layers.LSTM(4, return_sequences=True, name="decoder")(dec_in, initial_state=[h, c])
+    out = K.layers.TimeDistributed(K.layers.Dense(3, name="dense"), name="time_distributed")(dec)
+    return K.Model([enc_in, dec_in], out, name="seq2seq")
+
+
+# -- Convolutions ----------------------------------------------------------
+
+CNN_TIMESTEPS = 8
+
+
+def build_cnn_lstm(K, lib):
+    return K.Sequential(
+        [
+            K.Input((CNN_TIMESTEPS, FEATURES), name="input"),
+            K.layers.Conv1D(6, 3, padding="causal", activation="relu", name="conv1d"),
+            K.layers.MaxPooling1D(2, name="max_pooling1d"),
+            K.layers.LSTM(4, name="lstm"),
+            K.layers.Dense(2, name="dense"),
+        ],
+        name="cnn_lstm",
+    )
+
+
+TD_FEATURES = 9  # 8 * 9 = 72 = 4 * 6 * 3
+
+
+def build_td_cnn_lstm(K, lib):
+    return K.Sequential(
+        [
+            K.Input((CNN_TIMESTEPS, TD_FEATURES), name="input"),
+            K.layers.Reshape((4, 6, 3), name="reshape"),
+            K.layers.TimeDistributed(K.layers.Conv1D(4, 3, activation="relu", name="conv1d"), name="time_distributed"),
+            K.layers.TimeDistributed(K.layers.MaxPooling1D(2, name="max_pooling1d"), name="time_distributed_1"),
+            K.layers.TimeDistributed(K.layers.Flatten(name="flatten"), name="time_distributed_2"),
+            K.layers.LSTM(3, name="lstm"),
+        ],
+        name="td_cnn_lstm",
+    )
+
+
+# -- Merges and normalizations ---------------------------------------------
+
+SECOND_FEATURES = 3
+
+
+def two_sequence_inputs(rng: np.random.Generator) -> list[np.ndarray]:
+    a = rng.standard_normal((BATCH, TIMESTEPS, FEATURES)).astype(np.float32)
+    b = rng.standard_normal((BATCH, TIMESTEPS, SECOND_FEATURES)).astype(np.float32)
+    return [a, b]
+
+
+def build_merges_norms(K, lib):
+    in_a = K.Input((TIMESTEPS, FEATURES), name="input_a")
+    in_b = K.Input((TIMESTEPS, SECOND_FEATURES), name="input_b")
+    a = K.layers.LSTM(4, return_sequences=True, name="lstm_a")(in_a)
+    b = K.layers.LSTM(4, return_sequences=True, name="lstm_b")(in_b)
+    added = K.layers.Add(name="add")([a, b])
+    multiplied = K.layers.Multiply(name="multiply")([a, b])
+    x = K.layers.Concatenate(name="concatenate")([a, added, multiplied])
+    x = K.layers.BatchNormalization(name="batch_normalization")(x)
+    x = K.layers.LayerNormalization(name="layer_normalization")(x)
+    out = K.layers.Dense(2, name="dense")(x)
+    return K.Model([in_a, in_b], out, name="merges_norms")
+
+
+def randomize_norms(model, rng: np.random.Generator) -> None:
+    """Non-trivial BatchNormalization statistics and LayerNormalization scale/offset."""
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind == "BatchNormalization":
+            gamma, beta, mean, var = layer.get_weights()
+            n = gamma.shape
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, n).astype(gamma.dtype),
+                    rng.uniform(-0.2, 0.2, n).astype(beta.dtype),
+                    rng.uniform(-0.3, 0.3, n).astype(mean.dtype),
+                    rng.uniform(0.2, 1.5, n).astype(var.dtype),
+                ]
+            )
+        elif kind == "LayerNormalization":
+            gamma, beta = layer.get_weights()
+            layer.set_weights(
+                [
+                    rng.uniform(0.8, 1.2, gamma.shape).astype(gamma.dtype),
+                    rng.uniform(-0.1, 0.1, beta.shape).astype(beta.dtype),
+                ]
+            )
+
+
 CASES: list[Case] = [
     Case(
         "lstm_default_u3",
@@ -317,6 +532,78 @@ CASES: list[Case] = [
         "Input(7,5) -> Dense(6,tanh) on 3-D input -> LSTM(3,seq) -> Dense(2) -> Activation(sigmoid).",
         build_dense_3d,
         SEQ_INPUT,
+    ),
+    Case(
+        "gru_reset_after",
+        "GRU(4, reset_after=True, seq) -> GRU(3, reset_after=True, go_backwards).",
+        build_gru_reset_after,
+        SEQ_INPUT,
+    ),
+    Case(
+        "gru_reset_before",
+        "GRU(4, reset_after=False, seq) -> GRU(3, reset_after=False, go_backwards).",
+        build_gru_reset_before,
+        SEQ_INPUT,
+    ),
+    Case(
+        "simple_rnn",
+        "SimpleRNN(4, tanh, seq) -> SimpleRNN(3, relu, go_backwards).",
+        build_simple_rnn,
+        SEQ_INPUT,
+    ),
+    Case(
+        "bidirectional",
+        "Functional Bidirectional(LSTM(4, seq), concat) -> Bidirectional(GRU(3), sum).",
+        build_bidirectional,
+        SEQ_INPUT,
+    ),
+    Case(
+        "bidirectional_states",
+        "Functional Bidirectional(LSTM(3, return_state), concat); outputs [out, h_fw, c_fw, h_bw, c_bw].",
+        build_bidirectional_states,
+        SEQ_INPUT,
+    ),
+    Case(
+        "masked_lstm_gru",
+        "Input(7,int32) -> Embedding(12,4,mask_zero) -> LSTM(4,seq) -> GRU(3,seq) -> Bidirectional(LSTM(2)); "
+        "batch 5, rows: right padding, left padding, hole in the middle, fully padded, no padding (0 = pad).",
+        build_masked_lstm_gru,
+        padded_token_inputs,
+    ),
+    Case(
+        "masking_layer",
+        "Input(7,5) -> Masking(0) -> LSTM(4, seq, go_backwards) -> LSTM(3); batch 4, all-zero steps: right "
+        "padding, left padding, both sides, none.",
+        build_masking_layer,
+        zero_step_inputs,
+    ),
+    Case(
+        "seq2seq",
+        "Inputs encoder (7,5), decoder (6,4); encoder=LSTM(4, return_state) -> decoder=LSTM(4, seq, "
+        "initial_state=[h, c]) -> TimeDistributed(Dense(3)).",
+        build_seq2seq,
+        seq2seq_inputs,
+    ),
+    Case(
+        "cnn_lstm",
+        "Input(8,5) -> Conv1D(6, 3, causal, relu) -> MaxPooling1D(2) -> LSTM(4) -> Dense(2).",
+        build_cnn_lstm,
+        normal_inputs((BATCH, CNN_TIMESTEPS, FEATURES)),
+    ),
+    Case(
+        "td_cnn_lstm",
+        "Input(8,9) -> Reshape(4,6,3) -> TimeDistributed(Conv1D(4,3,relu)) -> TimeDistributed(MaxPooling1D(2)) "
+        "-> TimeDistributed(Flatten) -> LSTM(3).",
+        build_td_cnn_lstm,
+        normal_inputs((BATCH, CNN_TIMESTEPS, TD_FEATURES)),
+    ),
+    Case(
+        "merges_norms",
+        "Inputs a (7,5), b (7,3) -> LSTM(4, seq) each -> Concatenate([a, Add(a,b), Multiply(a,b)]) -> "
+        "BatchNormalization (random moving stats) -> LayerNormalization -> Dense(2).",
+        build_merges_norms,
+        two_sequence_inputs,
+        adjust=randomize_norms,
     ),
 ]
 
@@ -440,6 +727,8 @@ def run_library(library: str, out_dir: Path, only: set[str] | None) -> None:
         model = case.build(K, library)
         rng = np.random.default_rng(SEED + case_index)
         perturb_biases(model, rng)
+        if case.adjust is not None:
+            case.adjust(model, rng)
         inputs = case.inputs(rng)
         arrays = compute_arrays(K, model, inputs)
 
