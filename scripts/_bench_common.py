@@ -30,6 +30,21 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 2) -> floa
     return statistics.median(times)
 
 
+def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Median wall time of each function, timed round-robin so that drift on a shared machine
+    (frequency, other processes, allocator state) hits every contender alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def build_seed_model(keras, vocab: int = 20000, dim: int = 100, units: int = 256, steps: int = 100):
     """The README's sentence classifier scaled up: Embedding → LSTM(seq) → LSTM → Dense(1)."""
     layers = keras.layers

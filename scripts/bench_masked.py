@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from scripts._bench_common import median_time, pin_threads  # noqa: E402
+from scripts._bench_common import interleaved_medians, pin_threads  # noqa: E402
 
 
 def _seed_config(steps: int, units: int, mask_zero: bool, recurrent: str = "LSTM") -> dict:
@@ -73,18 +73,24 @@ def main() -> None:
     holes = right.clone()
     holes[:, 10] = 0  # one hole per row: the exact (slow) path
 
-    def timed(model, x) -> float:
-        def run() -> None:
+    def run(model, x):
+        def call() -> None:
             model(x)
             sync()
 
-        return median_time(run, args.repeats)
+        return call
 
     with torch.inference_mode():
-        base = timed(unmasked, right)
-        r = timed(masked, right)
-        lft = timed(masked, left)
-        hol = timed(masked, holes)
+        times = interleaved_medians(
+            {
+                "base": run(unmasked, right),
+                "right": run(masked, right),
+                "left": run(masked, left),
+                "holes": run(masked, holes),
+            },
+            args.repeats,
+        )
+        base, r, lft, hol = times["base"], times["right"], times["left"], times["holes"]
 
         gru = KerasModel(_seed_config(args.steps, args.units, False, "GRU")).to(args.device).eval()
         emb = gru.layer("embedding")
@@ -100,8 +106,8 @@ def main() -> None:
             return head(h[-1])
 
         err = float((gru(right) - hand_gru(right)).abs().max())
-        gru_t = timed(gru, right)
-        hand_t = median_time(lambda: (hand_gru(right), sync()), args.repeats)
+        gru_times = interleaved_medians({"converted": run(gru, right), "hand": run(hand_gru, right)}, args.repeats)
+        gru_t, hand_t = gru_times["converted"], gru_times["hand"]
 
     print(f"workload: Embedding(20000,100) -> LSTM({args.units}, seq) -> LSTM({args.units}) -> Dense(1); batch {args.batch} x "
           f"{args.steps} steps, lengths {int(lengths.min())}..{int(lengths.max())}; device {args.device}; {args.threads} thread(s)")
