@@ -337,3 +337,11 @@ def test_wrong_input_name(float_model):
 def test_probe_unknown_key(float_model):
     with pytest.raises(ProbeKeyError, match=r"'nope' names no layer.*Layers: lstm"):
         tlp.probe(float_model, np.zeros((1, 7, 5), np.float32), layers=["nope"])
+
+
+def test_probe_accepts_a_python_list_for_a_single_input(classifier):
+    tokens = [[1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1]]
+    acts = tlp.probe(classifier, tokens, layers=["lstm"])
+    with torch.inference_mode():
+        expected = tlp.probe(classifier, np.array(tokens), layers=["lstm"])["lstm"]
+    assert torch.equal(acts["lstm"], expected)

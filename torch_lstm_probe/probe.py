@@ -138,7 +138,8 @@ def probe(
                 target = f"{path}#{suffix}"
                 gate_targets[target] = (path, suffix)
                 targets.append((target, hook_point))
-    args = x if isinstance(x, (list, tuple)) else (x,)
+    several = isinstance(x, (list, tuple)) and len(model.input_names) > 1
+    args = tuple(x) if several else (x,)  # one input may itself be a (nested) list of tokens
     context = torch.enable_grad() if grad else torch.inference_mode()
     with context, capture(targets, keep_graph=grad) as recorder:
         if isinstance(x, Mapping):
