@@ -119,7 +119,7 @@ def test_tf_keras_dot_keras(tf_keras, tmp_path, builder):
     model = _built(tf_keras, builder)
     path = save(model, tmp_path, "keras")
     converted = tlp.load_keras(path)
-    assert_model_parity(tf_keras, model, converted, [_x()])
+    assert_modelassert_model_parity(tf_keras, model, converted, [_x()])
     assert converted.source_info["library"] == "tf_keras", converted.source_info
 
 
@@ -172,3 +172,28 @@ def test_loading_a_file_never_imports_tensorflow(klib, tmp_path):
     assert result.returncode == 0 and f"OK {len(files)}" in result.stdout, (
         f"rc={result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr[-4000:]}"
     )
+
+
+def test_json_plus_weights_match_by_order_when_names_differ(tf_keras, tmp_path):
+    """Keras' load_weights pairs layers by order: weights saved from one instance of a model load
+    into the architecture JSON of another instance whose auto-generated names differ."""
+    L = tf_keras.layers
+
+    def build():
+        return tf_keras.Sequential([L.InputLayer(input_shape=(6, 3)), L.LSTM(4, return_sequences=True),
+                                    L.Dropout(0.2), L.LSTM(2), L.Dense(1)])
+
+    first, second = build(), build()  # second gets names lstm_2, lstm_3, dense_1 ...
+    assert [layer.name for layer in first.layers] != [layer.name for layer in second.layers]
+    first.save_weights(str(tmp_path / "w.h5"))
+    (tmp_path / "arch.json").write_text(second.to_json())
+    second.load_weights(str(tmp_path / "w.h5"))  # what Keras does: by order
+    converted = tlp.load_keras(tmp_path / "arch.json", weights=tmp_path / "w.h5")
+    x = np.random.default_rng(0).standard_normal((2, 6, 3)).astype(np.float32)
+    assert_model_parity(tf_keras, second, converted, [x])
+    # A weights file with another number of weighted layers is refused, naming both lists.
+    third = tf_keras.Sequential([L.InputLayer(input_shape=(6, 3)), L.LSTM(4), L.Dense(1)])
+    (tmp_path / "other.json").write_text(third.to_json())
+    with pytest.raises(tlp.WeightMismatchError, match=r"matched by order.*3 layer\(s\).*2 layer\(s\) with weights"):
+        tlp.load_keras(tmp_path / "other.json", weights=tmp_path / "w.h5")
+    assert json.loads(second.to_json())["class_name"] == "Sequential"

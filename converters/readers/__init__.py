@@ -11,10 +11,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from torch_lstm_probe.errors import KerasFileError
+from torch_lstm_probe.errors import KerasFileError, WeightMismatchError
 
 from ..spec import ModelSpec, parse_version
 from .graph import decode, library_of, parse_model_config
+from .h5_weights import LegacyH5Weights
 from .in_memory import looks_like_keras_model, read_in_memory
 from .keras_zip import read_keras_zip
 from .legacy_h5 import open_h5, read_legacy_h5, weights_source_for_h5
@@ -49,15 +50,50 @@ def read_json_with_weights(arch: Path | str, weights: Path | str) -> ModelSpec:
             version_text = "3"  # the Keras 3 weights layout exists only in Keras 3
         version = parse_version(version_text)
         backend = config.get("backend") or decode(f.attrs.get("backend"))
-        return parse_model_config(
-            config,
-            source=f"{arch} + {weights}",
-            keras_version=version,
-            file_format="json+h5",
-            weights=weights_source_for_h5(f),
-            backend=backend,
-            library=library_of(config, version),
+        source = weights_source_for_h5(f)
+        options = dict(source=f"{arch} + {weights}", keras_version=version, file_format="json+h5",
+                       backend=backend, library=library_of(config, version))
+        if isinstance(source, LegacyH5Weights):
+            layout = parse_model_config(config, weights=None, **options)  # names and classes only
+            source = LegacyH5Weights(source.group, source.source, _match_by_order(layout, source, weights))
+        return parse_model_config(config, weights=source, **options)
+
+
+# Layer classes that hold no weights, for matching a weights file to an architecture by order.
+_WEIGHTLESS = frozenset(
+    {
+        "InputLayer", "Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
+        "Activation", "Flatten", "Reshape", "Permute", "RepeatVector", "Masking", "ZeroPadding1D",
+        "Cropping1D", "UpSampling1D", "MaxPooling1D", "AveragePooling1D", "GlobalMaxPooling1D",
+        "GlobalAveragePooling1D", "Concatenate", "Add", "Subtract", "Multiply", "Average", "Maximum",
+        "Minimum", "Dot", "Softmax", "ReLU", "LeakyReLU", "ELU",
+    }
+)
+
+
+def _match_by_order(layout: ModelSpec, source: LegacyH5Weights, path: Path) -> dict[str, str]:
+    """Keras loads a weights-only h5 by the order of the layers that hold weights, not by name.
+
+    When every layer name of the file is in the architecture, names and order agree and no
+    renaming is needed. Otherwise the architecture's weighted layers are paired with the file's
+    in order, as Keras' ``load_weights`` does, and a count mismatch is an error.
+    """
+    file_layers = source.weighted_layer_names()
+    model_names = [layer.name for layer in layout.layers]
+    if all(name in model_names for name in file_layers):
+        return {}
+    weighted = [
+        layer.name
+        for layer in layout.layers
+        if layer.class_name not in _WEIGHTLESS and not str(layer.module or "").startswith("keras.src.ops")
+    ]
+    if len(weighted) != len(file_layers):
+        raise WeightMismatchError(
+            f"{path}: the layer names differ from the architecture's, so the weights are matched by order as "
+            f"Keras does, but the file holds weights for {len(file_layers)} layer(s) {file_layers} and the "
+            f"architecture has {len(weighted)} layer(s) with weights {weighted}. The files do not belong together."
         )
+    return dict(zip(weighted, file_layers))
 
 
 def read(source: Any, weights: Any = None) -> ModelSpec:

@@ -34,12 +34,18 @@ class LegacyH5Weights:
     end in ``:0``; Keras 3 drops it and prefixes Sequential models' names with the model name.
     """
 
-    def __init__(self, group: h5py.Group, source: str) -> None:
+    def __init__(self, group: h5py.Group, source: str, renamed: Mapping[str, str] | None = None) -> None:
         self.group = group
         self.source = source
+        self.renamed = dict(renamed or {})  # model layer name -> the file's group name
+
+    def weighted_layer_names(self) -> list[str]:
+        """The file's layers that hold weights, in the file's order (Keras' ``layer_names``)."""
+        names = [decode(n) for n in self.group.attrs.get("layer_names", [])]
+        return [n for n in names if n in self.group and len(self.group[n].attrs.get("weight_names", []))]
 
     def weights_for(self, location: LayerLocation, class_name: str, config: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
-        top = location.names[0]
+        top = self.renamed.get(location.names[0], location.names[0])
         if top not in self.group:
             return ()
         layer_group = self.group[top]
