@@ -119,7 +119,7 @@ def test_tf_keras_dot_keras(tf_keras, tmp_path, builder):
     model = _built(tf_keras, builder)
     path = save(model, tmp_path, "keras")
     converted = tlp.load_keras(path)
-    assert_modelassert_model_parity(tf_keras, model, converted, [_x()])
+    assert_model_parity(tf_keras, model, converted, [_x()])
     assert converted.source_info["library"] == "tf_keras", converted.source_info
 
 
