@@ -345,3 +345,10 @@ def test_probe_accepts_a_python_list_for_a_single_input(classifier):
     with torch.inference_mode():
         expected = tlp.probe(classifier, np.array(tokens), layers=["lstm"])["lstm"]
     assert torch.equal(acts["lstm"], expected)
+
+
+def test_a_one_element_list_is_the_single_input(float_model):
+    x = np.random.default_rng(0).standard_normal((2, 7, 5)).astype(np.float32)
+    with torch.inference_mode():
+        assert torch.equal(float_model([x]), float_model(x))
+        assert torch.equal(tlp.probe(float_model, [torch.from_numpy(x)])["lstm"], tlp.probe(float_model, x)["lstm"])

@@ -287,6 +287,13 @@ class KerasModel(nn.Module):
             given = args[0]
         elif len(args) == 1 and isinstance(args[0], (list, tuple)) and len(names) > 1:
             given = list(args[0])
+        elif (
+            len(args) == 1
+            and isinstance(args[0], (list, tuple))
+            and len(args[0]) == 1
+            and isinstance(args[0][0], (torch.Tensor, np.ndarray))
+        ):
+            given = list(args[0])  # [x] for a single-input model, as Keras accepts
         else:
             given = list(args)
         if isinstance(given, Mapping):
