@@ -19,7 +19,7 @@ from torch import nn
 from ..activations import get_activation
 from ..registry import register_module
 from .base import ConfigMixin
-from .simple_rnn import SingleStateRecurrent
+from .rnn_base import SingleStateRecurrent
 
 __all__ = ["GRU", "GRUConfig", "GRUGates", "gru_reference"]
 

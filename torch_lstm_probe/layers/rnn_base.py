@@ -1,0 +1,271 @@
+"""The machinery every Keras RNN with one state ``h`` shares (GRU, SimpleRNN): masks,
+``go_backwards``, ``time_major``, stateful buffers, ``initial_state``, ``return_state`` and gate
+hook points. Subclasses add their cell. Shape legend used in the comments of this file:
+
+    N = batch size, L = time steps, F = input features, H = units (hidden size).
+
+Tensors are batch-first inside (``(N, L, ·)``) and in Keras layout at the border.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from ..masking import (
+    Blocks,
+    contiguous_blocks,
+    last_real_step,
+    shift_rows,
+    unshift_gates,
+    unshift_outputs,
+    unshift_states,
+)
+from .base import HookPoint, check_float_input
+
+__all__ = ["SingleStateRecurrent"]
+
+
+class SingleStateRecurrent:
+    """Keras RNN semantics for a cell with one state ``h``, around a fused PyTorch kernel.
+
+    A subclass (also an ``nn.RNNBase``) provides:
+
+    * ``Gates``: a NamedTuple whose last field is ``h``; ``GATE_NAMES`` its field names;
+    * ``_torch_rnn``: the ``nn.RNNBase`` subclass whose ``forward`` is the fused kernel;
+    * ``_input_projection(x)``: the input part of every pre-activation, ``(N, L, kH)``;
+    * ``_cell(xp_t, h)``: one exact step, returning ``(h_new, (gate, ...))`` (gates without h);
+    * ``_gates_from_outputs(x, h0, seq)``: every gate of an unmasked call, given all outputs.
+
+    The subclass sets ``self._fusable`` (may the fused kernel compute this layer) and creates
+    the hook points ``hook_<g>`` for each gate and ``hook_mask``.
+    """
+
+    Gates: ClassVar[type]
+    STATE_NAMES: ClassVar[tuple[str, ...]] = ("h",)  # what return_state returns after the output
+    GATE_NAMES: ClassVar[tuple[str, ...]]
+    _torch_rnn: ClassVar[type[nn.RNNBase]]
+    config: Any
+    _fusable: bool
+    gate_path: str
+    hook_mask: HookPoint
+    describe: Any  # ConfigMixin.describe in the concrete classes
+    mask_mode = "custom"
+    takes_mask = True
+
+    def _init_common(self) -> None:
+        """Hook points, the gate path switch and stateful buffers (call after the parent init)."""
+        cfg = self.config
+        for name in self.GATE_NAMES:
+            self.add_module(f"hook_{name}", HookPoint())  # type: ignore[attr-defined]
+        self.hook_mask = HookPoint()  # sees the bool (N, L) mask applied, in input time order
+        self.gate_path = "auto"  # how gates are computed: "auto", "fused" or "loop"
+        if cfg.stateful:
+            if cfg.batch_size is None:
+                raise ValueError(f"A stateful {type(self).__name__} needs its fixed batch_size.")
+            self.register_buffer("state_h", torch.zeros(cfg.batch_size, cfg.hidden_size), persistent=False)  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------------ public API
+    def reset_states(self) -> None:
+        """Zeros the carried state of a stateful layer (no-op otherwise)."""
+        if self.config.stateful:
+            self.state_h.zero_()
+
+    def compute_mask(self, x: torch.Tensor, mask: torch.Tensor | None) -> Any:
+        """The mask of each output: the input mask for a sequence output, else none."""
+        out_mask = mask if (self.config.return_sequences and mask is not None) else None
+        if self.config.return_state:
+            return (out_mask, None)
+        return out_mask
+
+    def _gates_after_fused(self, x: torch.Tensor) -> bool:
+        """Whether gates are re-derived after a fused pass (else the step loop computes them).
+
+        ``gate_path`` is ``"auto"`` (fused on accelerators; on CPU the step loop is faster),
+        ``"fused"`` or ``"loop"``. Layers without a fused kernel always use the loop.
+        """
+        if self.gate_path == "auto":
+            return x.device.type != "cpu"
+        return self.gate_path == "fused"
+
+    def gate_hooks_active(self) -> bool:
+        return any(getattr(self, f"hook_{g}").has_hooks() for g in self.GATE_NAMES)
+
+    def gate_points(self) -> list[tuple[str, HookPoint]]:
+        """``(probe key suffix, hook point)`` for every gate and the applied mask."""
+        points = [(f"/gates/{g}", getattr(self, f"hook_{g}")) for g in self.GATE_NAMES]
+        return points + [("/mask", self.hook_mask)]
+
+    def forward(  # type: ignore[override]
+        self,
+        x: torch.Tensor,
+        initial_state: Sequence[torch.Tensor] | torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        return_gates: bool = False,
+    ) -> Any:
+        """Runs the layer on ``x`` in Keras layout.
+
+        Args:
+            x: ``(N, L, F)`` (``(L, N, F)`` when ``time_major``).
+            initial_state: optional ``[h_0]`` (or ``h_0``), ``(N, H)``.
+            mask: optional bool ``(N, L)`` (``(L, N)`` when ``time_major``); False steps are
+                skipped and carry the state, as in Keras.
+            return_gates: also return the gates NamedTuple of the layer.
+
+        Returns:
+            The Keras output (a tensor, or ``(output, h)`` with ``return_state``), and with
+            ``return_gates`` a pair ``(that, gates)``.
+        """
+        cfg = self.config
+        check_float_input(self, x, 3, cfg.input_size, "a 3-D input (batch, time, features)")  # type: ignore[arg-type]
+        if cfg.time_major:
+            x = x.transpose(0, 1)  # (N, L, F)
+            mask = mask.transpose(0, 1) if mask is not None else None
+        n = x.shape[0]
+        h0 = self._initial_state(x, n, initial_state)
+        if mask is not None:
+            mask = self._check_mask(mask, x)
+            if self.hook_mask.has_hooks():
+                self.hook_mask(mask)
+        if cfg.go_backwards:
+            x = x.flip(1)
+            mask = mask.flip(1) if mask is not None else None
+
+        want_gates = return_gates or self.gate_hooks_active()
+        fused = self._fusable and (not want_gates or self._gates_after_fused(x))
+        blocks = contiguous_blocks(mask) if (fused and mask is not None) else None
+        gates: Any = None
+        if fused and mask is None:
+            seq, h = self._torch_rnn.forward(self, x, h0.unsqueeze(0))  # type: ignore[arg-type]  # seq (N, L, H)
+            h = h[0]  # (N, H)
+            last = h
+            if want_gates:
+                gates = self._gates_from_outputs(x, h0, seq)
+        elif fused and blocks is not None:
+            seq, h, last, gates = self._fused_masked(x, h0, blocks, want_gates)
+        else:
+            seq, h, last, gates = self._step_loop(x, h0, mask, want_gates)
+
+        if cfg.stateful:
+            self.state_h.copy_(h.detach())
+        if gates is not None:
+            gates = self.Gates(*(getattr(self, f"hook_{name}")(v) for name, v in zip(self.GATE_NAMES, gates)))
+
+        if cfg.return_sequences:
+            out = seq.transpose(0, 1) if cfg.time_major else seq
+        else:
+            out = last
+        result: Any = (out, h) if cfg.return_state else out
+        return (result, gates) if return_gates else result
+
+    # ------------------------------------------------------------------ internals
+    def _initial_state(
+        self, x: torch.Tensor, n: int, initial_state: Sequence[torch.Tensor] | torch.Tensor | None
+    ) -> torch.Tensor:
+        cfg = self.config
+        if initial_state is not None:
+            states = [initial_state] if isinstance(initial_state, torch.Tensor) else list(initial_state)
+            if len(states) != 1:
+                raise InputError(f"{self.describe()} takes initial_state=[h]. Received {len(states)} tensors.")
+            h0 = states[0]
+            if tuple(h0.shape) != (n, cfg.hidden_size):
+                raise InputError(
+                    f"{self.describe()}: initial state h has shape {tuple(h0.shape)}. "
+                    f"Expected ({n}, {cfg.hidden_size}) (batch, units)."
+                )
+            return h0.to(x.dtype).contiguous()
+        if cfg.stateful:
+            if n != cfg.batch_size:
+                raise InputError(
+                    f"{self.describe()} is stateful with a batch size fixed at {cfg.batch_size} by the file. "
+                    f"Received a batch of {n}. Fix: feed batches of exactly {cfg.batch_size} rows."
+                )
+            return self.state_h.to(x.dtype)
+        return x.new_zeros(n, cfg.hidden_size)
+
+    def _check_mask(self, mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if tuple(mask.shape) != tuple(x.shape[:2]):
+            raise InputError(
+                f"{self.describe()}: mask has shape {tuple(mask.shape)}. Expected {tuple(x.shape[:2])} (batch, time)."
+            )
+        return mask.to(device=x.device, dtype=torch.bool)
+
+    def _input_projection(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _cell(self, xp: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        raise NotImplementedError
+
+    def _gates_from_outputs(self, x: torch.Tensor, h0: torch.Tensor, seq: torch.Tensor) -> Any:
+        raise NotImplementedError
+
+    def _step_loop(
+        self, x: torch.Tensor, h: torch.Tensor, mask: torch.Tensor | None, want_gates: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
+        """Exact loop over time with the input projection hoisted out of the loop."""
+        n, steps, _ = x.shape
+        hidden = self.config.hidden_size
+        zero_output = self.config.zero_output_for_mask
+        xp = self._input_projection(x)  # (N, L, kH)
+        seq = x.new_empty(n, steps, hidden)  # (N, L, H)
+        if want_gates:
+            buf = x.new_empty(len(self.GATE_NAMES), n, steps, hidden)  # every gate, each (N, L, H)
+        if mask is not None:
+            prev_out = x.new_zeros(n, hidden)  # Keras' "previous output" starts at 0
+        for t in range(steps):
+            h_new, inner = self._cell(xp[:, t], h)  # (N, H), gates without h
+            if mask is None:
+                h = h_new
+                seq[:, t] = h
+            else:
+                m = mask[:, t, None]  # (N, 1)
+                h = torch.where(m, h_new, h)
+                out_t = torch.where(m, h_new, torch.zeros_like(h_new) if zero_output else prev_out)
+                seq[:, t] = out_t
+                prev_out = out_t
+                if want_gates:
+                    inner = tuple(torch.where(m, v, torch.zeros_like(v)) for v in inner)
+            if want_gates:
+                for k, v in enumerate(inner):
+                    buf[k, :, t] = v
+                buf[-1, :, t] = h
+        last = h if mask is None else seq[:, -1]
+        gates = self.Gates(*buf.unbind(0)) if want_gates else None
+        return seq, h, last, gates
+
+    def _fused_masked(
+        self, x: torch.Tensor, h0: torch.Tensor, blocks: Blocks, want_gates: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
+        """A contiguous mask on the fused kernel.
+
+        Each row's real steps are shifted to the front and the fused kernel runs on the whole
+        shifted tensor; steps past each row's end are never read. With one state, the final
+        state is the output at the row's last real step, so no packing is needed. The outputs
+        are shifted back and masked steps filled as Keras does.
+        """
+        xs = shift_rows(x, blocks)  # (N, L, F), real steps first
+        y, _ = self._torch_rnn.forward(self, xs, h0.unsqueeze(0))  # type: ignore[arg-type]  # (N, L, H)
+        empty = (blocks.length == 0)[:, None]  # (N, 1): fully masked rows keep the initial state
+        h = torch.where(empty, h0, last_real_step(y, blocks))  # (N, H)
+        final_out = torch.where(empty, torch.zeros_like(h), h)
+        gates = None
+        if want_gates:
+            g = self._gates_from_outputs(xs, h0, y)
+            gates = self.Gates(*(unshift_gates(v, blocks) for v in g[:-1]), unshift_states(g[-1], blocks, h0, h))
+        # Last: with right padding this writes into y, which the gates above read.
+        seq = unshift_outputs(y, blocks, final_out, self.config.zero_output_for_mask)
+        return seq, h, seq[:, -1], gates
+
+    def _repr_parts(self, activations: Sequence[str]) -> list[str]:
+        cfg = self.config
+        parts = [f"{cfg.input_size}, {cfg.hidden_size}"]
+        for key in activations:
+            parts.append(f"{key}={getattr(cfg, key)!r}")
+        for key in ("use_bias", "return_sequences", "return_state", "go_backwards", "time_major", "stateful"):
+            default = key == "use_bias"
+            if getattr(cfg, key) != default:
+                parts.append(f"{key}={getattr(cfg, key)}")
+        return parts
