@@ -197,3 +197,18 @@ def test_json_plus_weights_match_by_order_when_names_differ(tf_keras, tmp_path):
     with pytest.raises(tlp.WeightMismatchError, match=r"matched by order.*3 layer\(s\).*2 layer\(s\) with weights"):
         tlp.load_keras(tmp_path / "other.json", weights=tmp_path / "w.h5")
     assert json.loads(second.to_json())["class_name"] == "Sequential"
+
+
+@pytest.mark.parametrize("fmt", ["keras", "h5"])
+def test_trained_model_with_optimizer_state(klib, tmp_path, fmt):
+    """Files saved after compile() and fit() also hold optimizer variables; only layers are read."""
+    seed(klib)
+    L = klib.layers
+    first = L.InputLayer(input_shape=(6,)) if library_name(klib) == "tf_keras" else klib.Input((6,))
+    model = klib.Sequential([first, L.Embedding(20, 4, mask_zero=True), L.Bidirectional(L.LSTM(3)), L.Dense(1, activation="sigmoid")])
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 20, (16, 6))
+    model.compile("adam", "binary_crossentropy")
+    model.fit(x, rng.integers(0, 2, (16, 1)), epochs=2, verbose=0)
+    converted = tlp.load_keras(save(model, tmp_path, fmt))
+    assert_model_parity(klib, model, converted, [x])
