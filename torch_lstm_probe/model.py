@@ -103,7 +103,7 @@ class KerasModel(nn.Module):
 
     # ------------------------------------------------------------------ construction
     def _add_layer(self, name: str, module: nn.Module) -> None:
-        if not name or "." in name or name in self._input_names_safe():
+        if not name or "." in name or name in self._declared_input_names():
             raise GraphError(f"Layer name {name!r} cannot be used as a module name (empty, has '.', or is an input).")
         if hasattr(self, name) and name not in self._modules:
             raise GraphError(
@@ -113,8 +113,9 @@ class KerasModel(nn.Module):
         self.add_module(name, module)
         _set_keras_names(module, name)
 
-    def _input_names_safe(self) -> set[str]:
-        return {i["name"] for i in getattr(self, "_inputs", [])}
+    def _declared_input_names(self) -> set[str]:
+        """Input names from the config (usable while the layers are still being added)."""
+        return {i["name"] for i in self._inputs}
 
     def _plan(self, raw_nodes: Sequence[Mapping[str, Any]]) -> list[_Node]:
         calls: dict[str, int] = {}
@@ -160,7 +161,7 @@ class KerasModel(nn.Module):
         for node in nodes:
             visit(node, ())
         for ref in self._outputs:
-            if ref[0] not in self._input_names_safe() and (ref[0], ref[1]) not in produced_by:
+            if ref[0] not in self._declared_input_names() and (ref[0], ref[1]) not in produced_by:
                 raise GraphError(f"Model {self.name!r}: output {list(ref)} is produced by no layer call.")
         return ordered
 
@@ -198,7 +199,8 @@ class KerasModel(nn.Module):
             layers.append({"name": entry["name"], "type": type_name, "config": module.get_config()})  # type: ignore[operator]
         nodes = []
         order = {(n.layer, n.call): n for n in self._nodes}
-        for key in sorted(order, key=lambda k: (self._layer_index(k[0]), k[1])):
+        position = {e["name"]: k for k, e in enumerate(self._layer_entries)}
+        for key in sorted(order, key=lambda k: (position[k[0]], k[1])):
             node = order[key]
             nodes.append({"layer": node.layer, "inputs": [list(r) for r in node.inputs], "kwargs": dict(node.kwargs)})
         return {
@@ -208,9 +210,6 @@ class KerasModel(nn.Module):
             "nodes": nodes,
             "outputs": [list(r) for r in self._outputs],
         }
-
-    def _layer_index(self, name: str) -> int:
-        return next(i for i, e in enumerate(self._layer_entries) if e["name"] == name)
 
     # ------------------------------------------------------------------ public API
     @property
@@ -237,9 +236,6 @@ class KerasModel(nn.Module):
         for node in self._nodes:
             counts[node.layer] = counts.get(node.layer, 0) + 1
         return counts
-
-    def nodes(self) -> list[_Node]:
-        return list(self._nodes)
 
     def layer(self, name: str) -> nn.Module:
         """The module standing for Keras layer ``name``; ``"outer/inner"`` reaches nested models."""
