@@ -117,12 +117,28 @@ def test_gradients_in_eval_mode_wrt_inputs_and_embeddings():
     assert xf.grad is not None and xf.grad.abs().sum() > 0
 
 
+GRADIENT_CASES = ["keras_lstm_u16_stacked", "keras_gru_reset_after", "tf_keras_simple_rnn", "keras_bidirectional"]
+
+
+def _gradient_check(case: str, device: str) -> None:
+    from safetensors.numpy import load_file
+
+    model = tlp.load_keras(GOLDENS / f"{case}.keras", device=device).eval()
+    x = torch.from_numpy(load_file(str(GOLDENS / f"{case}.safetensors"))["input:0"]).to(device).requires_grad_(True)
+    out = model(x)
+    (out[0] if isinstance(out, list) else out).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("case", GRADIENT_CASES)
+def test_gradients_in_eval_mode_every_recurrent_class(case):
+    _gradient_check(case, "cpu")
+
+
 @pytest.mark.gpu
-def test_gradients_in_eval_mode_on_cuda():
-    model = tlp.load_keras(GOLDENS / "keras_lstm_u16_stacked.keras", device="cuda").eval()
-    x = torch.randn(2, 7, 5, device="cuda", requires_grad=True)
-    model(x).sum().backward()
-    assert x.grad is not None and torch.isfinite(x.grad).all()
+@pytest.mark.parametrize("case", GRADIENT_CASES)
+def test_gradients_in_eval_mode_on_cuda(case):
+    _gradient_check(case, "cuda")
 
 
 @pytest.mark.gpu

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
 
 from ..errors import InputError
 
-__all__ = ["ConfigMixin", "HookPoint", "check_float_input"]
+__all__ = ["ConfigMixin", "HookPoint", "check_float_input", "run_fused_kernel"]
 
 
 class ConfigMixin:
@@ -73,3 +73,20 @@ def check_float_input(layer: ConfigMixin, x: torch.Tensor, rank: int | tuple[int
         )
     if not x.is_floating_point():
         raise InputError(f"{layer.describe()} expects a floating-point tensor. Received dtype {x.dtype}.")
+
+
+def run_fused_kernel(module: nn.Module, kernel: Callable[..., Any], x: Any, hx: Any) -> Any:
+    """Calls a PyTorch RNN's fused ``forward`` (``kernel``) on ``module``.
+
+    cuDNN refuses to backpropagate through an RNN run in eval mode. The converted layers have
+    dropout 0, so training mode computes exactly the same thing: when gradients are wanted on
+    CUDA, the kernel runs in training mode and the module's mode is restored afterwards.
+    """
+    device = hx[0].device if isinstance(hx, tuple) else hx.device
+    if module.training or not torch.is_grad_enabled() or device.type != "cuda":
+        return kernel(module, x, hx)
+    module.training = True
+    try:
+        return kernel(module, x, hx)
+    finally:
+        module.training = False

@@ -29,7 +29,7 @@ from ..masking import (
     unshift_states,
 )
 from ..registry import register_module
-from .base import ConfigMixin, HookPoint, check_float_input
+from .base import ConfigMixin, HookPoint, check_float_input, run_fused_kernel
 
 __all__ = ["LSTM", "LSTMConfig", "LSTMGates", "lstm_reference"]
 
@@ -359,17 +359,8 @@ class LSTM(ConfigMixin, nn.LSTM):
         return seq, h, c, last, gates
 
     def _fused(self, x: Any, h0: torch.Tensor, c0: torch.Tensor) -> Any:
-        """``nn.LSTM``'s fused kernel. cuDNN refuses to backpropagate through an RNN run in
-        eval mode; with dropout 0 training mode computes the same thing, so when gradients are
-        wanted on CUDA the kernel is called in training mode."""
-        hx = (h0.unsqueeze(0), c0.unsqueeze(0))  # (1, N, H) each
-        if self.training or not torch.is_grad_enabled() or h0.device.type != "cuda":
-            return nn.LSTM.forward(self, x, hx)
-        self.training = True
-        try:
-            return nn.LSTM.forward(self, x, hx)
-        finally:
-            self.training = False
+        """``nn.LSTM``'s fused kernel (also differentiable in eval mode on CUDA)."""
+        return run_fused_kernel(self, nn.LSTM.forward, x, (h0.unsqueeze(0), c0.unsqueeze(0)))
 
     def _fused_masked(
         self, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, blocks: Blocks, want_gates: bool

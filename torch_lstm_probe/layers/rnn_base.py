@@ -24,7 +24,7 @@ from ..masking import (
     unshift_outputs,
     unshift_states,
 )
-from .base import HookPoint, check_float_input
+from .base import HookPoint, check_float_input, run_fused_kernel
 
 __all__ = ["SingleStateRecurrent"]
 
@@ -139,7 +139,7 @@ class SingleStateRecurrent:
         blocks = contiguous_blocks(mask) if (fused and mask is not None) else None
         gates: Any = None
         if fused and mask is None:
-            seq, h = self._torch_rnn.forward(self, x, h0.unsqueeze(0))  # type: ignore[arg-type]  # seq (N, L, H)
+            seq, h = run_fused_kernel(self, self._torch_rnn.forward, x, h0.unsqueeze(0))  # seq (N, L, H)
             h = h[0]  # (N, H)
             last = h
             if want_gates:
@@ -247,7 +247,7 @@ class SingleStateRecurrent:
         are shifted back and masked steps filled as Keras does.
         """
         xs = shift_rows(x, blocks)  # (N, L, F), real steps first
-        y, _ = self._torch_rnn.forward(self, xs, h0.unsqueeze(0))  # type: ignore[arg-type]  # (N, L, H)
+        y, _ = run_fused_kernel(self, self._torch_rnn.forward, xs, h0.unsqueeze(0))  # (N, L, H)
         empty = (blocks.length == 0)[:, None]  # (N, 1): fully masked rows keep the initial state
         h = torch.where(empty, h0, last_real_step(y, blocks))  # (N, H)
         final_out = torch.where(empty, torch.zeros_like(h), h)
