@@ -41,6 +41,7 @@ class Report:
     inputs: list[str]
     outputs: list[str]
     rows: list[LayerRow] = field(default_factory=list)
+    shape_note: str | None = None  # why output shapes are unknown, when they are
 
     @property
     def convertible(self) -> bool:
@@ -105,7 +106,9 @@ def _dummy_inputs(spec: ModelSpec, steps: int) -> list[torch.Tensor] | None:
     return tensors
 
 
-def _output_shapes(spec: ModelSpec, custom_layers: Any) -> dict[str, list[str]]:
+def _output_shapes(spec: ModelSpec, custom_layers: Any) -> tuple[dict[str, list[str]], str | None]:
+    """Each layer's output shapes from two runs on zeros (time lengths 2 and 3: a dimension
+    that changes is shown as None), or an empty dict and the reason they are unknown."""
     import torch_lstm_probe as tlp
 
     model = convert_model(spec, custom_layers)
@@ -113,18 +116,18 @@ def _output_shapes(spec: ModelSpec, custom_layers: Any) -> dict[str, list[str]]:
     for steps in (2, 3):
         inputs = _dummy_inputs(spec, steps)
         if inputs is None:
-            return {}
+            return {}, "the file declares no input shape"
         try:
             acts = tlp.probe(model, inputs)
-        except TorchLstmProbeError:
-            return {}
+        except TorchLstmProbeError as err:
+            return {}, f"a trial run on zeros failed: {str(err).splitlines()[0]}"
         runs.append({k: tuple(v.shape) for k, v in acts.items()})
     fixed = bool(spec.inputs and spec.inputs[0].shape and spec.inputs[0].shape[0] is not None)
     shapes: dict[str, list[str]] = {}
     for key, shape in runs[0].items():
         path = key.split("@")[0].split(":")[0]
         shapes.setdefault(path, []).append(_shape_text(shape, runs[1].get(key), fixed))
-    return shapes
+    return shapes, None
 
 
 def _rows(spec: ModelSpec, ctx: Context, custom_layers: Any, prefix: str = "") -> list[LayerRow]:
@@ -163,7 +166,7 @@ def inspect_model(source: Any, weights: Any = None, custom_layers: dict[str, Cus
         rows=rows,
     )
     if report.convertible:
-        shapes = _output_shapes(spec, custom_layers)
+        shapes, report.shape_note = _output_shapes(spec, custom_layers)
         for row in rows:
             row.output_shapes = shapes.get(row.path, [])
     return report
@@ -195,6 +198,8 @@ def format_report(report: Report) -> str:
         lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)).rstrip())
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
+    if report.shape_note:
+        lines.append(f"Output shapes unknown: {report.shape_note}.")
     notes = [(r.path, r.note) for r in report.rows if r.note]
     if notes:
         lines.append("")

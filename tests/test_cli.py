@@ -97,3 +97,17 @@ def test_console_script_is_installed():
     assert exe.exists(), "pip install -e . installs the torch-lstm-probe entry point"
     result = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True)
     assert "inspect" in result.stdout and "probe" in result.stdout
+
+
+def test_inspect_says_why_output_shapes_are_unknown(tmp_path, capsys):
+    path = tmp_path / "m.h5"
+    shutil.copy(GOLDENS / "tf_keras_lstm_u16_stacked.h5", path)
+    with h5py.File(path, "r+") as f:
+        config = json.loads(f.attrs["model_config"])
+        for layer in config["config"]["layers"]:
+            layer["config"].pop("batch_input_shape", None)
+        config["config"]["layers"] = [x for x in config["config"]["layers"] if x["class_name"] != "InputLayer"]
+        config["config"].pop("build_input_shape", None)
+        f.attrs["model_config"] = json.dumps(config)
+    assert main(["inspect", str(path)]) == 0
+    assert "Output shapes unknown: the file declares no input shape." in capsys.readouterr().out
