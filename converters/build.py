@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -153,6 +154,7 @@ def convert_model(
             modules[layer.name], conventions[layer.name] = convert_layer(layer, ctx, custom_layers)
         except (UnsupportedLayerError, UnsupportedOptionError, WeightMismatchError) as err:
             errors.append(err)
+    _warn_low_precision(spec)
     if errors:
         if len(errors) == 1:
             raise errors[0]
@@ -175,6 +177,29 @@ def convert_model(
         "outputs": [_renumber(r, offsets).as_list() for r in spec.outputs],
     }
     return KerasModel(config, modules)
+
+
+_LOW_PRECISION = ("mixed_float16", "mixed_bfloat16", "float16", "bfloat16", "half")
+
+
+def _warn_low_precision(spec: ModelSpec) -> None:
+    """Keras layers with a float16/bfloat16 dtype policy compute in that precision; the converted
+    model computes in its own dtype (float32 by default), so results differ from Keras by that
+    rounding. Say so rather than differ silently."""
+    names = []
+    for layer in spec.layers:
+        dtype = layer.config.get("dtype") if isinstance(layer.config, Mapping) else None
+        if isinstance(dtype, Mapping):
+            dtype = (dtype.get("config") or {}).get("name")
+        if isinstance(dtype, str) and dtype in _LOW_PRECISION:
+            names.append(f"{layer.name} ({dtype})")
+    if names:
+        warnings.warn(
+            f"{spec.source}: layers {', '.join(names)} compute in reduced precision in Keras. The converted "
+            "model computes in its own dtype (float32 by default), so its outputs differ from Keras' by that "
+            "rounding (typically 1e-3).",
+            stacklevel=3,
+        )
 
 
 def _skips_first_node(layer: LayerSpec, ctx: Context) -> bool:

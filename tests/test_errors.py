@@ -352,3 +352,12 @@ def test_a_one_element_list_is_the_single_input(float_model):
     with torch.inference_mode():
         assert torch.equal(float_model([x]), float_model(x))
         assert torch.equal(tlp.probe(float_model, [torch.from_numpy(x)])["lstm"], tlp.probe(float_model, x)["lstm"])
+
+
+def test_reduced_precision_policy_is_announced(tmp_path):
+    def edit(config):
+        find_layer(config, "LSTM")["config"]["dtype"] = "mixed_float16"
+
+    path = rewrite_h5_config(H5, tmp_path / "m.h5", edit)
+    with pytest.warns(UserWarning, match=r"layers lstm \(mixed_float16\) compute in reduced precision"):
+        tlp.load_keras(path)
