@@ -230,10 +230,7 @@ class Bidirectional(ConfigMixin, nn.Module):
     @staticmethod
     def _state_count(module: nn.Module) -> int:
         """How many states the layer returns with return_state (LSTM: h and c; others: h)."""
-        names = getattr(module, "STATE_NAMES", None)
-        if names is not None:
-            return len(names)
-        return 2 if isinstance(module, nn.LSTM) else 1
+        return len(module.STATE_NAMES)  # type: ignore[arg-type]
 
     def extra_repr(self) -> str:
         return f"merge_mode={self.config.merge_mode!r}"

@@ -103,7 +103,7 @@ class GRU(SingleStateRecurrent, ConfigMixin, nn.GRU):
         self._act = get_activation(config.activation)
         self._ract = get_activation(config.recurrent_activation)
         self._fusable = config.reset_after and config.activation == "tanh" and config.recurrent_activation == "sigmoid"
-        self._init_common()
+        self._init_recurrent()
 
     # ------------------------------------------------------------------ cell
     def _input_bias(self) -> torch.Tensor | None:

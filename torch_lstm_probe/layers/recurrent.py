@@ -18,7 +18,6 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..activations import get_activation, inplace_activation
-from ..errors import InputError
 from ..masking import (
     Blocks,
     contiguous_blocks,
@@ -29,7 +28,8 @@ from ..masking import (
     unshift_states,
 )
 from ..registry import register_module
-from .base import ConfigMixin, HookPoint, check_float_input, run_fused_kernel
+from .base import ConfigMixin, check_float_input, run_fused_kernel
+from .rnn_base import RecurrentMixin
 
 __all__ = ["LSTM", "LSTMConfig", "LSTMGates", "lstm_reference"]
 
@@ -68,7 +68,7 @@ class LSTMConfig:
     zero_output_for_mask: bool = False  # masked steps output 0 instead of the previous output
 
 
-class LSTM(ConfigMixin, nn.LSTM):
+class LSTM(RecurrentMixin, ConfigMixin, nn.LSTM):
     r"""A Keras ``LSTM`` layer as a PyTorch ``nn.LSTM`` with Keras semantics.
 
     For each step t (in processing order), with Keras' packed kernels ``[i, f, c, o]``,
@@ -100,8 +100,8 @@ class LSTM(ConfigMixin, nn.LSTM):
     """
 
     Config = LSTMConfig
-    mask_mode = "custom"
-    takes_mask = True
+    STATE_NAMES = ("h", "c")
+    GATE_NAMES = GATE_NAMES
 
     def __init__(self, config: LSTMConfig) -> None:
         super().__init__(config.input_size, config.hidden_size, bias=config.use_bias, batch_first=True)
@@ -111,49 +111,9 @@ class LSTM(ConfigMixin, nn.LSTM):
         self._act_inplace = inplace_activation(config.activation)
         self._ract_inplace = inplace_activation(config.recurrent_activation)
         self._fusable = config.activation == "tanh" and config.recurrent_activation == "sigmoid"
-        for name in GATE_NAMES:
-            self.add_module(f"hook_{name}", HookPoint())
-        self.hook_mask = HookPoint()  # sees the bool (N, L) mask applied, in input time order
-        self.gate_path = "auto"  # how gates are computed: "auto", "fused" or "loop"
-        if config.stateful:
-            if config.batch_size is None:
-                raise ValueError("A stateful LSTM needs its fixed batch_size.")
-            zeros = torch.zeros(config.batch_size, config.hidden_size)
-            self.register_buffer("state_h", zeros.clone(), persistent=False)
-            self.register_buffer("state_c", zeros.clone(), persistent=False)
+        self._init_recurrent()
 
     # ------------------------------------------------------------------ public API
-    def reset_states(self) -> None:
-        """Zeros the carried state of a stateful layer (no-op otherwise)."""
-        if self.config.stateful:
-            self.state_h.zero_()
-            self.state_c.zero_()
-
-    def compute_mask(self, x: torch.Tensor, mask: torch.Tensor | None) -> Any:
-        """The mask of each output: the input mask for a sequence output, else none."""
-        out_mask = mask if (self.config.return_sequences and mask is not None) else None
-        if self.config.return_state:
-            return (out_mask, None, None)
-        return out_mask
-
-    def _gates_after_fused(self, x: torch.Tensor) -> bool:
-        """Whether gates are re-derived after a fused pass (else the step loop computes them).
-
-        ``gate_path`` is ``"auto"`` (fused on accelerators; on CPU the step loop is faster),
-        ``"fused"`` or ``"loop"``.
-        """
-        if self.gate_path == "auto":
-            return x.device.type != "cpu"
-        return self.gate_path == "fused"
-
-    def gate_hooks_active(self) -> bool:
-        return any(getattr(self, f"hook_{g}").has_hooks() for g in GATE_NAMES)
-
-    def gate_points(self) -> list[tuple[str, HookPoint]]:
-        """``(probe key suffix, hook point)`` for every gate and the applied mask."""
-        points = [(f"/gates/{g}", getattr(self, f"hook_{g}")) for g in GATE_NAMES]
-        return points + [("/mask", self.hook_mask)]
-
     def forward(  # type: ignore[override]
         self,
         x: torch.Tensor,
@@ -180,7 +140,7 @@ class LSTM(ConfigMixin, nn.LSTM):
             x = x.transpose(0, 1)  # (N, L, F)
             mask = mask.transpose(0, 1) if mask is not None else None
         n = x.shape[0]
-        h0, c0 = self._initial_state(x, n, initial_state)
+        h0, c0 = self._initial_states(x, n, initial_state)
         if mask is not None:
             mask = self._check_mask(mask, x)
             if self.hook_mask.has_hooks():
@@ -207,9 +167,7 @@ class LSTM(ConfigMixin, nn.LSTM):
         else:
             seq, h, c, last, gates = self._step_loop(x, h0, c0, mask, want_gates)
 
-        if cfg.stateful:
-            self.state_h.copy_(h.detach())
-            self.state_c.copy_(c.detach())
+        self._store_states(h, c)
         if gates is not None:
             gates = LSTMGates(*(getattr(self, f"hook_{name}")(value) for name, value in zip(GATE_NAMES, gates)))
 
@@ -221,40 +179,6 @@ class LSTM(ConfigMixin, nn.LSTM):
         return (result, gates) if return_gates else result
 
     # ------------------------------------------------------------------ internals
-    def _initial_state(
-        self, x: torch.Tensor, n: int, initial_state: Sequence[torch.Tensor] | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        cfg = self.config
-        if initial_state is not None:
-            if len(initial_state) != 2:
-                raise InputError(
-                    f"{self.describe()} takes initial_state=[h, c]. Received {len(initial_state)} tensors."
-                )
-            h0, c0 = initial_state
-            for name, s in (("h", h0), ("c", c0)):
-                if tuple(s.shape) != (n, cfg.hidden_size):
-                    raise InputError(
-                        f"{self.describe()}: initial state {name} has shape {tuple(s.shape)}. "
-                        f"Expected ({n}, {cfg.hidden_size}) (batch, units)."
-                    )
-            return h0.to(x.dtype).contiguous(), c0.to(x.dtype).contiguous()
-        if cfg.stateful:
-            if n != cfg.batch_size:
-                raise InputError(
-                    f"{self.describe()} is stateful with a batch size fixed at {cfg.batch_size} by the file. "
-                    f"Received a batch of {n}. Fix: feed batches of exactly {cfg.batch_size} rows."
-                )
-            return self.state_h.to(x.dtype), self.state_c.to(x.dtype)
-        zeros = x.new_zeros(n, cfg.hidden_size)
-        return zeros, zeros
-
-    def _check_mask(self, mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if tuple(mask.shape) != tuple(x.shape[:2]):
-            raise InputError(
-                f"{self.describe()}: mask has shape {tuple(mask.shape)}. Expected {tuple(x.shape[:2])} (batch, time)."
-            )
-        return mask.to(device=x.device, dtype=torch.bool)
-
     def _bias(self) -> torch.Tensor | None:
         if not self.config.use_bias:
             return None

@@ -26,37 +26,28 @@ from ..masking import (
 )
 from .base import HookPoint, check_float_input, run_fused_kernel
 
-__all__ = ["SingleStateRecurrent"]
+__all__ = ["RecurrentMixin", "SingleStateRecurrent"]
 
 
-class SingleStateRecurrent:
-    """Keras RNN semantics for a cell with one state ``h``, around a fused PyTorch kernel.
+class RecurrentMixin:
+    """What every Keras recurrent layer here shares, whatever its cell: gate hook points, the
+    gate path switch, stateful buffers ``state_<s>`` for each state, the output masks, and the
+    checks of ``initial_state`` and ``mask``.
 
-    A subclass (also an ``nn.RNNBase``) provides:
-
-    * ``Gates``: a NamedTuple whose last field is ``h``; ``GATE_NAMES`` its field names;
-    * ``_torch_rnn``: the ``nn.RNNBase`` subclass whose ``forward`` is the fused kernel;
-    * ``_input_projection(x)``: the input part of every pre-activation, ``(N, L, kH)``;
-    * ``_cell(xp_t, h)``: one exact step, returning ``(h_new, (gate, ...))`` (gates without h);
-    * ``_gates_from_outputs(x, h0, seq)``: every gate of an unmasked call, given all outputs.
-
-    The subclass sets ``self._fusable`` (may the fused kernel compute this layer) and creates
-    the hook points ``hook_<g>`` for each gate and ``hook_mask``.
+    A subclass sets ``STATE_NAMES`` (``("h",)`` or ``("h", "c")``) and ``GATE_NAMES`` and calls
+    :meth:`_init_recurrent` after its parent's ``__init__``.
     """
 
-    Gates: ClassVar[type]
     STATE_NAMES: ClassVar[tuple[str, ...]] = ("h",)  # what return_state returns after the output
     GATE_NAMES: ClassVar[tuple[str, ...]]
-    _torch_rnn: ClassVar[type[nn.RNNBase]]
     config: Any
-    _fusable: bool
     gate_path: str
     hook_mask: HookPoint
     describe: Any  # ConfigMixin.describe in the concrete classes
     mask_mode = "custom"
     takes_mask = True
 
-    def _init_common(self) -> None:
+    def _init_recurrent(self) -> None:
         """Hook points, the gate path switch and stateful buffers (call after the parent init)."""
         cfg = self.config
         for name in self.GATE_NAMES:
@@ -66,21 +57,33 @@ class SingleStateRecurrent:
         if cfg.stateful:
             if cfg.batch_size is None:
                 raise ValueError(f"A stateful {type(self).__name__} needs its fixed batch_size.")
-            self.register_buffer("state_h", torch.zeros(cfg.batch_size, cfg.hidden_size), persistent=False)  # type: ignore[attr-defined]
+            for state in self.STATE_NAMES:
+                zeros = torch.zeros(cfg.batch_size, cfg.hidden_size)
+                self.register_buffer(f"state_{state}", zeros, persistent=False)  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------ public API
     def reset_states(self) -> None:
         """Zeros the carried state of a stateful layer (no-op otherwise)."""
         if self.config.stateful:
-            self.state_h.zero_()
+            for state in self.STATE_NAMES:
+                getattr(self, f"state_{state}").zero_()
 
     def compute_mask(self, x: torch.Tensor, mask: torch.Tensor | None) -> Any:
         """The mask of each output: the input mask for a sequence output, else none."""
         out_mask = mask if (self.config.return_sequences and mask is not None) else None
         if self.config.return_state:
-            return (out_mask, None)
+            return (out_mask,) + (None,) * len(self.STATE_NAMES)
         return out_mask
 
+    def gate_hooks_active(self) -> bool:
+        return any(getattr(self, f"hook_{g}").has_hooks() for g in self.GATE_NAMES)
+
+    def gate_points(self) -> list[tuple[str, HookPoint]]:
+        """``(probe key suffix, hook point)`` for every gate and the applied mask."""
+        points = [(f"/gates/{g}", getattr(self, f"hook_{g}")) for g in self.GATE_NAMES]
+        return points + [("/mask", self.hook_mask)]
+
+    # ------------------------------------------------------------------ shared internals
     def _gates_after_fused(self, x: torch.Tensor) -> bool:
         """Whether gates are re-derived after a fused pass (else the step loop computes them).
 
@@ -91,13 +94,67 @@ class SingleStateRecurrent:
             return x.device.type != "cpu"
         return self.gate_path == "fused"
 
-    def gate_hooks_active(self) -> bool:
-        return any(getattr(self, f"hook_{g}").has_hooks() for g in self.GATE_NAMES)
+    def _initial_states(
+        self, x: torch.Tensor, n: int, initial_state: Sequence[torch.Tensor] | torch.Tensor | None
+    ) -> tuple[torch.Tensor, ...]:
+        """The states a call starts from: given, carried (stateful) or zeros; each ``(N, H)``."""
+        cfg = self.config
+        names = self.STATE_NAMES
+        if initial_state is not None:
+            states = [initial_state] if isinstance(initial_state, torch.Tensor) else list(initial_state)
+            if len(states) != len(names) or (isinstance(initial_state, torch.Tensor) and len(names) != 1):
+                raise InputError(
+                    f"{self.describe()} takes initial_state=[{', '.join(names)}]. Received {len(states)} tensors."
+                )
+            for name, state in zip(names, states):
+                if tuple(state.shape) != (n, cfg.hidden_size):
+                    raise InputError(
+                        f"{self.describe()}: initial state {name} has shape {tuple(state.shape)}. "
+                        f"Expected ({n}, {cfg.hidden_size}) (batch, units)."
+                    )
+            return tuple(state.to(x.dtype).contiguous() for state in states)
+        if cfg.stateful:
+            if n != cfg.batch_size:
+                raise InputError(
+                    f"{self.describe()} is stateful with a batch size fixed at {cfg.batch_size} by the file. "
+                    f"Received a batch of {n}. Fix: feed batches of exactly {cfg.batch_size} rows."
+                )
+            return tuple(getattr(self, f"state_{name}").to(x.dtype) for name in names)
+        zeros = x.new_zeros(n, cfg.hidden_size)
+        return (zeros,) * len(names)
 
-    def gate_points(self) -> list[tuple[str, HookPoint]]:
-        """``(probe key suffix, hook point)`` for every gate and the applied mask."""
-        points = [(f"/gates/{g}", getattr(self, f"hook_{g}")) for g in self.GATE_NAMES]
-        return points + [("/mask", self.hook_mask)]
+    def _store_states(self, *states: torch.Tensor) -> None:
+        """A stateful layer keeps its final states for the next call."""
+        if self.config.stateful:
+            for name, state in zip(self.STATE_NAMES, states):
+                getattr(self, f"state_{name}").copy_(state.detach())
+
+    def _check_mask(self, mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if tuple(mask.shape) != tuple(x.shape[:2]):
+            raise InputError(
+                f"{self.describe()}: mask has shape {tuple(mask.shape)}. Expected {tuple(x.shape[:2])} (batch, time)."
+            )
+        return mask.to(device=x.device, dtype=torch.bool)
+
+
+class SingleStateRecurrent(RecurrentMixin):
+    """Keras RNN semantics for a cell with one state ``h``, around a fused PyTorch kernel.
+
+    A subclass (also an ``nn.RNNBase``) provides:
+
+    * ``Gates``: a NamedTuple whose last field is ``h``; ``GATE_NAMES`` its field names;
+    * ``_torch_rnn``: the ``nn.RNNBase`` subclass whose ``forward`` is the fused kernel;
+    * ``_input_projection(x)``: the input part of every pre-activation, ``(N, L, kH)``;
+    * ``_cell(xp_t, h)``: one exact step, returning ``(h_new, (gate, ...))`` (gates without h);
+    * ``_gates_from_outputs(x, h0, seq)``: every gate of an unmasked call, given all outputs.
+
+    The subclass sets ``self._fusable`` (may the fused kernel compute this layer) and calls
+    ``_init_recurrent()`` for the hook points and stateful buffers.
+    """
+
+    Gates: ClassVar[type]
+    _torch_rnn: ClassVar[type[nn.RNNBase]]
+    _fusable: bool
 
     def forward(  # type: ignore[override]
         self,
@@ -125,7 +182,7 @@ class SingleStateRecurrent:
             x = x.transpose(0, 1)  # (N, L, F)
             mask = mask.transpose(0, 1) if mask is not None else None
         n = x.shape[0]
-        h0 = self._initial_state(x, n, initial_state)
+        (h0,) = self._initial_states(x, n, initial_state)
         if mask is not None:
             mask = self._check_mask(mask, x)
             if self.hook_mask.has_hooks():
@@ -149,8 +206,7 @@ class SingleStateRecurrent:
         else:
             seq, h, last, gates = self._step_loop(x, h0, mask, want_gates)
 
-        if cfg.stateful:
-            self.state_h.copy_(h.detach())
+        self._store_states(h)
         if gates is not None:
             gates = self.Gates(*(getattr(self, f"hook_{name}")(v) for name, v in zip(self.GATE_NAMES, gates)))
 
@@ -162,37 +218,6 @@ class SingleStateRecurrent:
         return (result, gates) if return_gates else result
 
     # ------------------------------------------------------------------ internals
-    def _initial_state(
-        self, x: torch.Tensor, n: int, initial_state: Sequence[torch.Tensor] | torch.Tensor | None
-    ) -> torch.Tensor:
-        cfg = self.config
-        if initial_state is not None:
-            states = [initial_state] if isinstance(initial_state, torch.Tensor) else list(initial_state)
-            if len(states) != 1:
-                raise InputError(f"{self.describe()} takes initial_state=[h]. Received {len(states)} tensors.")
-            h0 = states[0]
-            if tuple(h0.shape) != (n, cfg.hidden_size):
-                raise InputError(
-                    f"{self.describe()}: initial state h has shape {tuple(h0.shape)}. "
-                    f"Expected ({n}, {cfg.hidden_size}) (batch, units)."
-                )
-            return h0.to(x.dtype).contiguous()
-        if cfg.stateful:
-            if n != cfg.batch_size:
-                raise InputError(
-                    f"{self.describe()} is stateful with a batch size fixed at {cfg.batch_size} by the file. "
-                    f"Received a batch of {n}. Fix: feed batches of exactly {cfg.batch_size} rows."
-                )
-            return self.state_h.to(x.dtype)
-        return x.new_zeros(n, cfg.hidden_size)
-
-    def _check_mask(self, mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if tuple(mask.shape) != tuple(x.shape[:2]):
-            raise InputError(
-                f"{self.describe()}: mask has shape {tuple(mask.shape)}. Expected {tuple(x.shape[:2])} (batch, time)."
-            )
-        return mask.to(device=x.device, dtype=torch.bool)
-
     def _input_projection(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 

@@ -89,7 +89,7 @@ class SimpleRNN(SingleStateRecurrent, ConfigMixin, nn.RNN):
         self.config = config
         self._act = get_activation(config.activation)
         self._fusable = config.activation in _TORCH_NONLINEARITY
-        self._init_common()
+        self._init_recurrent()
 
     def _bias(self) -> torch.Tensor | None:
         if not self.config.use_bias:
