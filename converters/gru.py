@@ -23,9 +23,9 @@ import torch
 
 from torch_lstm_probe.layers.gru import GRUConfig
 
-from .common import INIT_REG_CONSTRAINT, Context, ModuleSpec, check_keys, resolve_activation, to_tensor, unpack_weights
+from .common import INIT_REG_CONSTRAINT, Context, ModuleSpec, check_keys, resolve_activation, to_tensor
 from .legacy import modernize_rnn
-from .recurrent import sequence_options
+from .recurrent import sequence_options, unpack_recurrent_weights
 from .registry import register
 from .spec import LayerSpec
 
@@ -76,13 +76,8 @@ def convert_gru(layer: LayerSpec, ctx: Context) -> ModuleSpec:
     units = int(cfg["units"])
     use_bias = bool(cfg.get("use_bias", True))
     reset_after = _reset_after(layer)
-    if not layer.weights:
-        unpack_weights(layer, ctx, {"kernel": (0, 3 * units)})  # raises: no weights
-    features = int(layer.weights[0].shape[0])
-    expected = {"kernel": (features, 3 * units), "recurrent_kernel": (units, 3 * units)}
-    if use_bias:
-        expected["bias"] = (2, 3 * units) if reset_after else (3 * units,)
-    w = unpack_weights(layer, ctx, expected)
+    bias_shape = ((2, 3 * units) if reset_after else (3 * units,)) if use_bias else None
+    features, w = unpack_recurrent_weights(layer, ctx, 3, bias_shape)
     config = GRUConfig(
         input_size=features,
         hidden_size=units,

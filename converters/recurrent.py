@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from torch_lstm_probe.errors import UnsupportedOptionError
@@ -35,7 +36,7 @@ from .legacy import modernize_rnn
 from .registry import register
 from .spec import LayerSpec
 
-__all__ = ["convert_lstm", "sequence_options", "stateful_batch_size"]
+__all__ = ["convert_lstm", "sequence_options", "stateful_batch_size", "unpack_recurrent_weights"]
 
 RNN_SUPPORTED = frozenset(
     {"units", "activation", "recurrent_activation", "use_bias", "return_sequences", "return_state",
@@ -60,6 +61,21 @@ def sequence_options(layer: LayerSpec, ctx: Context) -> dict[str, Any]:
     }
 
 
+def unpack_recurrent_weights(
+    layer: LayerSpec, ctx: Context, gates: int, bias_shape: tuple[int, ...] | None
+) -> tuple[int, dict[str, np.ndarray]]:
+    """``(input features, {kernel, recurrent_kernel[, bias]})`` of a recurrent layer with
+    ``gates`` gate blocks, checked against the config's ``units``."""
+    units = int(layer.config["units"])
+    if not layer.weights:
+        unpack_weights(layer, ctx, {"kernel": (0, gates * units)})  # raises: no weights
+    features = int(layer.weights[0].shape[0])
+    expected: dict[str, tuple[int, ...]] = {"kernel": (features, gates * units), "recurrent_kernel": (units, gates * units)}
+    if bias_shape is not None:
+        expected["bias"] = bias_shape
+    return features, unpack_weights(layer, ctx, expected)
+
+
 def stateful_batch_size(layer: LayerSpec, ctx: Context) -> int | None:
     if not layer.config.get("stateful", False):
         return None
@@ -81,13 +97,7 @@ def convert_lstm(layer: LayerSpec, ctx: Context) -> ModuleSpec:
     check_keys(layer, ctx, RNN_SUPPORTED, RNN_IGNORED)
     units = int(cfg["units"])
     use_bias = bool(cfg.get("use_bias", True))
-    if not layer.weights:
-        unpack_weights(layer, ctx, {"kernel": (0, 4 * units)})  # raises: no weights
-    features = int(layer.weights[0].shape[0])
-    expected = {"kernel": (features, 4 * units), "recurrent_kernel": (units, 4 * units)}
-    if use_bias:
-        expected["bias"] = (4 * units,)
-    w = unpack_weights(layer, ctx, expected)
+    features, w = unpack_recurrent_weights(layer, ctx, 4, (4 * units,) if use_bias else None)
     config = LSTMConfig(
         input_size=features,
         hidden_size=units,

@@ -15,9 +15,9 @@ import torch
 
 from torch_lstm_probe.layers.simple_rnn import SimpleRNNConfig
 
-from .common import INIT_REG_CONSTRAINT, Context, ModuleSpec, check_keys, resolve_activation, to_tensor, unpack_weights
+from .common import INIT_REG_CONSTRAINT, Context, ModuleSpec, check_keys, resolve_activation, to_tensor
 from .legacy import modernize_rnn
-from .recurrent import sequence_options
+from .recurrent import sequence_options, unpack_recurrent_weights
 from .registry import register
 from .spec import LayerSpec
 
@@ -49,13 +49,7 @@ def convert_simple_rnn(layer: LayerSpec, ctx: Context) -> ModuleSpec:
     check_keys(layer, ctx, SIMPLE_RNN_SUPPORTED, SIMPLE_RNN_IGNORED)
     units = int(cfg["units"])
     use_bias = bool(cfg.get("use_bias", True))
-    if not layer.weights:
-        unpack_weights(layer, ctx, {"kernel": (0, units)})  # raises: no weights
-    features = int(layer.weights[0].shape[0])
-    expected = {"kernel": (features, units), "recurrent_kernel": (units, units)}
-    if use_bias:
-        expected["bias"] = (units,)
-    w = unpack_weights(layer, ctx, expected)
+    features, w = unpack_recurrent_weights(layer, ctx, 1, (units,) if use_bias else None)
     config = SimpleRNNConfig(
         input_size=features,
         hidden_size=units,
