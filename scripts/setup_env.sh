@@ -26,4 +26,4 @@ if [ -n "$extra" ]; then
 else
   pip_install -e .
 fi
-.venv/bin/python -c "import torch_lstm_probe, converters"
+.venv/bin/python -c "import torch_lstm_probe, torch_lstm_probe.converters"

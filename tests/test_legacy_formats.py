@@ -26,9 +26,9 @@ import torch
 from safetensors import safe_open
 
 import torch_lstm_probe as tlp
-from converters.common import Context
-from converters.legacy import modernize_rnn
-from converters.spec import KerasVersion, LayerSpec
+from torch_lstm_probe.converters.common import Context
+from torch_lstm_probe.converters.legacy import modernize_rnn
+from torch_lstm_probe.converters.spec import KerasVersion, LayerSpec
 from tests.helpers import ATOL, assert_close
 from torch_lstm_probe.errors import UnsupportedOptionError, WeightMismatchError
 
@@ -429,7 +429,7 @@ def test_cudnn_unknown_config_key_is_refused(tmp_path: Path):
 
 def test_keras1_unknown_key_is_refused(tmp_path: Path):
     spec = _keras1_lstm_spec(W_constraint="maxnorm")  # no Keras 1 LSTM wrote this key
-    from converters.recurrent import convert_lstm
+    from torch_lstm_probe.converters.recurrent import convert_lstm
 
     with pytest.raises(UnsupportedOptionError, match=r"\['W_constraint'\]"):
         convert_lstm(spec, ctx(KerasVersion(1, 2, 2)))

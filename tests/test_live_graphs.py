@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import torch_lstm_probe as tlp
-from converters.inspect import format_report, inspect_model
+from torch_lstm_probe.converters.inspect import format_report, inspect_model
 from tests.helpers import ATOL, assert_close, keras_outputs, randomize_biases, save, seed
 
 pytestmark = pytest.mark.keras

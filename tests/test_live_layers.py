@@ -18,10 +18,10 @@ import pytest
 import torch
 
 import torch_lstm_probe as tlp
-from converters.build import instantiate
-from converters.common import Context
-from converters.registry import lookup
-from converters.spec import KerasVersion, LayerSpec
+from torch_lstm_probe.converters.build import instantiate
+from torch_lstm_probe.converters.common import Context
+from torch_lstm_probe.converters.registry import lookup
+from torch_lstm_probe.converters.spec import KerasVersion, LayerSpec
 from tests.helpers import assert_close, assert_model_parity, library_name, save, seed
 from torch_lstm_probe.errors import InputError, UnsupportedOptionError
 

@@ -422,8 +422,8 @@ def test_bidirectional_config_round_trip():
 
 
 def _ctx() -> Any:
-    from converters.common import Context
-    from converters.spec import KerasVersion
+    from torch_lstm_probe.converters.common import Context
+    from torch_lstm_probe.converters.spec import KerasVersion
 
     return Context(source="model.h5", keras_version=KerasVersion(2, 15, 0), library="tf_keras")
 
@@ -431,7 +431,7 @@ def _ctx() -> Any:
 def _gru_spec(units: int = 2, features: int = 3, **config: Any) -> Any:
     import numpy as np
 
-    from converters.spec import LayerSpec
+    from torch_lstm_probe.converters.spec import LayerSpec
 
     rng = np.random.default_rng(0)
     reset_after = config.get("reset_after", True)
@@ -447,8 +447,8 @@ def _gru_spec(units: int = 2, features: int = 3, **config: Any) -> Any:
 @pytest.mark.parametrize("reset_after", [True, False])
 def test_gru_converter_layout(reset_after):
     """The converted module equals the Keras formula written with Keras' own [z, r, h] layout."""
-    from converters.build import instantiate
-    from converters.gru import convert_gru
+    from torch_lstm_probe.converters.build import instantiate
+    from torch_lstm_probe.converters.gru import convert_gru
 
     spec = _gru_spec(reset_after=reset_after, return_sequences=True)
     module = instantiate(convert_gru(spec, _ctx())).double()
@@ -473,8 +473,8 @@ def test_gru_converter_layout(reset_after):
 
 
 def test_gru_converter_errors():
-    from converters.gru import convert_gru
-    from converters.spec import LayerSpec
+    from torch_lstm_probe.converters.gru import convert_gru
+    from torch_lstm_probe.converters.spec import LayerSpec
     from torch_lstm_probe.errors import UnsupportedOptionError, WeightMismatchError
 
     spec = _gru_spec(reset_after=True)
@@ -488,9 +488,9 @@ def test_gru_converter_errors():
 
 
 def test_bidirectional_converter():
-    from converters.bidirectional import convert_bidirectional
-    from converters.build import instantiate
-    from converters.spec import LayerSpec
+    from torch_lstm_probe.converters.bidirectional import convert_bidirectional
+    from torch_lstm_probe.converters.build import instantiate
+    from torch_lstm_probe.converters.spec import LayerSpec
     from torch_lstm_probe.errors import UnsupportedOptionError, WeightMismatchError
 
     fwd = _gru_spec(return_sequences=True)

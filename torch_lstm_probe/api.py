@@ -47,6 +47,6 @@ def load_keras(
         >>> model = tlp.load_keras("model.h5")
         >>> y = model(x)
     """
-    from converters import load_keras as _load  # lazy: the runtime never needs the converters
+    from torch_lstm_probe.converters import load_keras as _load  # lazy: the runtime never needs the converters
 
     return _load(source, weights=weights, custom_layers=custom_layers, device=device, dtype=dtype)

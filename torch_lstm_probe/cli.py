@@ -22,7 +22,7 @@ EXAMPLES = Path(__file__).parent / "examples"
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from converters.inspect import format_report, inspect_model
+    from torch_lstm_probe.converters.inspect import format_report, inspect_model
 
     report = inspect_model(args.file, weights=args.weights)
     print(format_report(report))
