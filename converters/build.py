@@ -161,7 +161,7 @@ def convert_model(
         kinds = {type(e) for e in errors}
         kind = kinds.pop() if len(kinds) == 1 else UnsupportedLayerError
         raise kind(f"{len(errors)} layers cannot be converted:\n" + "\n".join(f"  - {e}" for e in errors))
-    offsets = {layer.name: 1 for layer in spec.layers if _skips_first_node(layer, ctx)}
+    offsets, output_offsets = _node_offsets(spec, ctx)
     nodes = []
     for layer in spec.layers:
         for call in layer.calls:
@@ -174,7 +174,7 @@ def convert_model(
         ],
         "layers": [{"name": layer.name, "type": None, "config": None} for layer in spec.layers],
         "nodes": nodes,
-        "outputs": [_renumber(r, offsets).as_list() for r in spec.outputs],
+        "outputs": [_renumber(r, output_offsets).as_list() for r in spec.outputs],
     }
     return KerasModel(config, modules)
 
@@ -202,12 +202,38 @@ def _warn_low_precision(spec: ModelSpec) -> None:
         )
 
 
+def _node_offsets(spec: ModelSpec, ctx: Context) -> tuple[dict[str, int], dict[str, int]]:
+    """How far the config's node indices of each nested model are shifted, in the layers' calls
+    and in the model's ``output_layers``; subtracting them gives the call index.
+
+    ===========================  ==========================  ===============================
+    writer                       inbound nodes (calls)       ``output_layers``
+    ===========================  ==========================  ===============================
+    Keras 1/2, tf.keras,         +1 for a nested Functional  same as the calls
+    tf_keras                     or a Sequential that starts
+                                 with an InputLayer
+    Keras 3 (``.keras``, h5)     none: 0 is the first call   +1 for a nested Functional,
+                                                             none for a Sequential
+    ===========================  ==========================  ===============================
+
+    Keras 2 counts the built-in node that links a nested network's inputs to its outputs in
+    both places. Keras 3 (``serialize_node`` in ``functional.py``) counts only the calls inside
+    the outer model for inbound nodes, but still numbers ``output_layers`` of a Functional from 1
+    and subtracts 1 when loading them.
+    """
+    shifted = {layer.name: 1 for layer in spec.layers if _skips_first_node(layer, ctx)}
+    if ctx.keras_version.major >= 3:
+        return {}, shifted
+    return shifted, shifted
+
+
 def _skips_first_node(layer: LayerSpec, ctx: Context) -> bool:
     """Whether the config's node indices of a nested model count a built-in first node.
 
-    A nested Functional model starts with a node linking its own inputs to its outputs, so the
-    outer config's first call of it is node 1. Keras 2 does the same for a nested Sequential
-    that has an input layer; Keras 3 Sequential models do not.
+    A nested Functional model starts with a node linking its own inputs to its outputs, so its
+    first call is node 1 (in Keras 3 only in ``output_layers``, see :func:`_node_offsets`).
+    Keras 2 does the same for a nested Sequential that has an input layer; Keras 3 Sequential
+    models do not.
     """
     if layer.model is None:
         return False
