@@ -1,47 +1,196 @@
 """The ``torch-lstm-probe`` command: a thin argparse front-end over the library.
 
-A user error prints one line and exits with status 2; ``--debug`` shows the traceback.
+Exit status: 0 success; 1 the model is not convertible (``inspect``); 2 a user or file error (bad
+arguments, a missing or damaged file, a wrong input); 3 an internal error. Every error prints one
+line on stderr; ``--debug``, anywhere on the command line, adds the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
+import importlib.util
 import json
+import os
 import sys
+import traceback
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from .errors import TorchLstmProbeError
+from .errors import InputError, TorchLstmProbeError, UnsupportedLayerError, UnsupportedOptionError
 
-__all__ = ["main"]
+__all__ = [
+    "main",
+    "build_parser",
+    "EXAMPLES",
+    "EXIT_OK",
+    "EXIT_NOT_CONVERTIBLE",
+    "EXIT_USER_ERROR",
+    "EXIT_INTERNAL_ERROR",
+]
 
 EXAMPLES = Path(__file__).parent / "examples"
+
+EXIT_OK = 0  # the command did what was asked
+EXIT_NOT_CONVERTIBLE = 1  # inspect: some layer cannot be converted
+EXIT_USER_ERROR = 2  # bad arguments, a missing or damaged file, a wrong input
+EXIT_INTERNAL_ERROR = 3  # anything else: a bug in this package or in a library below it
+
+MAX_MESSAGE = 2000  # characters of an error message printed on the one error line
+
+# OSError kinds that are about a path the user gave, not about this package.
+USER_OS_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+class _CommandLineError(TorchLstmProbeError, ValueError):
+    """A command-line argument that names something unusable (an output folder, a --custom-layers target)."""
+
+
+CustomLayers = Mapping[str, Callable[[dict[str, Any], list[np.ndarray]], Any]]
+
+
+def _import_target(target: str) -> Any:
+    """Imports ``target``: a path to a ``.py`` file, or a dotted module name (also found in the current folder)."""
+    if target.endswith(".py") or "/" in target or os.sep in target:
+        path = Path(target)
+        if not path.is_file():
+            raise _CommandLineError(
+                f"--custom-layers: file {target!r} not found. Expected FILE.py:NAME or MODULE:NAME."
+            )
+        name = "torch_lstm_probe_custom_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise _CommandLineError(f"--custom-layers: cannot import {target!r} as a Python file.")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # classes defined in the file can find their module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as err:
+            del sys.modules[name]
+            raise _CommandLineError(f"--custom-layers: running {target!r} failed: {type(err).__name__}: {err}") from err
+        return module
+    added = os.getcwd() not in sys.path
+    if added:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(target)
+    except Exception as err:
+        raise _CommandLineError(
+            f"--custom-layers: importing module {target!r} failed: {type(err).__name__}: {err}"
+        ) from err
+    finally:
+        if added:
+            sys.path.remove(os.getcwd())
+
+
+def _custom_layers(value: str | None) -> CustomLayers | None:
+    """The ``custom_layers`` mapping named by ``--custom-layers MODULE:NAME`` (this imports, so runs, MODULE)."""
+    if value is None:
+        return None
+    target, sep, name = value.rpartition(":")
+    if not sep or not target or not name.isidentifier():
+        raise _CommandLineError(
+            f"--custom-layers {value!r}: expected MODULE:NAME or path/to/file.py:NAME, where NAME is a dict "
+            "{Keras class name: converter}."
+        )
+    module = _import_target(target)
+    if not hasattr(module, name):
+        raise _CommandLineError(f"--custom-layers: {target!r} has no attribute {name!r}.")
+    mapping = getattr(module, name)
+    if not isinstance(mapping, Mapping) or not all(isinstance(k, str) and callable(v) for k, v in mapping.items()):
+        raise _CommandLineError(
+            f"--custom-layers: {target}:{name} is a {type(mapping).__name__}. "
+            "Expected a dict {Keras class name: converter(config, weights) -> nn.Module}."
+        )
+    return dict(mapping)
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from torch_lstm_probe.converters.inspect import format_report, inspect_model
 
-    report = inspect_model(args.file, weights=args.weights)
+    report = inspect_model(args.file, weights=args.weights, custom_layers=_custom_layers(args.custom_layers))
     print(format_report(report))
-    return 0 if report.convertible else 1
+    return EXIT_OK if report.convertible else EXIT_NOT_CONVERTIBLE
 
 
 def _load_inputs(path: str) -> list[np.ndarray] | dict[str, np.ndarray]:
     p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"Input file not found: {p}")
-    if p.suffix == ".npy":
-        return [np.load(p, allow_pickle=False)]
-    if p.suffix == ".npz":
+    if not p.is_file():
+        raise FileNotFoundError(f"--input file not found: {p}")
+    if p.suffix not in (".npy", ".npz"):
+        raise InputError(
+            f"--input {p}: expected a .npy file (one input) or a .npz file (several). Received {p.name!r}."
+        )
+    try:
+        if p.suffix == ".npy":
+            return [np.load(p, allow_pickle=False)]
         with np.load(p, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-        if all(k.startswith("arr_") for k in arrays):
+    except Exception as err:  # numpy reports damaged files with many exception types
+        raise InputError(f"--input {p}: cannot read it as {p.suffix}: {type(err).__name__}: {err}") from err
+    if arrays and all(k.startswith("arr_") for k in arrays):
+        try:
             return [arrays[f"arr_{i}"] for i in range(len(arrays))]
-        return arrays
-    raise ValueError(f"--input must be a .npy or .npz file. Received {p.name!r}.")
+        except KeyError:
+            pass  # not numbered 0..n-1: pass them by name
+    return arrays
+
+
+def _output_path(value: str) -> Path:
+    """``--out`` as a path whose parent folder exists (created here if missing)."""
+    out = Path(value)
+    if out.is_dir():
+        raise _CommandLineError(f"--out {value}: is a folder. Expected a file path such as {out / 'acts.safetensors'}.")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _CommandLineError(
+            f"--out {value}: cannot create the folder {out.parent}: {err.strerror or err}."
+        ) from err
+    return out
+
+
+def _store_once(acts: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Each distinct tensor once, plus ``{alias key: stored key}`` for keys that hold the very same tensor.
+
+    A layer that returns its input unchanged (Dropout and friends at inference) gives the same
+    tensor object as the layer before it; safetensors refuses tensors that share memory. Two keys
+    are aliases when they view the same memory identically (storage, offset, shape, strides, dtype);
+    any other sharing of memory is resolved by copying, so every stored tensor owns its memory.
+    """
+    import torch
+
+    stored: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    first_key: dict[tuple[Any, ...], str] = {}
+    used: set[int] = set()
+    for key, value in acts.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        tensor = value.detach()
+        view = (
+            tensor.device,
+            tensor.untyped_storage().data_ptr(),
+            tensor.storage_offset(),
+            tuple(tensor.shape),
+            tensor.stride(),
+            tensor.dtype,
+        )
+        if tensor.numel() and view in first_key:
+            aliases[key] = first_key[view]
+            continue
+        first_key[view] = key
+        cpu = tensor.to("cpu").contiguous()
+        pointer = cpu.untyped_storage().data_ptr()
+        if cpu.numel() == 0 or pointer in used:
+            cpu = cpu.clone()
+        used.add(cpu.untyped_storage().data_ptr())
+        stored[key] = cpu
+    return stored, aliases
 
 
 def _sha256(path: str) -> str:
@@ -59,6 +208,7 @@ KEY_MEANINGS = {
     "<layer>/gates/<g>": "LSTM gate or state g in i f g o c h, (batch, time, units), processing order",
     "<layer>/mask": "bool (batch, time) mask the recurrent layer applied",
 }
+ALIASES_NOTE = "aliases: {key: stored key} for keys whose tensor is the very same tensor as another key's"
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
@@ -68,12 +218,14 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     from .api import load_keras
     from .probe import probe
 
-    model = load_keras(args.file, weights=args.weights)
+    out = _output_path(args.out)
     inputs = _load_inputs(args.input)
+    model = load_keras(args.file, weights=args.weights, custom_layers=_custom_layers(args.custom_layers))
     layers = [s for s in args.layers.split(",") if s] if args.layers else None
     x: Any = inputs if isinstance(inputs, dict) else (inputs[0] if len(inputs) == 1 else list(inputs))
     acts = probe(model, x, layers=layers, gates=args.gates)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in acts.items() if isinstance(v, torch.Tensor)}
+    keys = [k for k, v in acts.items() if isinstance(v, torch.Tensor)]
+    tensors, aliases = _store_once(acts)
     info = getattr(model, "source_info", {})
     metadata = {
         "source_file": str(args.file),
@@ -81,13 +233,17 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         "keras_version": str(info.get("keras_version", "")),
         "layer_names": json.dumps(model.layer_names),
         "key_meanings": json.dumps(KEY_MEANINGS),
+        "keys": json.dumps(keys),  # every probe key, in probe order
+        "aliases": json.dumps(aliases),  # key -> stored key holding its tensor
     }
-    save_file(tensors, args.out, metadata=metadata)
-    width = max((len(k) for k in tensors), default=0)
-    for key, value in tensors.items():
-        print(f"{key.ljust(width)}  {tuple(value.shape)}  {value.dtype}")
-    print(f"wrote {len(tensors)} tensors to {args.out}")
-    return 0
+    save_file(tensors, str(out), metadata=metadata)
+    width = max((len(k) for k in keys), default=0)
+    for key in keys:
+        value = tensors[aliases.get(key, key)]
+        same = f"  (same tensor as {aliases[key]})" if key in aliases else ""
+        print(f"{key.ljust(width)}  {tuple(value.shape)}  {value.dtype}{same}")
+    print(f"wrote {len(keys)} keys ({len(tensors)} tensors, {len(aliases)} aliases) to {out}")
+    return EXIT_OK
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -109,7 +265,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     pred = acts[model.layer_names[-1]].numpy()
     torch.set_printoptions(precision=4)
     shown = lstm.shape[1] if args.full else min(8, lstm.shape[1])
-    print(f"\nLSTM layer output per sentence: {lstm.shape[1]} values each" + ("" if args.full else f" (first {shown}; --full for all)"))
+    print(
+        f"\nLSTM layer output per sentence: {lstm.shape[1]} values each"
+        + ("" if args.full else f" (first {shown}; --full for all)")
+    )
     for doc, vec, p in zip(meta["docs"], lstm, pred[:, 0]):
         values = np.array2string(vec[:shown], precision=4, suppress_small=True, max_line_width=10_000)
         print(f"  {doc!r:28} p(positive)={p:.3f}  {values}")
@@ -130,45 +289,114 @@ def reference_version(model_path: Path) -> str:
         return str(json.loads(z.read("metadata.json")).get("keras_version", "?"))
 
 
+CUSTOM_LAYERS_HELP = (
+    "MODULE:NAME or path/to/file.py:NAME: a dict {Keras class name: converter(config, weights) -> nn.Module} "
+    "for layers without a built-in converter. This imports the module, so it runs that code: name only code you trust"
+)
+
+
+def _debug_flag(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument(
+        "--debug", action="store_true", default=default, help="on an error, also print the full traceback"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser: one sub-command per verb; ``--debug`` is accepted before or after the verb."""
+    from . import __version__
+
     parser = argparse.ArgumentParser(
         prog="torch-lstm-probe",
         description="Load Keras LSTM models as PyTorch modules; inspect them and probe layers and gates.",
+        epilog="Exit status: 0 ok, 1 not convertible (inspect), 2 user or file error, 3 internal error.",
     )
-    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-    sub = parser.add_subparsers(dest="command", required=True)
+    _debug_flag(parser, False)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}", help="print the version")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("inspect", help="print the layer table of a Keras model file and whether it converts")
+    def verb(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _debug_flag(p, argparse.SUPPRESS)  # keeps a --debug given before the verb
+        return p
+
+    p = verb("inspect", "print the layer table of a Keras model file and whether it converts")
     p.add_argument("file", help="a .keras, .h5, or architecture .json file")
     p.add_argument("--weights", help="weights-only .h5 for an architecture .json")
+    p.add_argument("--custom-layers", metavar="MODULE:NAME", help=CUSTOM_LAYERS_HELP)
     p.set_defaults(func=_cmd_inspect)
 
-    p = sub.add_parser("probe", help="write layer outputs (and gates) for given inputs to a safetensors file")
+    p = verb("probe", "write layer outputs (and gates) for given inputs to a safetensors file")
     p.add_argument("file", help="a .keras, .h5, or architecture .json file")
     p.add_argument("--weights", help="weights-only .h5 for an architecture .json")
-    p.add_argument("--input", required=True, help="inputs: .npy (one input) or .npz (several, by input name or in order)")
+    p.add_argument(
+        "--input", required=True, help="inputs: .npy (one input) or .npz (several, by input name or in order)"
+    )
     p.add_argument("--layers", help="comma-separated layer names or probe keys (default: every layer)")
-    p.add_argument("--gates", action="store_true", help="also write every LSTM's gates i f g o c h")
-    p.add_argument("--out", required=True, help="output .safetensors path")
+    p.add_argument("--gates", action="store_true", help="also write every recurrent layer's gates (LSTM: i f g o c h)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output .safetensors path (missing folders are created); a key whose tensor is another key's "
+        "is stored once and listed in the metadata 'aliases'",
+    )
+    p.add_argument("--custom-layers", metavar="MODULE:NAME", help=CUSTOM_LAYERS_HELP)
     p.set_defaults(func=_cmd_probe)
 
-    p = sub.add_parser("demo", help="convert the bundled example sentence classifier and check parity with Keras")
+    p = verb("demo", "convert the bundled example sentence classifier and check parity with Keras")
     p.add_argument("--full", action="store_true", help="print every value of each LSTM output vector")
     p.set_defaults(func=_cmd_demo)
     return parser
 
 
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    text = lines[0] if lines else ""
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
+
+
+def _exit_code(err: Exception, command: str | None) -> int:
+    if command == "inspect" and isinstance(err, (UnsupportedLayerError, UnsupportedOptionError)):
+        return EXIT_NOT_CONVERTIBLE
+    if isinstance(err, (TorchLstmProbeError, *USER_OS_ERRORS)):
+        return EXIT_USER_ERROR
+    return EXIT_INTERNAL_ERROR
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Runs the command line and returns its exit status (see the module docstring).
+
+    Args:
+        argv: the arguments after the program name; ``None`` means ``sys.argv[1:]``.
+
+    Returns:
+        0 ok, 1 not convertible, 2 user or file error, 3 internal error. Usage errors found by
+        argparse exit 2 through ``SystemExit``, as do ``--help`` (0) and ``--version`` (0).
+    """
+    args = build_parser().parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
     try:
         return int(args.func(args))
-    except (TorchLstmProbeError, FileNotFoundError, ValueError, KeyError) as err:
-        if args.debug:
-            raise
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"torch-lstm-probe: error: {type(err).__name__}: {message}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print("torch-lstm-probe: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        code = _exit_code(err, args.command)
+        if debug:
+            traceback.print_exc()
+        if isinstance(err, _CommandLineError):
+            kind = _first_line(err)  # names the flag itself
+        else:
+            kind = f"{type(err).__name__}: {_first_line(err)}" if str(err).strip() else type(err).__name__
+        if code == EXIT_INTERNAL_ERROR:
+            message = f"internal error: {kind} (run with --debug for the traceback)"
+        elif code == EXIT_NOT_CONVERTIBLE:
+            message = f"not convertible: {kind}"
+        else:
+            message = f"error: {kind}"
+        print(f"torch-lstm-probe: {message}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":
