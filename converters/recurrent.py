@@ -36,7 +36,13 @@ from .legacy import modernize_rnn
 from .registry import register
 from .spec import LayerSpec
 
-__all__ = ["convert_lstm", "sequence_options", "stateful_batch_size", "unpack_recurrent_weights"]
+__all__ = [
+    "convert_lstm",
+    "initial_state_rule",
+    "sequence_options",
+    "stateful_batch_size",
+    "unpack_recurrent_weights",
+]
 
 RNN_SUPPORTED = frozenset(
     {"units", "activation", "recurrent_activation", "use_bias", "return_sequences", "return_state",
@@ -47,8 +53,25 @@ RNN_IGNORED = frozenset(
 ) | INIT_REG_CONSTRAINT("kernel", "recurrent", "bias")
 
 
+def initial_state_rule(ctx: Context) -> str:
+    """Which state a stateful layer called with ``initial_state`` starts from, by the file's writer.
+
+    ======================================  ====================================================
+    writer                                  rule
+    ======================================  ====================================================
+    tf.keras, tf_keras (``library``         ``"carried_unless_zero"``: the carried state while any
+    ``"tf_keras"``)                         of it is non-zero, the given one after creation or
+                                            ``reset_states()`` (``RNN._process_inputs``)
+    Keras 3; standalone Keras 2.0-2.3       ``"given"``: the given ``initial_state`` always wins
+                                            (``RNN.call``)
+    ======================================  ====================================================
+    """
+    return "carried_unless_zero" if ctx.library == "tf_keras" and ctx.keras_version.major < 3 else "given"
+
+
 def sequence_options(layer: LayerSpec, ctx: Context) -> dict[str, Any]:
-    """The options every recurrent runtime config shares, read from the Keras config."""
+    """The options every recurrent runtime config shares, read from the Keras config (and, for
+    the call rules that differ between Keras generations, from the file's writer)."""
     cfg = layer.config
     return {
         "return_sequences": bool(cfg.get("return_sequences", False)),
@@ -58,6 +81,7 @@ def sequence_options(layer: LayerSpec, ctx: Context) -> dict[str, Any]:
         "stateful": bool(cfg.get("stateful", False)),
         "batch_size": stateful_batch_size(layer, ctx),
         "zero_output_for_mask": bool(cfg.get("zero_output_for_mask", False)),
+        "initial_state_rule": initial_state_rule(ctx),
     }
 
 

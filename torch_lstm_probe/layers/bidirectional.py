@@ -167,13 +167,18 @@ class Bidirectional(ConfigMixin, nn.Module):
         initial_state: Sequence[torch.Tensor] | None = None,
         mask: torch.Tensor | None = None,
         return_gates: bool = False,
+        apply_mask: bool = True,
     ) -> Any:
         """Runs both halves on ``x`` and merges them as Keras does.
 
         Args:
             x: ``(N, L, F)`` (``(L, N, F)`` for time-major inner layers).
-            initial_state: optional, the forward states then the backward states.
+            initial_state: optional, the forward states then the backward states. Each half
+                applies its own ``initial_state_rule`` when stateful.
             mask: optional bool ``(N, L)``; False steps are skipped by both halves.
+            apply_mask: False runs both halves unmasked whatever ``mask`` says (Keras 3 with
+                ``initial_state`` tensors and no explicit mask); the graph executor still hands
+                the input mask over for the output mask.
             return_gates: also return a :class:`BidirectionalGates`.
 
         Returns:
@@ -182,6 +187,8 @@ class Bidirectional(ConfigMixin, nn.Module):
             ``(that, gates)``.
         """
         cfg = self._inner
+        if not apply_mask:
+            mask = None
         fwd_state = bwd_state = None
         if initial_state is not None:
             states = list(initial_state)

@@ -66,6 +66,7 @@ class LSTMConfig:
     stateful: bool = False  # carry the final state to the next call, per batch row
     batch_size: int | None = None  # the fixed batch size of a stateful layer
     zero_output_for_mask: bool = False  # masked steps output 0 instead of the previous output
+    initial_state_rule: str = "given"  # stateful + initial_state: "given" | "carried_unless_zero" (rnn_base)
 
 
 class LSTM(RecurrentMixin, ConfigMixin, nn.LSTM):
@@ -120,6 +121,7 @@ class LSTM(RecurrentMixin, ConfigMixin, nn.LSTM):
         initial_state: Sequence[torch.Tensor] | None = None,
         mask: torch.Tensor | None = None,
         return_gates: bool = False,
+        apply_mask: bool = True,
     ) -> Any:
         """Runs the layer on ``x`` in Keras layout.
 
@@ -128,6 +130,9 @@ class LSTM(RecurrentMixin, ConfigMixin, nn.LSTM):
             initial_state: optional ``[h_0, c_0]``, each ``(N, H)``.
             mask: optional bool ``(N, L)`` (``(L, N)`` when ``time_major``); False steps are
                 skipped and carry the state, as in Keras.
+            apply_mask: False runs the layer unmasked whatever ``mask`` says; the graph executor
+                still hands the input mask over for the output mask (Keras 3 runs an RNN called
+                with ``initial_state`` tensors unmasked but passes its input mask on).
             return_gates: also return an :class:`LSTMGates`.
 
         Returns:
@@ -135,6 +140,8 @@ class LSTM(RecurrentMixin, ConfigMixin, nn.LSTM):
             ``return_gates`` a pair ``(that, gates)``.
         """
         cfg = self.config
+        if not apply_mask:
+            mask = None
         check_float_input(self, x, 3, cfg.input_size, "a 3-D input (batch, time, features)")
         if cfg.time_major:
             x = x.transpose(0, 1)  # (N, L, F)

@@ -5,6 +5,21 @@ hook points. Subclasses add their cell. Shape legend used in the comments of thi
     N = batch size, L = time steps, F = input features, H = units (hidden size).
 
 Tensors are batch-first inside (``(N, L, ·)``) and in Keras layout at the border.
+
+Where the Keras generations differ at call time, the config names the rule to follow:
+
+=========================================  ===============================================
+``initial_state_rule``                     which state a stateful call given ``initial_state``
+                                           starts from
+=========================================  ===============================================
+``"given"`` (Keras 3, Keras ≤ 2.3)         always the given ``initial_state``
+``"carried_unless_zero"`` (tf.keras,       the carried state if any element of any carried
+tf_keras)                                  state tensor is non-zero, else the given one
+=========================================  ===============================================
+
+A call with ``apply_mask=False`` runs unmasked although it receives the input mask (which
+still becomes its output mask): Keras 3 passes the automatic mask only to a layer called with
+exactly one tensor argument, so an RNN called with ``initial_state`` tensors runs unmasked.
 """
 
 from __future__ import annotations
@@ -26,7 +41,10 @@ from ..masking import (
 )
 from .base import HookPoint, check_float_input, run_fused_kernel
 
-__all__ = ["RecurrentMixin", "SingleStateRecurrent"]
+__all__ = ["INITIAL_STATE_RULES", "RecurrentMixin", "SingleStateRecurrent"]
+
+# How a stateful layer called with initial_state picks its start state (see the module docstring).
+INITIAL_STATE_RULES = ("given", "carried_unless_zero")
 
 
 class RecurrentMixin:
@@ -50,6 +68,11 @@ class RecurrentMixin:
     def _init_recurrent(self) -> None:
         """Hook points, the gate path switch and stateful buffers (call after the parent init)."""
         cfg = self.config
+        if cfg.initial_state_rule not in INITIAL_STATE_RULES:
+            raise ValueError(
+                f"{type(self).__name__} initial_state_rule must be one of {list(INITIAL_STATE_RULES)}. "
+                f"Received {cfg.initial_state_rule!r}."
+            )
         for name in self.GATE_NAMES:
             self.add_module(f"hook_{name}", HookPoint())  # type: ignore[attr-defined]
         self.hook_mask = HookPoint()  # sees the bool (N, L) mask applied, in input time order
@@ -97,9 +120,21 @@ class RecurrentMixin:
     def _initial_states(
         self, x: torch.Tensor, n: int, initial_state: Sequence[torch.Tensor] | torch.Tensor | None
     ) -> tuple[torch.Tensor, ...]:
-        """The states a call starts from: given, carried (stateful) or zeros; each ``(N, H)``."""
+        """The states a call starts from: given, carried (stateful) or zeros; each ``(N, H)``.
+
+        A stateful layer given ``initial_state`` follows ``config.initial_state_rule``: with
+        ``"carried_unless_zero"`` it starts from the carried states when any of their elements
+        is non-zero (one test over every state tensor and row, as tf_keras' ``_process_inputs``
+        counts them), else from the given ones. The choice is a ``torch.where`` on a 0-d flag,
+        so the call stays traceable.
+        """
         cfg = self.config
         names = self.STATE_NAMES
+        if cfg.stateful and n != cfg.batch_size:
+            raise InputError(
+                f"{self.describe()} is stateful with a batch size fixed at {cfg.batch_size} by the file. "
+                f"Received a batch of {n}. Fix: feed batches of exactly {cfg.batch_size} rows."
+            )
         if initial_state is not None:
             states = [initial_state] if isinstance(initial_state, torch.Tensor) else list(initial_state)
             if len(states) != len(names) or (isinstance(initial_state, torch.Tensor) and len(names) != 1):
@@ -112,16 +147,20 @@ class RecurrentMixin:
                         f"{self.describe()}: initial state {name} has shape {tuple(state.shape)}. "
                         f"Expected ({n}, {cfg.hidden_size}) (batch, units)."
                     )
-            return tuple(state.to(x.dtype).contiguous() for state in states)
+            given = tuple(state.to(x.dtype).contiguous() for state in states)
+            if not (cfg.stateful and cfg.initial_state_rule == "carried_unless_zero"):
+                return given
+            carried = self._carried_states(x)
+            nonzero = torch.stack([(state != 0).any() for state in carried]).any()  # () bool
+            return tuple(torch.where(nonzero, c, g) for c, g in zip(carried, given))
         if cfg.stateful:
-            if n != cfg.batch_size:
-                raise InputError(
-                    f"{self.describe()} is stateful with a batch size fixed at {cfg.batch_size} by the file. "
-                    f"Received a batch of {n}. Fix: feed batches of exactly {cfg.batch_size} rows."
-                )
-            return tuple(getattr(self, f"state_{name}").to(x.dtype) for name in names)
+            return self._carried_states(x)
         zeros = x.new_zeros(n, cfg.hidden_size)
         return (zeros,) * len(names)
+
+    def _carried_states(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The carried states of a stateful layer, each ``(N, H)`` in ``x``'s dtype."""
+        return tuple(getattr(self, f"state_{name}").to(x.dtype) for name in self.STATE_NAMES)
 
     def _store_states(self, *states: torch.Tensor) -> None:
         """A stateful layer keeps its final states for the next call."""
@@ -162,6 +201,7 @@ class SingleStateRecurrent(RecurrentMixin):
         initial_state: Sequence[torch.Tensor] | torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
         return_gates: bool = False,
+        apply_mask: bool = True,
     ) -> Any:
         """Runs the layer on ``x`` in Keras layout.
 
@@ -170,6 +210,9 @@ class SingleStateRecurrent(RecurrentMixin):
             initial_state: optional ``[h_0]`` (or ``h_0``), ``(N, H)``.
             mask: optional bool ``(N, L)`` (``(L, N)`` when ``time_major``); False steps are
                 skipped and carry the state, as in Keras.
+            apply_mask: False runs the layer unmasked whatever ``mask`` says; the graph executor
+                still hands the input mask over for the output mask (Keras 3 runs an RNN called
+                with ``initial_state`` tensors unmasked but passes its input mask on).
             return_gates: also return the gates NamedTuple of the layer.
 
         Returns:
@@ -177,6 +220,8 @@ class SingleStateRecurrent(RecurrentMixin):
             ``return_gates`` a pair ``(that, gates)``.
         """
         cfg = self.config
+        if not apply_mask:
+            mask = None
         check_float_input(self, x, 3, cfg.input_size, "a 3-D input (batch, time, features)")  # type: ignore[arg-type]
         if cfg.time_major:
             x = x.transpose(0, 1)  # (N, L, F)

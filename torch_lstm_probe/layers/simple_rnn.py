@@ -44,6 +44,7 @@ class SimpleRNNConfig:
     stateful: bool = False  # carry the final state to the next call, per batch row
     batch_size: int | None = None  # the fixed batch size of a stateful layer
     zero_output_for_mask: bool = False  # masked steps output 0 instead of the previous output
+    initial_state_rule: str = "given"  # stateful + initial_state: "given" | "carried_unless_zero" (rnn_base)
 
 
 _TORCH_NONLINEARITY = {"tanh": "tanh", "relu": "relu"}
