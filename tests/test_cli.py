@@ -415,3 +415,17 @@ def test_internal_error_in_a_real_process_exits_3_without_traceback():
     assert result.stderr.strip() == (
         "torch-lstm-probe: internal error: ZeroDivisionError: division by zero (run with --debug for the traceback)"
     )
+
+
+def test_every_package_folder_is_listed_for_the_wheel():
+    """pyproject.toml lists packages by hand (converters/ installs as torch_lstm_probe.converters):
+    a new sub-package folder must be listed, or the installed command would fail to import it."""
+    tomllib = pytest.importorskip("tomllib")
+    root = Path(__file__).resolve().parent.parent
+    config = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert config["package-dir"] == {"torch_lstm_probe.converters": "converters"}
+    found = set()
+    for folder, name in [("torch_lstm_probe", "torch_lstm_probe"), ("converters", "torch_lstm_probe.converters")]:
+        for init in (root / folder).rglob("__init__.py"):
+            found.add(".".join((name, *init.parent.relative_to(root / folder).parts)))
+    assert sorted(found) == sorted(config["packages"])
