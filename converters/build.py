@@ -118,6 +118,17 @@ def _wire_call(layer: LayerSpec, call: CallSpec, convention: str, ctx: Context) 
         kwargs.pop("initial_state", None)
         if states:
             node_kwargs["initial_state"] = [s.as_list() for s in states]
+        if ctx.keras_version.major >= 3:
+            # Keras 3 (Layer.__call__) passes the automatic mask only to a call with exactly one
+            # tensor argument; mask=None counts as no mask. A call with initial_state tensors
+            # therefore runs unmasked, yet its output mask still comes from its input's mask.
+            # Keras 1/2 pass the mask to every call, and an explicit mask=None means none.
+            mask = kwargs.pop("mask", None)
+            tensor_arguments = sum(1 for value in (*call.args, *call.kwargs.values()) if _flat_tensors(value))
+            if mask is not None:
+                node_kwargs["mask"] = _refs(mask, where)
+            elif tensor_arguments > 1:
+                node_kwargs["apply_mask"] = False
     else:
         if len([a for a in args[1:] if a is not None]) > 0:
             raise UnsupportedOptionError(f"{where}: a call passes extra positional arguments {args[1:]!r}.")

@@ -38,7 +38,7 @@ class _Node:
     layer: str  # Keras layer name
     call: int  # index of this call among the layer's calls
     inputs: tuple[Ref, ...]  # positional tensor inputs
-    kwargs: Mapping[str, Any]  # keyword tensor inputs: refs or lists of refs
+    kwargs: Mapping[str, Any]  # keyword inputs: refs or lists of refs, or constants (apply_mask=False)
 
 
 def _ref(value: Any) -> Ref:
@@ -64,6 +64,8 @@ def _refs_in(value: Any) -> Iterator[Ref]:
 def _resolve(value: Any, values: Mapping[Ref, Any]) -> Any:
     if isinstance(value, (list, tuple)) and value and isinstance(value[0], str):
         return values[_ref(value)]
+    if not isinstance(value, (list, tuple)):
+        return value  # a constant keyword argument, e.g. apply_mask=False
     return [_resolve(v, values) for v in value]
 
 
