@@ -208,7 +208,6 @@ KEY_MEANINGS = {
     "<layer>/gates/<g>": "LSTM gate or state g in i f g o c h, (batch, time, units), processing order",
     "<layer>/mask": "bool (batch, time) mask the recurrent layer applied",
 }
-ALIASES_NOTE = "aliases: {key: stored key} for keys whose tensor is the very same tensor as another key's"
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
