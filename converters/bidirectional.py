@@ -23,10 +23,13 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any, Mapping
 
+from torch import nn
+
 from torch_lstm_probe.errors import UnsupportedOptionError, WeightMismatchError
 from torch_lstm_probe.layers.bidirectional import MERGE_MODES, BidirectionalConfig
+from torch_lstm_probe.layers.core import CustomRecurrent, CustomRecurrentConfig
 
-from .common import Context, ModuleSpec, check_keys, layer_label, refuse_unless
+from .common import Context, ModuleSpec, check_keys, inner_layer_spec, layer_label, refuse_unless
 from .registry import lookup, register
 from .spec import LayerSpec
 
@@ -113,7 +116,7 @@ def convert_bidirectional(layer: LayerSpec, ctx: Context) -> ModuleSpec:
     fwd_weights, bwd_weights = _split_weights(layer, ctx, fwd_raw, bwd_raw, explicit_backward)
 
     halves: dict[str, ModuleSpec] = {}
-    base = layer.path or layer.name
+    custom: dict[str, nn.Module] = {}
     for role, raw, config, weights in (
         ("forward_layer", fwd_raw, fwd_config, fwd_weights),
         ("backward_layer", bwd_raw, bwd_config, bwd_weights),
@@ -122,14 +125,11 @@ def convert_bidirectional(layer: LayerSpec, ctx: Context) -> ModuleSpec:
         for key in ("batch_input_shape", "batch_shape"):  # the fixed batch size of a stateful wrapper
             if key in layer.config and key not in config:
                 config[key] = layer.config[key]
-        inner = LayerSpec(
-            name=str(config.get("name", raw["class_name"])),
-            class_name=str(raw["class_name"]),
-            config=config,
-            weights=weights,
-            path=f"{base}/{role}",
-            module=raw.get("module"),
-        )
+        inner = inner_layer_spec(layer, raw, role, weights, config=config)
+        built = ctx.build_inner(inner) if ctx.build_inner is not None else None
+        if built is not None:  # the user's module for a class that custom_layers names
+            custom[role] = _custom_half(inner, ctx, built)
+            continue
         converted = lookup(inner, ctx)(inner, ctx)
         if converted.call != "rnn":
             raise UnsupportedOptionError(
@@ -138,10 +138,29 @@ def convert_bidirectional(layer: LayerSpec, ctx: Context) -> ModuleSpec:
             )
         halves[role] = converted
 
-    config = BidirectionalConfig(
-        forward_layer={"type": halves["forward_layer"].type, "config": asdict(halves["forward_layer"].config)},
-        backward_layer={"type": halves["backward_layer"].type, "config": asdict(halves["backward_layer"].config)},
-        merge_mode=merge_mode,
-    )
+    def entry(role: str) -> dict[str, Any]:
+        if role in custom:  # built already; its config is not saved
+            return {"type": None, "config": None}
+        return {"type": halves[role].type, "config": asdict(halves[role].config)}
+
+    config = BidirectionalConfig(entry("forward_layer"), entry("backward_layer"), merge_mode)
     state = {f"{role}.{k}": v for role, spec in halves.items() for k, v in spec.state_dict.items()}
-    return ModuleSpec("Bidirectional", config, state, call="rnn")
+    return ModuleSpec("Bidirectional", config, state, call="rnn", children=custom)
+
+
+def _custom_half(inner: LayerSpec, ctx: Context, module: nn.Module) -> CustomRecurrent:
+    """The user's module for one half, with the recurrent flags Bidirectional reads."""
+    cfg = inner.config
+    if cfg.get("return_state"):
+        raise UnsupportedOptionError(
+            f"{layer_label(inner, ctx)} is a custom layer (custom_layers) wrapped in Bidirectional with "
+            "return_state=True; the states of a custom module are unknown here. Fix: convert the whole wrapper "
+            "with custom_layers={'Bidirectional': converter}, or save the model without return_state."
+        )
+    flags = CustomRecurrentConfig(
+        return_sequences=bool(cfg.get("return_sequences", False)),
+        stateful=bool(cfg.get("stateful", False)),
+        time_major=bool(cfg.get("time_major", False)),
+        go_backwards=bool(cfg.get("go_backwards", False)),
+    )
+    return CustomRecurrent(flags, module)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from functools import partial
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -17,7 +18,7 @@ from torch_lstm_probe.errors import (
     WeightMismatchError,
 )
 from torch_lstm_probe.model import KerasModel
-from torch_lstm_probe.registry import build_module
+from torch_lstm_probe.registry import MODULE_TYPES, build_module
 
 from .common import Context, ModuleSpec, layer_label
 from .ops import op_template
@@ -33,28 +34,71 @@ _IGNORED_CALL_KWARGS = ("training",)
 _NONE_ONLY_CALL_KWARGS = ("constants",)
 
 
+_MODEL_CLASSES = ("Sequential", "Functional", "Model")
+
+
 def instantiate(spec: ModuleSpec) -> nn.Module:
-    """Builds the runtime module and loads its state_dict strictly."""
-    module = build_module(spec.type, dataclasses.asdict(spec.config))
-    module.load_state_dict(spec.state_dict, strict=True)
+    """Builds the runtime module and loads its state_dict strictly.
+
+    Prebuilt ``children`` go to the module's constructor by name; their own weights join the
+    state_dict, so the strict load still checks every key.
+    """
+    if not spec.children:
+        module = build_module(spec.type, dataclasses.asdict(spec.config))
+        module.load_state_dict(spec.state_dict, strict=True)
+        return module
+    module = MODULE_TYPES[spec.type](spec.config, **spec.children)
+    state = dict(spec.state_dict)
+    for name, child in spec.children.items():
+        state.update({f"{name}.{key}": value for key, value in child.state_dict().items()})
+    module.load_state_dict(state, strict=True)
+    return module
+
+
+def _custom_module(
+    layer: LayerSpec, ctx: Context, custom_layers: Mapping[str, CustomConverter] | None
+) -> nn.Module | None:
+    """The user's module for ``layer`` when custom_layers names its registered or class name."""
+    key = next((k for k in (layer.registered_name, layer.class_name) if custom_layers and k in custom_layers), None)
+    if not custom_layers or key is None:
+        return None
+    module = custom_layers[key](dict(layer.config), [np.array(w) for w in layer.weights])
+    if not isinstance(module, nn.Module):
+        raise TypeError(
+            f"{layer_label(layer, ctx)}: custom_layers[{key!r}] returned a "
+            f"{type(module).__name__}. Expected an nn.Module."
+        )
+    return module
+
+
+def _is_nested_model(layer: LayerSpec) -> bool:
+    return layer.model is not None and layer.class_name in _MODEL_CLASSES
+
+
+def _build_inner(
+    custom_layers: Mapping[str, CustomConverter] | None, ctx: Context, inner: LayerSpec
+) -> nn.Module | None:
+    """A wrapper's inner layer as a module: the user's custom one, or a nested model; else None."""
+    module = _custom_module(inner, ctx, custom_layers)
+    if module is None and inner.model is not None:
+        module = convert_model(inner.model, custom_layers, _ctx_for(inner.model))
     return module
 
 
 def convert_layer(
     layer: LayerSpec, ctx: Context, custom_layers: Mapping[str, CustomConverter] | None = None
 ) -> tuple[nn.Module, str]:
-    """Converts one layer; returns ``(module, call convention)``."""
-    key = next((k for k in (layer.registered_name, layer.class_name) if custom_layers and k in custom_layers), None)
-    if custom_layers and key is not None:
-        module = custom_layers[key](dict(layer.config), [np.array(w) for w in layer.weights])
-        if not isinstance(module, nn.Module):
-            raise TypeError(
-                f"{layer_label(layer, ctx)}: custom_layers[{key!r}] returned a "
-                f"{type(module).__name__}. Expected an nn.Module."
-            )
+    """Converts one layer; returns ``(module, call convention)``.
+
+    ``custom_layers`` is consulted for the layer itself, and, through ``ctx.build_inner``, for
+    the layer a wrapper (TimeDistributed, Bidirectional) holds.
+    """
+    module = _custom_module(layer, ctx, custom_layers)
+    if module is not None:
         return module, "default"
-    if layer.model is not None:
-        return convert_model(layer.model, custom_layers, _ctx_for(layer.model)), "default"
+    if _is_nested_model(layer):
+        return convert_model(layer.model, custom_layers, _ctx_for(layer.model)), "default"  # type: ignore[arg-type]
+    ctx = dataclasses.replace(ctx, build_inner=partial(_build_inner, custom_layers, ctx))
     spec = lookup(layer, ctx)(layer, ctx)
     if spec.call == "op":
         # An op node's arguments mix tensors and constants: keep them as a template per call.
@@ -246,7 +290,7 @@ def _skips_first_node(layer: LayerSpec, ctx: Context) -> bool:
     Keras 2 does the same for a nested Sequential that has an input layer; Keras 3 Sequential
     models do not.
     """
-    if layer.model is None:
+    if not _is_nested_model(layer):
         return False
     if layer.class_name in ("Functional", "Model"):
         return True

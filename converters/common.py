@@ -4,18 +4,21 @@ policy (supported / ignored on purpose / refused), weight unpacking and activati
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import torch
+from torch import nn
 
 from torch_lstm_probe.errors import UnsupportedOptionError, WeightMismatchError
 
-from .spec import KerasVersion, LayerSpec
+from .spec import KerasVersion, LayerSpec, ModelSpec
 
 __all__ = [
     "Context",
+    "InnerBuilder",
     "ModuleSpec",
+    "inner_layer_spec",
     "COMMON_IGNORED",
     "INIT_REG_CONSTRAINT",
     "check_keys",
@@ -27,6 +30,11 @@ __all__ = [
 ]
 
 
+# Builds a wrapper's inner layer as a module when the user's custom_layers name its class or it is
+# a nested model; returns None when the registered converter applies.
+InnerBuilder = Callable[[LayerSpec], "nn.Module | None"]
+
+
 @dataclass(frozen=True)
 class Context:
     """What a converter may know besides the layer: where it comes from and which Keras wrote it."""
@@ -35,6 +43,8 @@ class Context:
     keras_version: KerasVersion  # version that wrote the file: picks version-dependent formulas
     library: str = "keras"  # "keras" or "tf_keras"
     batch_size: int | None = None  # the model's fixed batch size, when its input declares one
+    # Set by the model builder for wrapper converters (TimeDistributed, Bidirectional): see InnerBuilder.
+    build_inner: InnerBuilder | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -49,6 +59,9 @@ class ModuleSpec:
     config: Any  # the runtime module's Config dataclass
     state_dict: dict[str, torch.Tensor] = field(default_factory=dict)
     call: str = "default"
+    # Submodules built already (a custom or nested inner layer of a wrapper), passed to the runtime
+    # module's constructor by name; their weights are theirs, not in state_dict.
+    children: dict[str, nn.Module] = field(default_factory=dict)
 
 
 # Keys every layer may carry that change nothing at inference.
@@ -75,6 +88,36 @@ def INIT_REG_CONSTRAINT(*weights: str) -> frozenset[str]:
 
 def layer_label(layer: LayerSpec, ctx: Context) -> str:
     return f"{ctx.source}: layer {layer.path or layer.name!r} ({layer.class_name})"
+
+
+def inner_layer_spec(
+    layer: LayerSpec,
+    raw: Mapping[str, Any],
+    role: str,
+    weights: tuple[np.ndarray, ...],
+    config: Mapping[str, Any] | None = None,
+    model: ModelSpec | None = None,
+) -> LayerSpec:
+    """The LayerSpec of the layer a wrapper holds under config key ``role`` (its serialized ``raw``).
+
+    Keras 3's legacy h5 writes a registered custom class as ``"package>Class"``: the class name is
+    the part after ``>`` and the whole is the registered name, as for top-level layers.
+    """
+    class_name = str(raw.get("class_name"))
+    registered = raw.get("registered_name")
+    if ">" in class_name:
+        registered, class_name = class_name, class_name.rsplit(">", 1)[1]
+    inner_config = dict(raw.get("config") or {}) if config is None else config
+    return LayerSpec(
+        name=str(inner_config.get("name", class_name)),
+        class_name=class_name,
+        config=inner_config,
+        weights=weights,
+        path=f"{layer.path or layer.name}/{role}",
+        module=raw.get("module"),
+        registered_name=str(registered) if registered else None,
+        model=model,
+    )
 
 
 def check_keys(layer: LayerSpec, ctx: Context, supported: Iterable[str], ignored: Iterable[str]) -> None:

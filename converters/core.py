@@ -12,7 +12,9 @@ Embedding ``embeddings``  ``(V, D)``     ``weight`` (row 0 stays a learned row)
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Any, Mapping
 
+from torch_lstm_probe.errors import UnsupportedOptionError
 from torch_lstm_probe.layers.core import (
     ActivationConfig,
     DenseConfig,
@@ -27,6 +29,8 @@ from .common import (
     Context,
     ModuleSpec,
     check_keys,
+    inner_layer_spec,
+    layer_label,
     refuse_unless,
     resolve_activation,
     to_tensor,
@@ -118,18 +122,23 @@ def convert_time_distributed(layer: LayerSpec, ctx: Context) -> ModuleSpec:
     """Keras ``TimeDistributed(layer)`` → :class:`torch_lstm_probe.layers.TimeDistributed`.
 
     The wrapped layer owns all the weights; its state_dict keys gain the prefix ``layer.``.
+    A wrapped Sequential or Functional model (``layer.model``, parsed by the reader) becomes a
+    nested model, and a wrapped class that ``custom_layers`` names becomes the user's module:
+    both come from ``ctx.build_inner``.
     """
     check_keys(layer, ctx, {"layer"}, set())
-    inner_raw = layer.config["layer"]
-    inner_config = inner_raw.get("config", {})
-    inner = LayerSpec(
-        name=str(inner_config.get("name", inner_raw.get("class_name"))),
-        class_name=str(inner_raw.get("class_name")),
-        config=inner_config,
-        weights=layer.weights,
-        path=f"{layer.path or layer.name}/layer",
-        module=inner_raw.get("module"),
-    )
+    inner_raw: Any = layer.config.get("layer")
+    if not isinstance(inner_raw, Mapping) or not isinstance(inner_raw.get("config", {}), Mapping):
+        raise UnsupportedOptionError(
+            f"{layer_label(layer, ctx)}: config key 'layer' is not a serialized layer. Received: {inner_raw!r}. "
+            "Expected {'class_name': ..., 'config': {...}}."
+        )
+    inner = inner_layer_spec(layer, inner_raw, "layer", layer.weights, model=layer.model)
+    built = ctx.build_inner(inner) if ctx.build_inner is not None else None
+    if built is not None:
+        # The prebuilt module defines the saved config (TimeDistributed.get_config reads it).
+        placeholder = TimeDistributedConfig(layer={"type": None, "config": None})
+        return ModuleSpec("TimeDistributed", placeholder, children={"layer": built})
     converted = lookup(inner, ctx)(inner, ctx)
     config = TimeDistributedConfig(layer={"type": converted.type, "config": asdict(converted.config)})
     state = {f"layer.{k}": v for k, v in converted.state_dict.items()}

@@ -160,3 +160,53 @@ def test_nested_models_match_keras_on_every_call(klib, tmp_path, kind, fmt):
     acts = assert_every_call_matches(klib, model, converted, [_x()])
     if kind == "shared":
         assert {"block@0", "block@1", "block/block_lstm@0", "block/block_lstm@1"} <= set(acts)
+
+
+# ---------------------------------------------------------------------------- TimeDistributed(model)
+
+
+def td_sequential(klib):
+    L = klib.layers
+    inner = klib.Sequential(
+        [klib.Input((4, FEATURES)), L.LSTM(5, name="step_lstm"), L.Dense(2, activation="tanh", name="step_dense")],
+        name="per_step",
+    )
+    x = klib.Input((STEPS, 4, FEATURES), name="x")
+    y = L.TimeDistributed(inner, name="td")(x)
+    return klib.Model(x, L.LSTM(3, name="top")(y), name="outer")
+
+
+def td_functional(klib):
+    L = klib.layers
+    inp = klib.Input((FEATURES,))
+    a = L.Dense(4, activation="relu", name="fa")(inp)
+    b = L.Dense(4, name="fb")(inp)
+    inner = klib.Model(inp, L.Dense(2, name="fc")(L.Add(name="fadd")([a, b])), name="per_step")
+    x = klib.Input((STEPS, FEATURES), name="x")
+    y = L.TimeDistributed(inner, name="td")(x)
+    return klib.Model(x, L.LSTM(3, return_sequences=True, name="top")(y), name="outer")
+
+
+TD_MODELS = {"sequential": td_sequential, "functional": td_functional}
+
+
+@pytest.mark.parametrize("fmt", ["keras", "h5"])
+@pytest.mark.parametrize("kind", sorted(TD_MODELS))
+def test_time_distributed_model_matches_keras(klib, tmp_path, kind, fmt):
+    seed(klib)
+    model = TD_MODELS[kind](klib)
+    randomize_biases(model, np.random.default_rng(0))
+    x = _x(steps=STEPS) if kind == "functional" else np.random.default_rng(2).standard_normal((2, STEPS, 4, FEATURES)).astype(np.float32)
+    converted = tlp.load_keras(save(model, tmp_path, fmt))
+    assert_every_call_matches(klib, model, converted, [x])
+    inner = converted.layer("td").layer
+    assert isinstance(inner, tlp.KerasModel) and inner.layer_names[-1] in ("step_dense", "fc")
+    tlp.save(converted, tmp_path / "m.safetensors")
+    assert_every_call_matches(klib, model, tlp.load(tmp_path / "m.safetensors"), [x])
+
+
+def test_time_distributed_model_in_memory(klib):
+    seed(klib)
+    model = td_functional(klib)
+    randomize_biases(model, np.random.default_rng(0))
+    assert_every_call_matches(klib, model, tlp.load_keras(model), [_x()])

@@ -197,8 +197,14 @@ class _Parser:
         location = LayerLocation(names + (name,), keras3_path)
         nested = None
         weights: tuple[np.ndarray, ...] = ()
+        wrapped = config.get("layer") if class_name == "TimeDistributed" else None
         if class_name in MODEL_CLASSES:
             raw = self.model(entry, names + (name,), keras3_path)
+            nested = _model_spec(raw, self)
+        elif isinstance(wrapped, Mapping) and wrapped.get("class_name") in MODEL_CLASSES:
+            # TimeDistributed(model): the model's layers keep their own weights, found under
+            # "<wrapper>/layer/..." (the Keras 3 path of the wrapped object is "<wrapper path>/layer").
+            raw = self.model(wrapped, names + (name, "layer"), f"{keras3_path}/layer")
             nested = _model_spec(raw, self)
         elif str(entry.get("module") or "").startswith(OP_MODULE):
             pass  # op nodes hold no weights

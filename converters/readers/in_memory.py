@@ -28,7 +28,8 @@ class _LayerObjects:
     def weights_for(self, location: LayerLocation, class_name: str, config: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
         obj = self.model
         for name in location.names:
-            obj = obj.get_layer(name)
+            # "layer" after a wrapper (TimeDistributed(model)) is the wrapped object itself.
+            obj = obj.get_layer(name) if hasattr(obj, "get_layer") else getattr(obj, name)
         return tuple(np.asarray(w) for w in obj.get_weights())
 
 

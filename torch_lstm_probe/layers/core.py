@@ -1,9 +1,11 @@
-"""Core Keras layers at inference: Dense, Embedding, Dropout, Activation, TimeDistributed."""
+"""Core Keras layers at inference: Dense, Embedding, Dropout, Activation, TimeDistributed, and the
+adapter that lets a user's module stand for the recurrent layer inside a Bidirectional."""
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +16,16 @@ from ..errors import InputError
 from ..registry import build_module, module_type_name, register_module
 from .base import ConfigMixin, check_float_input
 
-__all__ = ["Dense", "Embedding", "Dropout", "Activation", "TimeDistributed", "Masking"]
+__all__ = [
+    "Dense",
+    "Embedding",
+    "Dropout",
+    "Activation",
+    "TimeDistributed",
+    "Masking",
+    "CustomRecurrent",
+    "CustomRecurrentConfig",
+]
 
 
 @dataclass(frozen=True)
@@ -209,3 +220,75 @@ class Masking(ConfigMixin, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         keep = self._keep(x)  # (N, L)
         return x * keep.reshape(keep.shape + (1,) * (x.dim() - 2)).to(x.dtype)
+
+
+@dataclass(frozen=True)
+class CustomRecurrentConfig:
+    return_sequences: bool = False  # the wrapped Keras layer's `return_sequences`
+    return_state: bool = False  # always False: a user's module declares no states
+    stateful: bool = False  # the wrapped Keras layer's `stateful`
+    time_major: bool = False  # the wrapped Keras layer's `time_major` (Keras 2)
+    go_backwards: bool = False  # the wrapped Keras layer's `go_backwards` (the module must honour it)
+
+
+class CustomRecurrent(ConfigMixin, nn.Module):
+    """A user's module (from ``custom_layers``) standing for one half of a ``Bidirectional``.
+
+    ``Bidirectional`` reads the recurrent flags from :class:`CustomRecurrentConfig` (taken from
+    the Keras config of the half) and calls ``layer(x)`` with ``x`` ``(N, L, F)`` in Keras layout.
+    The module returns what the Keras layer returns: ``(N, L, H)`` with ``return_sequences``
+    (for the backward half in reversed time, as ``go_backwards`` gives), else ``(N, H)``.
+    A mask ``(N, L)`` is passed as ``mask=`` when the module's ``forward`` takes a ``mask``
+    argument, as Keras passes it only to layers whose ``call`` takes one; a mask reaching a module
+    without it is an :class:`InputError`, not silently dropped. It has no gate hook points, and it
+    is not saved by ``tlp.save`` (a user's module has no config).
+    """
+
+    Config = CustomRecurrentConfig
+    STATE_NAMES: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: CustomRecurrentConfig, layer: nn.Module) -> None:
+        super().__init__()
+        self.config = config
+        self.layer = layer
+        try:
+            params = inspect.signature(layer.forward).parameters
+        except (TypeError, ValueError):
+            params = {}  # type: ignore[assignment]
+        self._takes_mask = "mask" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> nn.Module:
+        raise TypeError("CustomRecurrent wraps a user's module; it cannot be rebuilt from a config.")
+
+    def get_config(self) -> dict[str, Any]:
+        raise TypeError(
+            f"{self.describe()} is a custom module ({type(self.layer).__name__}) with no saved config. "
+            "Models with custom_layers cannot be saved by tlp.save; save the state_dict instead."
+        )
+
+    def reset_states(self) -> None:
+        """Calls the user's ``reset_states()`` when the module has one."""
+        reset = getattr(self.layer, "reset_states", None)
+        if callable(reset):
+            reset()
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        initial_state: Sequence[torch.Tensor] | None = None,
+        mask: torch.Tensor | None = None,
+        return_gates: bool = False,
+    ) -> Any:
+        if initial_state is not None:
+            raise InputError(f"{self.describe()} is a custom module: it takes no initial_state.")
+        kwargs: dict[str, Any] = {}
+        if mask is not None:
+            if not self._takes_mask:
+                raise InputError(
+                    f"{self.describe()} receives a mask, but the custom module {type(self.layer).__name__} takes "
+                    "no `mask` argument, so masked steps would be computed. Fix: add `mask=None` to its forward."
+                )
+            kwargs["mask"] = mask
+        y = self.layer(x, **kwargs)  # (N, L, H) or (N, H)
+        return (y, None) if return_gates else y
