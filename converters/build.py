@@ -12,10 +12,10 @@ from torch import nn
 
 from torch_lstm_probe.errors import (
     GraphError,
+    KerasFileError,
     TorchLstmProbeError,
-    UnsupportedLayerError,
     UnsupportedOptionError,
-    WeightMismatchError,
+    combine_errors,
 )
 from torch_lstm_probe.model import KerasModel
 from torch_lstm_probe.registry import MODULE_TYPES, build_module
@@ -207,15 +207,16 @@ def convert_model(
     for layer in spec.layers:
         try:
             modules[layer.name], conventions[layer.name] = convert_layer(layer, ctx, custom_layers)
-        except (UnsupportedLayerError, UnsupportedOptionError, WeightMismatchError) as err:
+        except TorchLstmProbeError as err:
             errors.append(err)
+        except _CONFIG_READ_ERRORS as err:
+            if _is_custom(layer, custom_layers):
+                raise  # the user's converter failed: their exception, untouched
+            errors.append(_unreadable_config(layer, ctx, err))
     _warn_low_precision(spec)
     if errors:
-        if len(errors) == 1:
-            raise errors[0]
-        kinds = {type(e) for e in errors}
-        kind = kinds.pop() if len(kinds) == 1 else UnsupportedLayerError
-        raise kind(f"{len(errors)} layers cannot be converted:\n" + "\n".join(f"  - {e}" for e in errors))
+        # One exception for all: it is an instance of every kind present (see combine_errors).
+        raise combine_errors(errors, f"{len(errors)} layers cannot be converted:")
     offsets, output_offsets = _node_offsets(spec, ctx)
     nodes = []
     for layer in spec.layers:
@@ -231,7 +232,31 @@ def convert_model(
         "nodes": nodes,
         "outputs": [_renumber(r, output_offsets).as_list() for r in spec.outputs],
     }
-    return KerasModel(config, modules)
+    try:
+        return KerasModel(config, modules)
+    except GraphError as err:
+        if str(err).startswith(spec.source):
+            raise
+        raise GraphError(f"{spec.source}: {err}") from err
+
+
+# What a converter raises when a config value has a type or size it did not expect.
+_CONFIG_READ_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, ZeroDivisionError)
+
+
+def _is_custom(layer: LayerSpec, custom_layers: Mapping[str, CustomConverter] | None) -> bool:
+    return bool(custom_layers) and any(k in custom_layers for k in (layer.registered_name, layer.class_name))  # type: ignore[operator]
+
+
+def _unreadable_config(layer: LayerSpec, ctx: Context, err: Exception) -> KerasFileError:
+    """A typed error for a layer whose config a converter could not read (a value of the wrong type or size)."""
+    wrapped = KerasFileError(
+        f"{layer_label(layer, ctx)}: the layer config cannot be read ({type(err).__name__}: {err}). A value has a "
+        "type or size Keras never writes for this class: the file is damaged, or comes from a Keras version this "
+        "converter does not know. Fix: re-save the model with Keras, or convert the layer with custom_layers."
+    )
+    wrapped.__cause__ = err
+    return wrapped
 
 
 _LOW_PRECISION = ("mixed_float16", "mixed_bfloat16", "float16", "bfloat16", "half")

@@ -41,7 +41,6 @@ import os
 import random
 import shutil
 import signal
-import stat
 import struct
 import sys
 import tempfile
@@ -89,14 +88,22 @@ class Seed:
 
 def discover_seeds(root: Path = ROOT) -> list[Seed]:
     """The bundled example and every golden model file, in a stable order."""
-    seeds = [Seed("torch_lstm_probe/examples/sentiment_lstm.keras", "keras", root / "torch_lstm_probe/examples/sentiment_lstm.keras")]
+    seeds = [
+        Seed(
+            "torch_lstm_probe/examples/sentiment_lstm.keras",
+            "keras",
+            root / "torch_lstm_probe/examples/sentiment_lstm.keras",
+        )
+    ]
     goldens = root / "tests" / "goldens"
     for path in sorted(goldens.rglob("*")):
         rel = str(path.relative_to(root))
         if path.suffix == ".keras":
             seeds.append(Seed(rel, "keras", path))
         elif path.suffix == ".h5" and path.with_suffix(".json").exists():
-            seeds.append(Seed(str(path.with_suffix(".json").relative_to(root)), "json", path.with_suffix(".json"), path))
+            seeds.append(
+                Seed(str(path.with_suffix(".json").relative_to(root)), "json", path.with_suffix(".json"), path)
+            )
         elif path.suffix == ".h5":
             seeds.append(Seed(rel, "h5", path))
     return seeds
@@ -214,15 +221,70 @@ def _raw(case: Case, base: Seed, rng: random.Random, workdir: Path) -> None:
 # ---- JSON configs
 _LONG = "A" * 100_000
 _VALUES: tuple[Any, ...] = (
-    None, True, False, 0, -1, 1, 3, -(2**31), 2**31, 2**63, 10**30, 1.5, -0.5, float("nan"), float("inf"),
-    "", "abc", "relu", "None", "-1", [], {}, [None], [1, 2, 3], [-1, -1], ["a", 0, 0], {"class_name": "X", "config": {}},
-    {"a": 1}, [[["input_1", 0, 0, {}]]], _LONG,
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1,
+    3,
+    -(2**31),
+    2**31,
+    2**63,
+    10**30,
+    1.5,
+    -0.5,
+    float("nan"),
+    float("inf"),
+    "",
+    "abc",
+    "relu",
+    "None",
+    "-1",
+    [],
+    {},
+    [None],
+    [1, 2, 3],
+    [-1, -1],
+    ["a", 0, 0],
+    {"class_name": "X", "config": {}},
+    {"a": 1},
+    [[["input_1", 0, 0, {}]]],
+    _LONG,
 )
 _CLASS_NAMES = (
-    "LSTM", "GRU", "SimpleRNN", "Dense", "Conv1D", "Embedding", "Bidirectional", "TimeDistributed", "Reshape",
-    "Flatten", "InputLayer", "Functional", "Sequential", "Model", "Lambda", "TFOpLambda", "Masking", "Concatenate",
-    "Add", "BatchNormalization", "LayerNormalization", "Permute", "RepeatVector", "Dropout", "NoSuchLayer", "",
-    "MaxPooling1D", "GlobalAveragePooling1D", "CuDNNLSTM", "Activation", "UpSampling1D", "ZeroPadding1D",
+    "LSTM",
+    "GRU",
+    "SimpleRNN",
+    "Dense",
+    "Conv1D",
+    "Embedding",
+    "Bidirectional",
+    "TimeDistributed",
+    "Reshape",
+    "Flatten",
+    "InputLayer",
+    "Functional",
+    "Sequential",
+    "Model",
+    "Lambda",
+    "TFOpLambda",
+    "Masking",
+    "Concatenate",
+    "Add",
+    "BatchNormalization",
+    "LayerNormalization",
+    "Permute",
+    "RepeatVector",
+    "Dropout",
+    "NoSuchLayer",
+    "",
+    "MaxPooling1D",
+    "GlobalAveragePooling1D",
+    "CuDNNLSTM",
+    "Activation",
+    "UpSampling1D",
+    "ZeroPadding1D",
 )
 
 
@@ -281,8 +343,25 @@ def _nested(value: Any, depth: int, rng: random.Random) -> Any:
 def mutate_json(obj: Any, rng: random.Random) -> str:
     """Applies one structure-aware mutation to ``obj`` in place; returns its description."""
     op = rng.choice(
-        ["retype", "retype", "layer-key", "layer-key", "layer-key", "delete", "swap", "int", "nest", "ref", "ref",
-         "self-nest", "duplicate-layer", "drop-layer", "class", "shuffle-layers", "long-string"]
+        [
+            "retype",
+            "retype",
+            "layer-key",
+            "layer-key",
+            "layer-key",
+            "delete",
+            "swap",
+            "int",
+            "nest",
+            "ref",
+            "ref",
+            "self-nest",
+            "duplicate-layer",
+            "drop-layer",
+            "class",
+            "shuffle-layers",
+            "long-string",
+        ]
     )
     nodes = list(_nodes(obj))
     if not nodes:
@@ -440,7 +519,9 @@ def _datasets(f: Any) -> list[str]:
 def _reshaped(data: np.ndarray, rng: random.Random) -> tuple[np.ndarray, str]:
     op = rng.choice(["drop-axis", "add-axis", "grow", "shrink", "transpose", "empty", "scalar"])
     if op == "drop-axis" and data.ndim >= 1:
-        return data.reshape(-1)[: max(1, data.size // max(1, data.shape[-1]))] if data.ndim > 1 else data[:1].reshape(()), op
+        return data.reshape(-1)[: max(1, data.size // max(1, data.shape[-1]))] if data.ndim > 1 else data[:1].reshape(
+            ()
+        ), op
     if op == "add-axis":
         return data[None], op
     if op in ("grow", "shrink") and data.ndim >= 1:
@@ -466,7 +547,9 @@ def _weights(case: Case, base: Seed, rng: random.Random, workdir: Path) -> None:
             if not names:
                 return "no datasets"
             name = rng.choice(names)
-            op = rng.choice(["delete", "reshape", "reshape", "dtype", "values", "add", "rename", "huge", "group-delete"])
+            op = rng.choice(
+                ["delete", "reshape", "reshape", "dtype", "values", "add", "rename", "huge", "group-delete"]
+            )
             if op == "delete":
                 del f[name]
                 return f"delete {name}"
@@ -544,8 +627,10 @@ def _attrs(case: Case, base: Seed, rng: random.Random, workdir: Path) -> None:
                     items.insert(rng.randrange(len(items) + 1), b"no_such_name")
                 else:
                     items.reverse()
-                obj.attrs[key] = np.array(items, dtype=old.dtype) if items and old.dtype.kind != "O" else np.array(
-                    [i if isinstance(i, bytes) else str(i).encode() for i in items], dtype="S"
+                obj.attrs[key] = (
+                    np.array(items, dtype=old.dtype)
+                    if items and old.dtype.kind != "O"
+                    else np.array([i if isinstance(i, bytes) else str(i).encode() for i in items], dtype="S")
                 )
             elif choice == "ints":
                 obj.attrs[key] = np.arange(3, dtype=np.int64)
@@ -643,15 +728,49 @@ def _bomb_zip(members: dict[str, bytes], target: str) -> bytes:
             method, body, size, crc_value = 0, data, len(data), zlib.crc32(data)
         offset = out.tell()
         extra = struct.pack("<HHQQ", 1, 16, size, len(body))
-        out.write(struct.pack("<IHHHHHIIIHH", 0x04034B50, 45, 0, method, 0, 0x21, crc_value, 0xFFFFFFFF, 0xFFFFFFFF,
-                              len(raw), len(extra)))
+        out.write(
+            struct.pack(
+                "<IHHHHHIIIHH",
+                0x04034B50,
+                45,
+                0,
+                method,
+                0,
+                0x21,
+                crc_value,
+                0xFFFFFFFF,
+                0xFFFFFFFF,
+                len(raw),
+                len(extra),
+            )
+        )
         out.write(raw + extra + body)
         central.append((raw, method, crc_value, size, len(body), offset))
     start = out.tell()
     for raw, method, crc_value, size, comp_size, offset in central:
         extra = struct.pack("<HHQQQ", 1, 24, size, comp_size, offset)
-        out.write(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 45, 45, 0, method, 0, 0x21, crc_value, 0xFFFFFFFF,
-                              0xFFFFFFFF, len(raw), len(extra), 0, 0, 0, 0, 0xFFFFFFFF))
+        out.write(
+            struct.pack(
+                "<IHHHHHHIIIHHHHHII",
+                0x02014B50,
+                45,
+                45,
+                0,
+                method,
+                0,
+                0x21,
+                crc_value,
+                0xFFFFFFFF,
+                0xFFFFFFFF,
+                len(raw),
+                len(extra),
+                0,
+                0,
+                0,
+                0,
+                0xFFFFFFFF,
+            )
+        )
         out.write(raw + extra)
     end = out.tell()
     out.write(struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 45, 45, 0, 0, len(central), len(central), end - start, start))
@@ -924,9 +1043,9 @@ def _worker(conn: Connection, seed: int, mem_gb: float, dump_path: str) -> None:
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
+    import torch_lstm_probe.converters  # noqa: F401
 
     import torch_lstm_probe  # noqa: F401  (import before the memory bound: imports are not the subject)
-    import torch_lstm_probe.converters  # noqa: F401
 
     torch.set_num_threads(1)
     limit = int(mem_gb * (1 << 30))
@@ -1056,8 +1175,15 @@ def run_cases(
                     slot.process.join()
                     finish(
                         slot,
-                        Outcome(slot.index, slot.seed_name, slot.mutation, "hang", error="timeout",
-                                site=_hang_site(slot.dump), seconds=now - slot.started),
+                        Outcome(
+                            slot.index,
+                            slot.seed_name,
+                            slot.mutation,
+                            "hang",
+                            error="timeout",
+                            site=_hang_site(slot.dump),
+                            seconds=now - slot.started,
+                        ),
                     )
                     start(slot)
                     dispatch(slot)
@@ -1080,7 +1206,10 @@ def run_cases(
 def summarize(outcomes: Sequence[Outcome], seconds: float | None = None) -> str:
     """A plain-text table: outcomes, typed errors by class, failures by type and code site."""
     kinds = Counter(o.kind for o in outcomes)
-    lines = [f"cases: {len(outcomes)}" + (f" in {seconds:.0f} s ({len(outcomes) / max(seconds, 1e-9):.1f}/s)" if seconds else "")]
+    lines = [
+        f"cases: {len(outcomes)}"
+        + (f" in {seconds:.0f} s ({len(outcomes) / max(seconds, 1e-9):.1f}/s)" if seconds else "")
+    ]
     for kind in ("clean", "typed") + FAILURE_KINDS:
         lines.append(f"  {kind:<8} {kinds.get(kind, 0)}")
     peak = max(outcomes, key=lambda o: o.peak_rss_mb, default=None)
@@ -1099,7 +1228,9 @@ def summarize(outcomes: Sequence[Outcome], seconds: float | None = None) -> str:
         lines.append("FAILURES by kind, exception and code site (example case):")
         for (kind, error, site), n in failures.most_common():
             example = next(o for o in outcomes if (o.kind, o.error, o.site) == (kind, error, site))
-            lines.append(f"  {n:6d}  {kind:<8} {error:<22} {site or '?'}  (case {example.index}: {example.mutation[:70]})")
+            lines.append(
+                f"  {n:6d}  {kind:<8} {error:<22} {site or '?'}  (case {example.index}: {example.mutation[:70]})"
+            )
     else:
         lines.append("failures: none")
     return "\n".join(lines)
@@ -1109,8 +1240,12 @@ def reader_findings(outcomes: Sequence[Outcome], seed: int) -> str:
     """Markdown list of failure sites in the readers (``converters/readers/``) and of hangs."""
     groups: dict[tuple[str, str, str], list[Outcome]] = {}
     for o in outcomes:
-        if o.kind in FAILURE_KINDS and (o.site.startswith("converters/readers/") or o.kind in ("hang", "crash", "unsafe")
-                                        or o.site.startswith(("/", "<")) or not o.site):
+        if o.kind in FAILURE_KINDS and (
+            o.site.startswith("converters/readers/")
+            or o.kind in ("hang", "crash", "unsafe")
+            or o.site.startswith(("/", "<"))
+            or not o.site
+        ):
             groups.setdefault((o.kind, o.error, o.site), []).append(o)
     lines = [f"# Reader-side fuzz findings (seed {seed}, {len(outcomes)} cases)", ""]
     if not groups:
@@ -1118,15 +1253,19 @@ def reader_findings(outcomes: Sequence[Outcome], seed: int) -> str:
     for (kind, error, site), cases in sorted(groups.items(), key=lambda kv: -len(kv[1])):
         example = cases[0]
         lines.append(f"- **{kind} {error}** at `{site or '?'}` ({len(cases)} cases); raised at `{example.raise_site}`")
-        lines.append(f"  - reproduce: `python scripts/fuzz.py --replay {example.index} --seed {seed}` "
-                     f"({example.seed}: {example.mutation[:150]})")
+        lines.append(
+            f"  - reproduce: `python scripts/fuzz.py --replay {example.index} --seed {seed}` "
+            f"({example.seed}: {example.mutation[:150]})"
+        )
         if example.message:
             lines.append(f"  - message: {example.message[:200]!r}")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--cases", type=int, default=500, help="number of cases to run (indices first..first+cases-1)")
     parser.add_argument("--first", type=int, default=0, help="index of the first case")
     parser.add_argument("--seed", type=int, default=0, help="run seed: the same seed and index give the same case")
@@ -1160,8 +1299,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     def progress(outcome: Outcome) -> None:
         done[0] += 1
         if outcome.kind in FAILURE_KINDS and not args.quiet:
-            print(f"[{done[0]}/{args.cases}] case {outcome.index} {outcome.kind} {outcome.error} at {outcome.site} "
-                  f"({outcome.seed}: {outcome.mutation[:100]})", flush=True)
+            print(
+                f"[{done[0]}/{args.cases}] case {outcome.index} {outcome.kind} {outcome.error} at {outcome.site} "
+                f"({outcome.seed}: {outcome.mutation[:100]})",
+                flush=True,
+            )
         elif done[0] % 500 == 0:
             print(f"[{done[0]}/{args.cases}] {time.perf_counter() - start:.0f} s", flush=True)
 

@@ -16,6 +16,7 @@ the n-th node of a layer is its call n. Every layer is a submodule named by its 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import GraphError, InputError
+from .errors import GraphError, InputError, TorchLstmProbeError
 from .registry import build_module, module_type_name, register_module
 
 __all__ = ["KerasModel", "Ref"]
@@ -31,6 +32,12 @@ __all__ = ["KerasModel", "Ref"]
 Ref = tuple[str, int, int]
 
 _FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64", "half", "float", "double")
+# The load-time shape check: lengths tried for free (None) axes, and the largest input it builds
+# with a non-empty batch (an empty batch allocates nothing).
+_DRY_RUN_STEPS = (8, 1, 64)
+_DRY_RUN_MAX_ELEMENTS = 1 << 20
+# What a layer raises (beyond our own errors) when its input does not fit it, e.g. a torch shape error.
+_LAYER_FAILURES = (RuntimeError, ValueError, IndexError, TypeError, KeyError, AttributeError, ZeroDivisionError)
 
 
 @dataclass(frozen=True)
@@ -85,11 +92,15 @@ class KerasModel(nn.Module):
 
     def __init__(self, config: Mapping[str, Any], modules: Mapping[str, nn.Module] | None = None) -> None:
         super().__init__()
+        if not isinstance(config, Mapping):
+            raise GraphError(f"A model config must be a JSON object. Received {type(config).__name__}.")
         self.name: str = str(config.get("name", "model"))
         self.keras_name = ""
-        self._inputs: list[dict[str, Any]] = [dict(i) for i in config["inputs"]]
-        self._layer_entries: list[dict[str, Any]] = [dict(e) for e in config["layers"]]
-        self._outputs: list[Ref] = [_ref(r) for r in config["outputs"]]
+        self._inputs: list[dict[str, Any]] = [_input_spec(self.name, i) for i in _section(self.name, config, "inputs")]
+        self._layer_entries: list[dict[str, Any]] = [
+            _layer_entry(self.name, e) for e in _section(self.name, config, "layers")
+        ]
+        self._outputs: list[Ref] = [_ref(r) for r in _section(self.name, config, "outputs")]
         layer_names = [e["name"] for e in self._layer_entries]
         if len(set(layer_names)) != len(layer_names):
             raise GraphError(f"Model {self.name!r} has duplicate layer names: {layer_names}.")
@@ -99,9 +110,10 @@ class KerasModel(nn.Module):
             if module is None:
                 module = build_module(entry["type"], entry["config"])
             self._add_layer(name, module)
-        self._nodes = self._plan(config["nodes"])
+        self._nodes = self._plan(_section(self.name, config, "nodes"))
         self._input_names = [i["name"] for i in self._inputs]
         self._index_inputs = self._find_index_inputs()
+        self._check_shapes()
 
     # ------------------------------------------------------------------ construction
     def _add_layer(self, name: str, module: nn.Module) -> None:
@@ -123,6 +135,16 @@ class KerasModel(nn.Module):
         calls: dict[str, int] = {}
         nodes: list[_Node] = []
         for raw in raw_nodes:
+            if (
+                not isinstance(raw, Mapping)
+                or not isinstance(raw.get("layer"), str)
+                or not isinstance(raw.get("inputs"), (list, tuple))
+                or not isinstance(raw.get("kwargs", {}), Mapping)
+            ):
+                raise GraphError(
+                    f"Model {self.name!r}: malformed node {_short(raw)}. Expected "
+                    '{"layer": name, "inputs": [[layer, call, index], ...], "kwargs": {...}}.'
+                )
             layer = raw["layer"]
             if layer not in self._modules:
                 raise GraphError(f"Model {self.name!r}: a node calls unknown layer {layer!r}.")
@@ -141,31 +163,113 @@ class KerasModel(nn.Module):
                 refs.extend(_refs_in(v))
             return refs
 
-        def visit(node: _Node, stack: tuple[tuple[str, int], ...]) -> None:
-            key = (node.layer, node.call)
-            if key in done:
-                return
-            if key in stack:
-                raise GraphError(f"Model {self.name!r} has a cycle through layer {node.layer!r}.")
-            for ref in needs(node):
-                if (ref[0], 0, 0) in available and ref[1:] == (0, 0) and ref[0] not in self._modules:
-                    continue
-                producer = produced_by.get((ref[0], ref[1]))
-                if producer is None:
-                    raise GraphError(
-                        f"Model {self.name!r}: layer {node.layer!r} reads tensor {list(ref)}, which no input or "
-                        "layer call produces."
-                    )
-                visit(producer, stack + (key,))
-            done.add(key)
-            ordered.append(node)
+        def producer_of(node: _Node, ref: Ref) -> _Node | None:
+            """The node that makes ``ref`` (None for a model input)."""
+            if (ref[0], 0, 0) in available and ref[1:] == (0, 0) and ref[0] not in self._modules:
+                return None
+            producer = produced_by.get((ref[0], ref[1]))
+            if producer is None:
+                raise GraphError(
+                    f"Model {self.name!r}: layer {node.layer!r} reads tensor {list(ref)}, which no input or "
+                    "layer call produces."
+                )
+            return producer
 
-        for node in nodes:
-            visit(node, ())
+        # Depth-first, with an explicit stack: a graph may be deeper than Python's recursion limit.
+        visiting: set[tuple[str, int]] = set()
+        for root in nodes:
+            if (root.layer, root.call) in done:
+                continue
+            visiting.add((root.layer, root.call))
+            stack: list[tuple[_Node, Iterator[Ref]]] = [(root, iter(needs(root)))]
+            while stack:
+                node, pending = stack[-1]
+                for ref in pending:
+                    producer = producer_of(node, ref)
+                    if producer is None or (producer.layer, producer.call) in done:
+                        continue
+                    if (producer.layer, producer.call) in visiting:
+                        raise GraphError(f"Model {self.name!r} has a cycle through layer {producer.layer!r}.")
+                    visiting.add((producer.layer, producer.call))
+                    stack.append((producer, iter(needs(producer))))
+                    break
+                else:
+                    stack.pop()
+                    visiting.discard((node.layer, node.call))
+                    done.add((node.layer, node.call))
+                    ordered.append(node)
         for ref in self._outputs:
-            if ref[0] not in self._declared_input_names() and (ref[0], ref[1]) not in produced_by:
+            is_input = ref[0] in self._declared_input_names() and ref[1:] == (0, 0)
+            if not is_input and (ref[0], ref[1]) not in produced_by:
                 raise GraphError(f"Model {self.name!r}: output {list(ref)} is produced by no layer call.")
         return ordered
+
+    def _check_shapes(self) -> None:
+        """Runs the graph once on empty inputs of the declared shapes, so that a file whose layers do
+        not fit together fails here, at load time, and not at its first forward.
+
+        The run uses a batch of 0 rows, so it allocates nothing however large the declared sizes
+        (``RepeatVector(10**9)`` included): every shape check of every layer still runs. Layers that
+        cannot take an empty batch (a stateful layer with a fixed batch, a ``time_major`` layer whose
+        first axis is time) get one more try with the declared first axis (or 1), if that input is
+        small. Free axes (``None``) get a few lengths; a model that fails on all of them loads all
+        the same (Keras accepts such graphs and they may fit other lengths) and its forward raises
+        an InputError naming the layer. Custom layers are called once here too.
+
+        Raises:
+            GraphError: the declared input shapes do not fit the layers.
+        """
+        shapes = [spec.get("shape") for spec in self._inputs]
+        if not shapes or any(shape is None for shape in shapes):
+            return  # ranks unknown: nothing to run
+        free = any(d is None for shape in shapes for d in shape[1:])
+        failure: TorchLstmProbeError | None = None
+        for steps in _DRY_RUN_STEPS if free else (1,):
+            for batch in (0, None):
+                inputs = self._dry_inputs(steps, batch)
+                if inputs is None:
+                    continue
+                error = self._dry_run(inputs)
+                if error is None:
+                    return
+                failure = failure or error
+        if failure is not None and not free:
+            pretty = ", ".join(_pretty_shape(shape) for shape in shapes)
+            raise GraphError(
+                f"Model {self.name!r}: its layers do not fit together for the input shape(s) the file declares "
+                f"({pretty}): {failure}"
+            ) from failure
+
+    def _dry_inputs(self, steps: int, batch: int | None) -> list[torch.Tensor] | None:
+        """Zeros of each declared shape: free axes ``steps`` long, the first axis ``batch`` rows
+        (``None``: the declared size, or 1); None when that would be more than a small input."""
+        device, dtype = self._device_dtype()
+        shapes = []
+        for spec in self._inputs:
+            first = spec["shape"][0]
+            rows = batch if batch is not None else (first if first is not None else 1)
+            shapes.append([rows] + [steps if d is None else d for d in spec["shape"][1:]])
+        if batch is None and sum(math.prod(shape) for shape in shapes) > _DRY_RUN_MAX_ELEMENTS:
+            return None
+        return [
+            torch.zeros(shape, device=device, dtype=torch.long if spec["name"] in self._index_inputs else dtype)
+            for spec, shape in zip(self._inputs, shapes)
+        ]
+
+    def _dry_run(self, inputs: list[torch.Tensor]) -> TorchLstmProbeError | None:
+        """Runs the graph on ``inputs`` without gradients, in eval mode; restores modes and carried state."""
+        modes = {module: module.training for module in self.modules()}
+        try:
+            self.eval()
+            with torch.no_grad():
+                self.forward(*inputs)
+        except TorchLstmProbeError as err:
+            return err
+        finally:
+            for module, mode in modes.items():
+                module.training = mode
+            self.reset_states()
+        return None
 
     def _find_index_inputs(self) -> set[str]:
         """Model inputs that feed only index-reading layers (e.g. Embedding): they stay integer."""
@@ -327,7 +431,8 @@ class KerasModel(nn.Module):
                 value = torch.as_tensor(np.asarray(value))
             except (TypeError, ValueError, RuntimeError) as err:
                 raise InputError(f"Input {name!r} must be a tensor or array. Received {type(value).__name__}.") from err
-        if value.is_complex() or value.dtype == torch.bool:
+        boolean = spec.get("dtype") == "bool"  # e.g. an explicit mask passed to a layer's mask=
+        if value.is_complex() or (value.dtype == torch.bool and not boolean):
             raise InputError(f"Input {name!r} must be real numbers. Received dtype {value.dtype}.")
         shape = spec.get("shape")
         if shape is not None:
@@ -336,11 +441,18 @@ class KerasModel(nn.Module):
                 e is None or e == g or (k == 0 and not spec.get("fixed_batch")) for k, (e, g) in enumerate(zip(expected, value.shape))
             )
             if not ok:
-                pretty = "(" + ", ".join("None" if e is None else str(e) for e in expected) + ")"
                 raise InputError(
-                    f"Input {name!r} of model {self.name!r} expects shape {pretty} (None = any size). "
+                    f"Input {name!r} of model {self.name!r} expects shape {_pretty_shape(expected)} (None = any size). "
                     f"Received shape {tuple(value.shape)}."
                 )
+            empty = [k for k, (e, g) in enumerate(zip(expected, value.shape)) if k > 0 and e is None and g == 0]
+            if empty:
+                raise InputError(
+                    f"Input {name!r} of model {self.name!r} has size 0 on axis {empty[0]} (shape "
+                    f"{tuple(value.shape)}). Expected at least one step: Keras layers cannot run on empty sequences."
+                )
+        if boolean:
+            return value.to(device=device, dtype=torch.bool)
         if name in self._index_inputs and not value.is_floating_point():
             return value.to(device=device, dtype=torch.long)
         if name in self._index_inputs:
@@ -366,20 +478,85 @@ class KerasModel(nn.Module):
             mask_of[(spec["name"], 0, 0)] = masks[k] if masks is not None else None
         for node in self._nodes:
             module = self._modules[node.layer]
-            xs = [values[r] for r in node.inputs]
-            in_masks = [mask_of.get(r) for r in node.inputs]
-            call_kwargs = {key: _resolve(v, values) for key, v in node.kwargs.items() if key != "mask"}
-            if "mask" in node.kwargs:
-                explicit = node.kwargs["mask"]
-                in_masks = [_resolve(explicit, values)] if explicit is not None else [None]
-            out, out_masks = _call(module, xs, in_masks, call_kwargs)
+            try:
+                xs = [values[r] for r in node.inputs]
+                in_masks = [mask_of.get(r) for r in node.inputs]
+                call_kwargs = {key: _resolve(v, values) for key, v in node.kwargs.items() if key != "mask"}
+                if "mask" in node.kwargs:
+                    explicit = node.kwargs["mask"]
+                    in_masks = [_resolve(explicit, values)] if explicit is not None else [None]
+            except KeyError as err:
+                raise GraphError(
+                    f"Model {self.name!r}: layer {node.layer!r} reads tensor {list(err.args[0])}, which its layer "
+                    "call does not output (the call has fewer outputs)."
+                ) from None
+            try:
+                out, out_masks = _call(module, xs, in_masks, call_kwargs)
+            except TorchLstmProbeError:
+                raise
+            except _LAYER_FAILURES as err:
+                shapes = ", ".join(str(tuple(x.shape)) if isinstance(x, torch.Tensor) else type(x).__name__ for x in xs)
+                raise InputError(
+                    f"Model {self.name!r}: layer {node.layer!r} ({type(module).__name__}) cannot run on input(s) of "
+                    f"shape {shapes} ({type(err).__name__}: {err}). Fix: feed inputs of the shapes in "
+                    "model.input_specs; if they match, the file's layers do not fit together."
+                ) from err
             outs = out if isinstance(out, tuple) else (out,)
             for k, o in enumerate(outs):
                 values[(node.layer, node.call, k)] = o
                 mask_of[(node.layer, node.call, k)] = out_masks[k] if k < len(out_masks) else None
+        missing = [list(r) for r in self._outputs if r not in values]
+        if missing:
+            raise GraphError(f"Model {self.name!r}: output(s) {missing} are not produced (the call has fewer outputs).")
         result = [values[r] for r in self._outputs]
         result_masks = [mask_of.get(r) for r in self._outputs]
         return (result[0] if len(result) == 1 else result), result_masks
+
+
+def _section(model: str, config: Mapping[str, Any], key: str) -> list[Any]:
+    value = config.get(key)
+    if not isinstance(value, (list, tuple)):
+        raise GraphError(f"Model {model!r}: config key {key!r} is {_short(value)}. Expected a list.")
+    return list(value)
+
+
+def _input_spec(model: str, raw: Any) -> dict[str, Any]:
+    """One model input: a name, a shape (a list of sizes or None, or None when unknown) and a dtype."""
+    shape = raw.get("shape") if isinstance(raw, Mapping) else None
+    ok = (
+        isinstance(raw, Mapping)
+        and isinstance(raw.get("name"), str)
+        and isinstance(raw.get("dtype", "float32"), str)
+        and (
+            shape is None
+            or (
+                isinstance(shape, (list, tuple))
+                and len(shape) >= 1
+                and all(d is None or (isinstance(d, int) and not isinstance(d, bool) and d >= 0) for d in shape)
+            )
+        )
+    )
+    if not ok:
+        raise GraphError(
+            f"Model {model!r}: malformed input {_short(raw)}. Expected "
+            '{"name": str, "shape": [None or a size >= 0, ...], "dtype": str}.'
+        )
+    return dict(raw)
+
+
+def _layer_entry(model: str, raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("name"), str):
+        raise GraphError(f"Model {model!r}: malformed layer entry {_short(raw)}. Expected {{'name': str, ...}}.")
+    return dict(raw)
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _pretty_shape(shape: Sequence[int | None]) -> str:
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
 
 
 def _call(

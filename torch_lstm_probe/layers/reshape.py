@@ -52,7 +52,7 @@ class Flatten(ConfigMixin, nn.Module):
             raise InputError(f"{self.describe()} expects a batched input. Received a scalar.")
         if self.config.channels_first and x.dim() > 2:
             x = x.movedim(1, -1)  # (N, d2, ..., dk, d1)
-        return x.reshape(x.shape[0], -1)  # (N, prod(d))
+        return x.reshape(x.shape[0], math.prod(x.shape[1:]))  # (N, prod(d)); no -1: an empty batch has no size to infer
 
 
 @dataclass(frozen=True)
