@@ -5,6 +5,8 @@ from __future__ import annotations
 __all__ = [
     "TorchLstmProbeError",
     "KerasFileError",
+    "UnsafeFileError",
+    "FileLimitError",
     "UnsupportedLayerError",
     "UnsupportedOptionError",
     "WeightMismatchError",
@@ -38,6 +40,15 @@ class TorchLstmProbeError(Exception):
 
 class KerasFileError(TorchLstmProbeError, ValueError):
     """The file is not a Keras model file, is damaged, or lacks what a model needs."""
+
+
+class UnsafeFileError(KerasFileError):
+    """The file asks for something loading never does: read another file (HDF5 external storage,
+    external links, virtual datasets), run a filter plugin, or follow a link cycle."""
+
+
+class FileLimitError(KerasFileError):
+    """The file exceeds a safety limit of the readers (a size, a nesting depth, a read time)."""
 
 
 class UnsupportedLayerError(TorchLstmProbeError, ValueError):

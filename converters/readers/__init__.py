@@ -1,12 +1,13 @@
 """Readers: turn a Keras model file (or live model) into a format-neutral ModelSpec.
 
 Only this package touches h5py, zip archives and JSON. Loading a file never imports
-TensorFlow or Keras and never executes code stored in the file.
+TensorFlow or Keras and never executes code stored in the file. A path is read in a forked child
+process under a timeout (:mod:`.isolation`), within the limits of :mod:`.limits`, through the
+guards of :mod:`.safety`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,11 @@ from ..spec import ModelSpec, parse_version
 from .graph import decode, library_of, parse_model_config
 from .h5_weights import LegacyH5Weights
 from .in_memory import looks_like_keras_model, read_in_memory
+from .isolation import run_isolated
 from .keras_zip import read_keras_zip
 from .legacy_h5 import open_h5, read_legacy_h5, weights_source_for_h5
+from .limits import MAX_JSON_BYTES, read_timeout_s
+from .safety import file_boundary, load_json, read_budget, read_head, require_regular_file
 
 __all__ = ["read", "read_in_memory", "read_keras_zip", "read_legacy_h5", "read_json_with_weights"]
 
@@ -26,22 +30,21 @@ _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
 def _head(path: Path) -> bytes:
-    with open(path, "rb") as fh:
-        return fh.read(16)
+    return read_head(path, 16)
 
 
 def read_json_with_weights(arch: Path | str, weights: Path | str) -> ModelSpec:
     """Architecture JSON (``model.to_json()``) plus a weights-only h5 (``save_weights``)."""
     arch, weights = Path(arch), Path(weights)
-    try:
-        text = arch.read_text(encoding="utf-8")
-        config = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise KerasFileError(f"{arch}: not a JSON model architecture ({err}). Expected the text of model.to_json().") from err
+    require_regular_file(arch, "architecture file")
+    with open(arch, "rb") as fh:
+        raw = fh.read(MAX_JSON_BYTES + 1)
+    config = load_json(raw, "the architecture JSON (the text of model.to_json())", str(arch))
     if not isinstance(config, dict):
         raise KerasFileError(f"{arch}: the JSON is not a model config object.")
     if not weights.exists():
         raise FileNotFoundError(f"Weights file not found: {weights}")
+    require_regular_file(weights, "weights file")
     if _head(weights)[:8] != _HDF5_MAGIC:
         raise KerasFileError(f"{weights}: not an HDF5 weights file (expected the output of model.save_weights).")
     with open_h5(weights) as f:
@@ -107,6 +110,8 @@ def read(source: Any, weights: Any = None) -> ModelSpec:
     Raises:
         FileNotFoundError: the path does not exist.
         KerasFileError: the file is not a Keras model file, is damaged, or lacks weights.
+        UnsafeFileError: the file asks to read data from elsewhere (see ``safety.check_h5_file``).
+        FileLimitError: the file exceeds a limit of ``limits``, or took longer than the read timeout.
     """
     if not isinstance(source, (str, os.PathLike)):
         if looks_like_keras_model(source):
@@ -124,6 +129,26 @@ def read(source: Any, weights: Any = None) -> ModelSpec:
             f"{path}: is a directory (a TensorFlow SavedModel?). SavedModel directories hold TF graphs, not "
             "Keras configs. Fix: load it in TensorFlow and save it as .keras or .h5."
         )
+    stored = require_regular_file(path)
+    weights_path = None
+    if weights is not None:
+        if not isinstance(weights, (str, os.PathLike)):
+            raise KerasFileError(f"weights= must be a path to a weights .h5 file. Received a {type(weights).__name__}.")
+        weights_path = Path(weights)
+        if not weights_path.exists():
+            raise FileNotFoundError(f"Weights file not found: {weights_path}")
+        stored += require_regular_file(weights_path, "weights file")
+    return run_isolated(_read_file, (path, weights_path, stored), str(path), read_timeout_s(stored))
+
+
+def _read_file(path: Path, weights: Path | None, stored: int) -> ModelSpec:
+    """Reads a model file (and its weights file) within the byte budget of ``stored`` bytes; any
+    exception the bytes provoke leaves as a typed error naming the file."""
+    with file_boundary(str(path)), read_budget(str(path), stored):
+        return _dispatch(path, weights)
+
+
+def _dispatch(path: Path, weights: Path | None) -> ModelSpec:
     head = _head(path)
     if weights is not None:
         if head.lstrip()[:1] != b"{":

@@ -11,9 +11,10 @@ from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
-from torch_lstm_probe.errors import GraphError, KerasFileError
+from torch_lstm_probe.errors import FileLimitError, GraphError, KerasFileError
 
 from ..spec import CallSpec, InputSpec, KerasVersion, LayerSpec, ModelSpec, TensorRef
+from .limits import MAX_MODEL_NESTING, MAX_NAME_CHARS, short_repr, short_text
 
 __all__ = ["WeightSource", "LayerLocation", "parse_model_config", "MODEL_CLASSES", "snake_case"]
 
@@ -80,11 +81,27 @@ def _dtype_name(value: Any, default: str = "float32") -> str:
     return default
 
 
+def _history_ref(tensor: Mapping[str, Any], where: str = "") -> TensorRef:
+    """The TensorRef of a Keras 3 ``__keras_tensor__``; its ``keras_history`` must be ``[str, int, int]``."""
+    config = tensor.get("config")
+    history = config.get("keras_history") if isinstance(config, Mapping) else None
+    if not (
+        isinstance(history, (list, tuple))
+        and len(history) == 3
+        and isinstance(history[0], str)
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in history[1:])
+    ):
+        raise KerasFileError(
+            f"{where + ': ' if where else ''}malformed tensor reference: keras_history is {short_repr(history)}. "
+            "Expected [layer name, node index, tensor index]."
+        )
+    return TensorRef(history[0], history[1], history[2])
+
+
 def _parse_keras3_arg(value: Any) -> Any:
     if isinstance(value, Mapping):
         if value.get("class_name") == "__keras_tensor__":
-            history = value["config"]["keras_history"]
-            return TensorRef(str(history[0]), int(history[1]), int(history[2]))
+            return _history_ref(value)
         return {k: _parse_keras3_arg(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return tuple(_parse_keras3_arg(v) for v in value)
@@ -121,18 +138,18 @@ def _parse_inbound_nodes(raw: Any, where: str) -> tuple[CallSpec, ...]:
             kwargs: dict[str, Any] = {}
             for entry in node:
                 if not (isinstance(entry, (list, tuple)) and len(entry) >= 3):
-                    raise KerasFileError(f"{where}: malformed inbound node entry {entry!r}.")
+                    raise KerasFileError(f"{where}: malformed inbound node entry {short_repr(entry)}.")
                 refs.append(TensorRef(str(entry[0]), int(entry[1]), int(entry[2])))
                 if len(entry) > 3 and entry[3]:
                     kwargs.update({k: _parse_keras2_value(v) for k, v in dict(entry[3]).items()})
             args: tuple[Any, ...] = (refs[0],) if len(refs) == 1 else (tuple(refs),)
             calls.append(CallSpec(args, kwargs))
         else:
-            raise KerasFileError(f"{where}: malformed inbound_nodes {raw!r}.")
+            raise KerasFileError(f"{where}: malformed inbound_nodes {short_repr(raw)}.")
     return tuple(calls)
 
 
-def _io_refs(raw: Any) -> tuple[TensorRef, ...]:
+def _io_refs(raw: Any, where: str = "") -> tuple[TensorRef, ...]:
     if raw is None:
         return ()
     if isinstance(raw, Mapping):  # a dict of named outputs: keep the dict order
@@ -142,12 +159,11 @@ def _io_refs(raw: Any) -> tuple[TensorRef, ...]:
     refs = []
     for item in raw:
         if isinstance(item, Mapping) and item.get("class_name") == "__keras_tensor__":
-            history = item["config"]["keras_history"]
-            refs.append(TensorRef(str(history[0]), int(history[1]), int(history[2])))
+            refs.append(_history_ref(item, where))
         elif isinstance(item, (list, tuple)) and len(item) >= 3:
             refs.append(TensorRef(str(item[0]), int(item[1]), int(item[2])))
         else:
-            raise KerasFileError(f"Malformed model input/output reference {item!r}.")
+            raise KerasFileError(f"{where + ': ' if where else ''}malformed model input/output reference {short_repr(item)}.")
     return tuple(refs)
 
 
@@ -173,8 +189,24 @@ class _Parser:
         return self.weights.weights_for(location, class_name, config)
 
     def model(self, model_config: Mapping[str, Any], names: tuple[str, ...], keras3_path: str) -> dict[str, Any]:
+        if len(names) > MAX_MODEL_NESTING:
+            raise FileLimitError(
+                f"{self.source}: models nest more than {MAX_MODEL_NESTING} levels deep (inside "
+                f"{short_repr('/'.join(names[:3]))[1:-1]}/...). Keras models nest a few levels; the file is corrupt "
+                "or crafted."
+            )
+        if not isinstance(model_config, Mapping):
+            raise KerasFileError(
+                f"{self.source}: a model config is a JSON {type(model_config).__name__}, not an object: "
+                f"{short_repr(model_config)}."
+            )
         class_name = model_config.get("class_name")
         config = model_config.get("config")
+        if class_name in ("Functional", "Model") and not isinstance(config, Mapping):
+            raise KerasFileError(
+                f"{self.source}: the config of {class_name} model {short_repr('/'.join(names) or '(top)')} is "
+                f"{short_repr(config)}. Expected an object with 'layers', 'input_layers' and 'output_layers'."
+            )
         if class_name == "Sequential":
             return self.sequential(config, names, keras3_path)
         if class_name in ("Functional", "Model"):
@@ -194,6 +226,11 @@ class _Parser:
         if not isinstance(config, Mapping):
             config = {"layers": config} if class_name == "Sequential" else {}
         name = str(entry.get("name") or config.get("name") or class_name)
+        if len(name) > MAX_NAME_CHARS or len(class_name) > MAX_NAME_CHARS:
+            raise FileLimitError(
+                f"{self.source}: a layer name or class name is longer than {MAX_NAME_CHARS} characters "
+                f"({short_repr(name)} of class {short_repr(class_name)})."
+            )
         location = LayerLocation(names + (name,), keras3_path)
         nested = None
         weights: tuple[np.ndarray, ...] = ()
@@ -281,10 +318,22 @@ class _Parser:
         counter = _Counter()
         layers: list[LayerSpec] = []
         input_entries: dict[str, InputSpec] = {}
-        for entry in config.get("layers", []):
+        entries = config.get("layers", [])
+        if not isinstance(entries, list):
+            raise KerasFileError(
+                f"{self.source}: model {short_repr(model_name)} lists its layers as {short_repr(entries)}. "
+                "Expected a JSON list of layer objects."
+            )
+        for entry in entries:
+            if not isinstance(entry, Mapping):
+                raise KerasFileError(
+                    f"{self.source}: model {short_repr(model_name)} has a layer entry {short_repr(entry)}. Expected an "
+                    "object with 'class_name' and 'config'."
+                )
             layer_class = entry.get("class_name")
-            name = entry.get("name") or (entry.get("config") or {}).get("name")
-            where = f"{self.source}: layer {name!r} ({layer_class})"
+            layer_config = entry.get("config")
+            name = entry.get("name") or (layer_config.get("name") if isinstance(layer_config, Mapping) else None)
+            where = f"{self.source}: layer {short_repr(name)} ({short_text(str(layer_class))})"
             if layer_class == "InputLayer":
                 spec = _input_spec_from_input_layer(entry)
                 input_entries[spec.name] = spec
@@ -296,8 +345,8 @@ class _Parser:
             if is_op and not entry.get("module"):
                 entry = {**entry, "module": OP_MODULE}
             layers.append(self._layer(entry, names, path, calls))
-        input_refs = _io_refs(config.get("input_layers"))
-        output_refs = _io_refs(config.get("output_layers"))
+        input_refs = _io_refs(config.get("input_layers"), f"{self.source}: model {model_name!r} input_layers")
+        output_refs = _io_refs(config.get("output_layers"), f"{self.source}: model {model_name!r} output_layers")
         inputs = []
         for ref in input_refs:
             if ref.layer not in input_entries:

@@ -10,6 +10,7 @@ import numpy as np
 from torch_lstm_probe.errors import KerasFileError, WeightMismatchError
 
 from .graph import LayerLocation, decode
+from .safety import read_dataset
 
 __all__ = ["LegacyH5Weights", "Keras3H5Weights", "CHILD_ORDER"]
 
@@ -21,10 +22,9 @@ CHILD_ORDER: dict[str, tuple[str, ...]] = {
 
 
 def _read(dataset: Any, source: str, where: str) -> np.ndarray:
-    try:
-        return np.asarray(dataset[()])
-    except (OSError, KeyError, ValueError) as err:
-        raise KerasFileError(f"{source}: cannot read weights {where}: {err}. The file may be truncated.") from err
+    if not isinstance(dataset, h5py.Dataset):
+        raise KerasFileError(f"{source}: weights {where} is an HDF5 {type(dataset).__name__}, not a dataset.")
+    return read_dataset(dataset, source, where)
 
 
 class LegacyH5Weights:

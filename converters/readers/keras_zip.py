@@ -2,62 +2,49 @@
 
 from __future__ import annotations
 
-import io
-import json
 import zipfile
 from pathlib import Path
 from typing import Any
-
-import h5py
 
 from torch_lstm_probe.errors import KerasFileError
 
 from ..spec import ModelSpec, parse_version
 from .graph import library_of, parse_model_config
 from .h5_weights import Keras3H5Weights
+from .limits import MAX_JSON_BYTES, max_weights_bytes
 from .npz_weights import Keras3NpzWeights, read_npz_store
+from .safety import load_json, open_h5_bytes, open_zip, read_member
 
 __all__ = ["read_keras_zip"]
 
 
 def _json_member(archive: zipfile.ZipFile, name: str, path: Path | str) -> Any:
     try:
-        return json.loads(archive.read(name))
+        raw = read_member(archive, name, MAX_JSON_BYTES, str(path))
     except KeyError:
         raise KerasFileError(
-            f"{path}: the .keras archive has no {name!r}. Members: {sorted(archive.namelist())}."
+            f"{path}: the .keras archive has no {name!r}. Members: {sorted(archive.namelist())[:20]}."
         ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise KerasFileError(f"{path}: {name!r} in the archive is not valid JSON ({err}).") from err
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
-        raise KerasFileError(f"{path}: cannot read {name!r} from the archive ({err}); the file is damaged.") from err
+    value = load_json(raw, f"{name!r} in the archive", str(path))
+    if not isinstance(value, dict):
+        raise KerasFileError(f"{path}: {name!r} in the archive holds a JSON {type(value).__name__}, not an object.")
+    return value
 
 
 def read_keras_zip(path: Path | str) -> ModelSpec:
     """Reads a ``.keras`` archive into a ModelSpec (weights loaded eagerly, no code executed)."""
-    try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
-        raise KerasFileError(f"{path}: not a readable zip archive ({err}); the .keras file is damaged or truncated.") from err
+    archive = open_zip(path, str(path))
     with archive:
         config = _json_member(archive, "config.json", path)
         metadata = _json_member(archive, "metadata.json", path)
         names = set(archive.namelist())
         version = parse_version(metadata.get("keras_version"))
         if "model.weights.h5" in names:
-            try:
-                blob = archive.read("model.weights.h5")
-            except (zipfile.BadZipFile, OSError, EOFError) as err:
-                raise KerasFileError(f"{path}: cannot read model.weights.h5 from the archive ({err}).") from err
-            try:
-                weights_file = h5py.File(io.BytesIO(blob), "r")
-            except OSError as err:
-                raise KerasFileError(f"{path}: model.weights.h5 in the archive is not valid HDF5 ({err}).") from err
+            blob = read_member(archive, "model.weights.h5", max_weights_bytes(), str(path))
+            stored = archive.getinfo("model.weights.h5").compress_size
+            weights_file = open_h5_bytes(blob, "model.weights.h5", str(path), stored_bytes=stored)
         elif "model.weights.npz" in names:
-            try:
-                blob = archive.read("model.weights.npz")
-            except (zipfile.BadZipFile, OSError, EOFError) as err:
-                raise KerasFileError(f"{path}: cannot read model.weights.npz from the archive ({err}).") from err
+            blob = read_member(archive, "model.weights.npz", max_weights_bytes(), str(path))
             return parse_model_config(
                 config,
                 source=str(path),

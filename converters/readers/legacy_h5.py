@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,25 +12,40 @@ from torch_lstm_probe.errors import KerasFileError
 from ..spec import ModelSpec, parse_version
 from .graph import decode, library_of, parse_model_config
 from .h5_weights import Keras3H5Weights, LegacyH5Weights
+from .limits import short_text
+from .safety import check_h5_file, load_json
 
 __all__ = ["read_legacy_h5", "open_h5", "weights_source_for_h5"]
 
 
 def open_h5(path: Path | str) -> h5py.File:
-    """Opens an HDF5 file read-only, turning h5py's OSErrors into a KerasFileError."""
+    """Opens an HDF5 file read-only and checks its whole structure (``safety.check_h5_file``)
+    before anything is read from it; h5py's OSErrors become a KerasFileError."""
     try:
-        return h5py.File(path, "r")
-    except OSError as err:
+        f = h5py.File(path, "r")
+    except (OSError, ValueError, RuntimeError) as err:
         raise KerasFileError(
-            f"{path}: cannot open as an HDF5 file ({err}). The file is truncated or is not a Keras .h5 file."
+            f"{path}: cannot open as an HDF5 file ({short_text(str(err))}). The file is truncated or is not a Keras "
+            ".h5 file."
         ) from err
+    try:
+        check_h5_file(f, str(path), f.id.get_filesize())
+    except BaseException:
+        f.close()
+        raise
+    return f
 
 
 def _json_attr(f: h5py.File, key: str) -> Any:
     try:
-        return json.loads(decode(f.attrs[key]))
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as err:
-        raise KerasFileError(f"{f.filename}: the {key!r} attribute is not valid JSON ({err}).") from err
+        value = decode(f.attrs[key])
+    except UnicodeDecodeError as err:
+        raise KerasFileError(f"{f.filename}: the {key!r} attribute is not UTF-8 text ({err}).") from err
+    if not isinstance(value, (str, bytes)):
+        raise KerasFileError(
+            f"{f.filename}: the {key!r} attribute is not JSON text. Received a {type(value).__name__}."
+        )
+    return load_json(value, f"the {key!r} attribute", f.filename)
 
 
 def weights_source_for_h5(f: h5py.File) -> LegacyH5Weights | Keras3H5Weights:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import pickle
-import zipfile
 from typing import Any, Mapping
 
 import numpy as np
@@ -20,6 +19,8 @@ from torch_lstm_probe.errors import KerasFileError, WeightMismatchError
 
 from .graph import LayerLocation
 from .h5_weights import CHILD_ORDER
+from .limits import max_weights_bytes, short_text
+from .safety import charge_bytes, open_zip, read_member
 
 __all__ = ["Keras3NpzWeights", "read_npz_store"]
 
@@ -31,12 +32,25 @@ _ALLOWED = {
 }
 
 
+def _empty_reconstruct(reconstruct: Any) -> Any:
+    """NumPy pickles an array as an empty shell plus its data; a shell with a shape would allocate
+    memory that no byte of the file backs, so only empty shells are built."""
+
+    def build(subtype: Any, shape: Any, dtype: Any) -> Any:
+        if subtype is not np.ndarray or tuple(shape) != (0,):
+            raise pickle.UnpicklingError(f"refusing an array shell of type {subtype!r} and shape {short_text(repr(shape))}")
+        return reconstruct(subtype, shape, dtype)
+
+    return build
+
+
 class _ArrayOnlyUnpickler(pickle.Unpickler):
     """Unpickles dicts of NumPy arrays; refuses every other global."""
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED:
-            return super().find_class(module, name)
+            found = super().find_class(module, name)
+            return _empty_reconstruct(found) if name == "_reconstruct" else found
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only NumPy arrays are allowed")
 
 
@@ -48,14 +62,24 @@ def _read_member(raw: bytes, member: str, source: str) -> dict[str, np.ndarray]:
             header = np.lib.format.read_array_header_1_0(buf)
         else:
             header = np.lib.format.read_array_header_2_0(buf)  # (shape, fortran, dtype)
-    except ValueError as err:
-        raise KerasFileError(f"{source}: weights member {member!r} is not a .npy array ({err}).") from err
+    except (ValueError, SyntaxError, TypeError, EOFError) as err:
+        raise KerasFileError(f"{source}: weights member {member!r} is not a .npy array ({short_text(str(err))}).") from err
     shape, _, dtype = header
     if dtype != np.dtype(object):
-        return {"0": np.load(io.BytesIO(raw), allow_pickle=False)} if shape else {}
+        if not shape:
+            return {}
+        count = 1
+        for dim in shape:
+            count *= int(dim)
+        if count * dtype.itemsize != len(raw) - buf.tell():
+            raise KerasFileError(
+                f"{source}: weights member {member!r} declares shape {short_text(repr(shape))} of {dtype} "
+                f"({count * dtype.itemsize} bytes) but holds {len(raw) - buf.tell()} bytes of data."
+            )
+        return {"0": np.load(io.BytesIO(raw), allow_pickle=False)}
     try:
         value = _ArrayOnlyUnpickler(buf).load()
-    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError) as err:
+    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, TypeError, IndexError, KeyError) as err:
         raise KerasFileError(
             f"{source}: weights member {member!r} cannot be read safely ({err}). Only pickled dicts of NumPy "
             "arrays are read; anything else could run code. Fix: re-save the model with the default h5 "
@@ -70,16 +94,15 @@ def _read_member(raw: bytes, member: str, source: str) -> dict[str, np.ndarray]:
 
 def read_npz_store(blob: bytes, source: str) -> dict[str, dict[str, np.ndarray]]:
     """``{object path: {variable index: array}}`` from the bytes of ``model.weights.npz``."""
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(blob))
-    except zipfile.BadZipFile as err:
-        raise KerasFileError(f"{source}: model.weights.npz is not a valid npz archive ({err}).") from err
+    archive = open_zip(io.BytesIO(blob), source, "model.weights.npz")
     store = {}
     with archive:
         for member in archive.namelist():
             if not member.endswith(".npy"):
                 continue
-            store[member[: -len(".npy")]] = _read_member(archive.read(member), member, source)
+            raw = read_member(archive, member, max_weights_bytes(), source)
+            charge_bytes(len(raw), f"npz member {member!r}", source)
+            store[member[: -len(".npy")]] = _read_member(raw, member, source)
     return store
 
 
