@@ -96,7 +96,8 @@ def convert_embedding(layer: LayerSpec, ctx: Context) -> ModuleSpec:
     _refuse_quantized(layer, ctx)
     vocab, dim = int(cfg["input_dim"]), int(cfg["output_dim"])
     w = unpack_weights(layer, ctx, {"embeddings": (vocab, dim)})
-    config = EmbeddingConfig(vocab, dim, bool(cfg.get("mask_zero", False)))
+    # Keras 3 looks rows up with ops.take, which reads a negative index -k as row V-k; Keras 2 refuses it.
+    config = EmbeddingConfig(vocab, dim, bool(cfg.get("mask_zero", False)), wrap_negative=ctx.keras_version.major >= 3)
     return ModuleSpec("Embedding", config, {"weight": to_tensor(w["embeddings"])})
 
 

@@ -48,7 +48,9 @@ def keras_calls(klib, model, inputs: Sequence[np.ndarray]) -> dict[str, list[lis
     Returns ``{path: [outputs of call 0, outputs of call 1, ...]}`` with paths as
     ``model.iter_layers()`` names them (``outer/inner``); calls in graph order.
     """
-    layers = [layer for layer in model.layers if layer.__class__.__name__ != "InputLayer"]
+    graph = getattr(model, "_functional", None) or model
+    every = graph.operations if library_name(klib) == "keras" else model.layers  # Keras 3: op nodes too
+    layers = [layer for layer in every if layer.__class__.__name__ != "InputLayer"]
     wanted: list[tuple[Any, int, str, Any]] = []  # (layer, call, "out"/"in", tensors)
     for layer in layers:
         for n, node in enumerate(_own_calls(klib, model, layer)):
@@ -111,102 +113,125 @@ def _block(klib, name: str = "block"):
     return klib.Model(inp, L.LSTM(FEATURES, return_sequences=True, name=f"{name}_lstm")(y), name=name)
 
 
-def nested_twice_deep(klib):
-    """A Functional inside a Functional inside a Functional, each called once."""
+def nested_model(klib):
+    """Every nesting Keras numbers differently, in one graph:
+
+    * ``mid``: a Functional holding a Functional (``inner``), called once;
+    * ``block``: one Functional called twice, both calls read by later layers and returned;
+    * ``with_input`` / ``without_input``: Sequential models with and without an input layer,
+      ``with_input`` called twice.
+    """
     L = klib.layers
     inner = _block(klib, "inner")
     mid_in = klib.Input((STEPS, FEATURES))
-    mid = klib.Model(mid_in, L.Dense(2, name="mid_dense")(inner(mid_in)), name="mid")
-    x = klib.Input((STEPS, FEATURES), name="x")
-    return klib.Model(x, L.LSTM(2, name="top")(mid(x)), name="outer")
-
-
-def shared_nested(klib):
-    """One nested Functional called twice; the model outputs both calls and reads the first."""
-    L = klib.layers
+    mid = klib.Model(mid_in, L.Dense(FEATURES, name="mid_dense")(inner(mid_in)), name="mid")
     block = _block(klib)
-    x = klib.Input((STEPS, FEATURES), name="x")
-    first = block(x)
-    second = block(first)
-    merged = L.Add(name="add")([first, second])
-    return klib.Model(x, [second, L.LSTM(2, name="head")(merged), first], name="outer")
-
-
-def sequential_in_functional(klib):
-    """Sequential models (with and without an input layer) inside a Functional, one called twice."""
-    L = klib.layers
     with_input = klib.Sequential(
         [klib.Input((STEPS, FEATURES)), L.Dense(4, name="s_dense"), L.LSTM(FEATURES, return_sequences=True, name="s_lstm")],
         name="with_input",
     )
     without_input = klib.Sequential([L.Dense(FEATURES, activation="relu", name="t_dense")], name="without_input")
     x = klib.Input((STEPS, FEATURES), name="x")
-    a = without_input(x)
+    first = block(mid(x))
+    second = block(first)
+    merged = L.Add(name="add")([first, second])
+    a = with_input(without_input(merged))
     b = with_input(a)
-    c = with_input(b)
-    return klib.Model(x, [c, L.LSTM(2, name="head")(without_input(c)), a], name="outer")
-
-
-NESTED = {"twice_deep": nested_twice_deep, "shared": shared_nested, "sequential": sequential_in_functional}
+    return klib.Model(x, [second, L.LSTM(2, name="head")(b), first, a], name="outer")
 
 
 @pytest.mark.parametrize("fmt", ["keras", "h5"])
-@pytest.mark.parametrize("kind", sorted(NESTED))
-def test_nested_models_match_keras_on_every_call(klib, tmp_path, kind, fmt):
+def test_nested_models_match_keras_on_every_call(klib, tmp_path, fmt):
     seed(klib)
-    model = NESTED[kind](klib)
+    model = nested_model(klib)
     randomize_biases(model, np.random.default_rng(0))
     converted = tlp.load_keras(save(model, tmp_path, fmt))
     acts = assert_every_call_matches(klib, model, converted, [_x()])
-    if kind == "shared":
-        assert {"block@0", "block@1", "block/block_lstm@0", "block/block_lstm@1"} <= set(acts)
+    assert {"block@0", "block@1", "block/block_lstm@1", "mid/inner/inner_lstm", "with_input/s_lstm@1"} <= set(acts)
 
 
 # ---------------------------------------------------------------------------- TimeDistributed(model)
 
 
-def td_sequential(klib):
+def td_model(klib):
+    """TimeDistributed around a Sequential (with an LSTM over a per-step axis) and a Functional."""
     L = klib.layers
-    inner = klib.Sequential(
-        [klib.Input((4, FEATURES)), L.LSTM(5, name="step_lstm"), L.Dense(2, activation="tanh", name="step_dense")],
+    per_step = klib.Sequential(
+        [klib.Input((4, FEATURES)), L.LSTM(5, name="step_lstm"), L.Dense(FEATURES, activation="tanh", name="step_dense")],
         name="per_step",
     )
-    x = klib.Input((STEPS, 4, FEATURES), name="x")
-    y = L.TimeDistributed(inner, name="td")(x)
-    return klib.Model(x, L.LSTM(3, name="top")(y), name="outer")
-
-
-def td_functional(klib):
-    L = klib.layers
     inp = klib.Input((FEATURES,))
     a = L.Dense(4, activation="relu", name="fa")(inp)
     b = L.Dense(4, name="fb")(inp)
-    inner = klib.Model(inp, L.Dense(2, name="fc")(L.Add(name="fadd")([a, b])), name="per_step")
-    x = klib.Input((STEPS, FEATURES), name="x")
-    y = L.TimeDistributed(inner, name="td")(x)
+    per_vector = klib.Model(inp, L.Dense(2, name="fc")(L.Add(name="fadd")([a, b])), name="per_vector")
+    x = klib.Input((STEPS, 4, FEATURES), name="x")
+    y = L.TimeDistributed(per_step, name="td_seq")(x)
+    y = L.TimeDistributed(per_vector, name="td_func")(y)
     return klib.Model(x, L.LSTM(3, return_sequences=True, name="top")(y), name="outer")
 
 
-TD_MODELS = {"sequential": td_sequential, "functional": td_functional}
+def _td_x() -> np.ndarray:
+    return np.random.default_rng(2).standard_normal((2, STEPS, 4, FEATURES)).astype(np.float32)
 
 
 @pytest.mark.parametrize("fmt", ["keras", "h5"])
-@pytest.mark.parametrize("kind", sorted(TD_MODELS))
-def test_time_distributed_model_matches_keras(klib, tmp_path, kind, fmt):
+def test_time_distributed_model_matches_keras(klib, tmp_path, fmt):
     seed(klib)
-    model = TD_MODELS[kind](klib)
+    model = td_model(klib)
     randomize_biases(model, np.random.default_rng(0))
-    x = _x(steps=STEPS) if kind == "functional" else np.random.default_rng(2).standard_normal((2, STEPS, 4, FEATURES)).astype(np.float32)
     converted = tlp.load_keras(save(model, tmp_path, fmt))
-    assert_every_call_matches(klib, model, converted, [x])
-    inner = converted.layer("td").layer
-    assert isinstance(inner, tlp.KerasModel) and inner.layer_names[-1] in ("step_dense", "fc")
+    assert_every_call_matches(klib, model, converted, [_td_x()])
+    inner = converted.layer("td_seq").layer
+    assert isinstance(inner, tlp.KerasModel) and inner.layer_names == ["step_lstm", "step_dense"]
     tlp.save(converted, tmp_path / "m.safetensors")
-    assert_every_call_matches(klib, model, tlp.load(tmp_path / "m.safetensors"), [x])
+    assert_every_call_matches(klib, model, tlp.load(tmp_path / "m.safetensors"), [_td_x()])
 
 
 def test_time_distributed_model_in_memory(klib):
     seed(klib)
-    model = td_functional(klib)
+    model = td_model(klib)
     randomize_biases(model, np.random.default_rng(0))
-    assert_every_call_matches(klib, model, tlp.load_keras(model), [_x()])
+    assert_every_call_matches(klib, model, tlp.load_keras(model), [_td_x()])
+
+
+# ---------------------------------------------------------------------------- Embedding: float and negative ids
+
+# Float ids as Keras casts them (toward zero): 0.5 and -0.5 read row 0; mask_zero looks at the value
+# the Embedding receives (0.5 unmasked for a float Input, masked for an int Input, which casts first).
+FLOAT_IDS = np.array([[1.7, 0.5, 2.5, -0.5, 0.0, 4.2], [3.99, 0.0, 0.2, 5.5, 1.0, -0.9]], np.float32)
+
+
+def _embedding_model(klib, dtype: str):
+    L = klib.layers
+    inp = klib.Input((6,), dtype=dtype, name="ids")
+    y = L.Embedding(6, 3, mask_zero=True, name="emb")(inp)
+    return klib.Model(inp, L.LSTM(2, return_sequences=True, name="lstm")(y), name="tokens")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int32"])
+def test_embedding_float_ids_are_truncated_like_keras(klib, tmp_path, dtype):
+    seed(klib)
+    model = _embedding_model(klib, dtype)
+    randomize_biases(model, np.random.default_rng(0))
+    converted = tlp.load_keras(save(model, tmp_path, "h5" if dtype == "int32" else "keras"))
+    assert_every_call_matches(klib, model, converted, [FLOAT_IDS])
+    assert_every_call_matches(klib, model, converted, [FLOAT_IDS.astype(np.float64)])
+
+
+def test_embedding_negative_ids_follow_the_generation(klib, tmp_path):
+    """Keras 3 reads id -k as row input_dim - k (ops.take); tf_keras refuses negative ids."""
+    seed(klib)
+    model = _embedding_model(klib, "int32")
+    converted = tlp.load_keras(save(model, tmp_path, "keras"))
+    ids = np.array([[1, -1, 2, -6, 0, 3]], np.int32)
+    if library_name(klib) == "keras":
+        assert_every_call_matches(klib, model, converted, [ids])
+    else:
+        with pytest.raises(Exception, match="not in"):
+            model(ids)
+        with pytest.raises(tlp.InputError, match=r"layer 'emb' \(Embedding\) has input_dim 6.*\[0, 5\].*from -6 to 3"):
+            converted(ids)
+    with pytest.raises(Exception, match="not in"):
+        model(np.array([[6, 1, 1, 1, 1, 1]], np.int32))
+    with pytest.raises(tlp.InputError, match="has input_dim 6"):
+        converted(np.array([[6, 1, 1, 1, 1, 1]], np.int32))

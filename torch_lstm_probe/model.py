@@ -453,6 +453,10 @@ class KerasModel(nn.Module):
                 )
         if boolean:
             return value.to(device=device, dtype=torch.bool)
+        if value.is_floating_point() and str(spec.get("dtype")).startswith(("int", "uint")):
+            # Keras casts a float value to the input's integer dtype (toward zero) before any layer
+            # sees it, so e.g. an Embedding's mask_zero sees 0.5 as 0.
+            value = value.trunc()
         if name in self._index_inputs and not value.is_floating_point():
             return value.to(device=device, dtype=torch.long)
         if name in self._index_inputs:

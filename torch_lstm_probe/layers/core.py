@@ -62,14 +62,19 @@ class EmbeddingConfig:
     num_embeddings: int  # Keras `input_dim`
     embedding_dim: int  # Keras `output_dim`
     mask_zero: bool = False  # index 0 yields a False mask (row 0 stays a learned row)
+    wrap_negative: bool = False  # Keras 3: index -k reads row V-k (ops.take); Keras 2 refuses negatives
 
 
 @register_module("Embedding")
 class Embedding(ConfigMixin, nn.Embedding):
     """Keras ``Embedding``: integer indices ``(N, *)`` → ``(N, *, D)``; ``weight = embeddings``.
 
-    Accepts any integer dtype, and floats holding whole numbers (Keras casts them). Indices
-    outside ``[0, input_dim)`` raise :class:`InputError` instead of reading garbage.
+    Accepts any integer dtype, and floats, which Keras casts to int32 by truncation toward zero
+    (``1.7 → 1``, ``-0.5 → 0``); the mask of ``mask_zero`` is computed on the values as given,
+    as Keras computes it (``0.5`` is unmasked though it reads row 0). Keras 3 reads a negative
+    index ``-k`` as row ``V - k`` (``wrap_negative``); Keras 2 refuses it. Indices outside
+    ``[0, V)`` (``[-V, V)`` when wrapping), NaN and infinities raise :class:`InputError`, as Keras
+    raises, instead of reading garbage.
     """
 
     Config = EmbeddingConfig
@@ -85,22 +90,27 @@ class Embedding(ConfigMixin, nn.Embedding):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         if x.is_floating_point():
-            if not torch.equal(x, torch.trunc(x)):
+            if x.numel() and not bool(torch.isfinite(x).all()):
                 raise InputError(
-                    f"{self.describe()} expects integer token indices. Received floats that are not whole "
-                    "numbers. Fix: pass the integer token ids."
+                    f"{self.describe()} expects token indices. Received NaN or infinite values, which Keras "
+                    "cannot cast to an index either."
                 )
-            x = x.long()
+            x = x.trunc().long()  # Keras casts to int32: truncation toward zero
         elif x.dtype in (torch.bool, torch.complex64, torch.complex128):
             raise InputError(f"{self.describe()} expects integer token indices. Received dtype {x.dtype}.")
+        vocab = self.num_embeddings
+        low = -vocab if self.config.wrap_negative else 0
         if x.numel():
             lo, hi = int(x.min()), int(x.max())
-            if lo < 0 or hi >= self.num_embeddings:
+            if lo < low or hi >= vocab:
                 raise InputError(
-                    f"{self.describe()} has input_dim {self.num_embeddings}: indices must lie in "
-                    f"[0, {self.num_embeddings - 1}]. Received indices from {lo} to {hi}."
+                    f"{self.describe()} has input_dim {vocab}: indices must lie in [{low}, {vocab - 1}]"
+                    + (" (Keras 3 reads -k as row input_dim - k)" if low else "")
+                    + f". Received indices from {lo} to {hi}."
                 )
-        return F.embedding(x, self.weight)
+            if lo < 0:
+                x = torch.where(x < 0, x + vocab, x)  # (N, *): Keras 3's ops.take wraps negatives
+        return F.embedding(x, self.weight)  # (N, *, D)
 
 
 @dataclass(frozen=True)
