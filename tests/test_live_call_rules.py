@@ -58,8 +58,8 @@ import torch
 
 import torch_lstm_probe as tlp
 from tests.helpers import ATOL, assert_close, library_name, randomize_biases, save, seed
-
-pytestmark = pytest.mark.keras
+from torch_lstm_probe.layers.gru import GRU, GRUConfig
+from torch_lstm_probe.layers.recurrent import LSTM, LSTMConfig
 
 BATCH, STEPS, FEATURES, UNITS = 2, 4, 3, 3
 VOCAB, EMBED = 9, 4
@@ -202,6 +202,7 @@ def _other_rule(converted) -> None:
             module.config = dataclasses.replace(cfg, initial_state_rule=swap[cfg.initial_state_rule])
 
 
+@pytest.mark.keras
 @pytest.mark.parametrize(
     "kind, bidirectional",
     [("LSTM", False), ("GRU", False), ("SimpleRNN", False), ("LSTM", True)],
@@ -236,6 +237,7 @@ def _decoder_runs_masked(klib) -> bool:
     return library_name(klib) == "tf_keras"
 
 
+@pytest.mark.keras
 @pytest.mark.parametrize("kind", ["LSTM", "GRU"])
 def test_masked_decoder(klib, tmp_path, kind):
     """``Embedding(mask_zero) -> encoder(return_state)``; ``Embedding(mask_zero) -> decoder``
@@ -268,6 +270,7 @@ def test_masked_decoder(klib, tmp_path, kind):
     assert np.allclose(expected["top"][2, 1], expected["top"][2, 0])
 
 
+@pytest.mark.keras
 @pytest.mark.parametrize("kind", ["LSTM", "GRU"])
 def test_bidirectional_decoder(klib, tmp_path, kind):
     """``Embedding(mask_zero) -> Bidirectional(kind)`` with ``initial_state=[h_f, (c_f,) h_b,
@@ -296,6 +299,7 @@ def test_bidirectional_decoder(klib, tmp_path, kind):
 # ---------------------------------------------------------------------------- explicit masks
 
 
+@pytest.mark.keras
 def test_explicit_masks(klib, tmp_path):
     """``mask=<input>`` next to initial_state is applied in both; ``mask=None`` on a one-tensor
     call means no mask in tf_keras and the automatic mask in Keras 3."""
@@ -322,3 +326,73 @@ def test_explicit_masks(klib, tmp_path):
     assert np.allclose(expected["explicit"][0, 1], expected["explicit"][0, 0])  # explicit mask applied
     assert np.allclose(expected["none_one"][0, 3], expected["none_one"][0, 2]) == keras3
     assert not np.allclose(expected["none_two"][0, 3], expected["none_two"][0, 2])  # unmasked in both
+
+
+# ---------------------------------------------------------------------------- the runtime rules, without Keras
+
+
+def _stateful(cls, config_cls, rule: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    config = config_cls(
+        FEATURES, UNITS, return_sequences=True, stateful=True, batch_size=BATCH, initial_state_rule=rule
+    )
+    return cls(config).eval()
+
+
+@pytest.mark.parametrize("cls, config_cls", [(LSTM, LSTMConfig), (GRU, GRUConfig)], ids=["LSTM", "GRU"])
+def test_carried_unless_zero_is_one_test_over_the_whole_state(cls, config_cls):
+    """The carried state wins as soon as any element of any state tensor, in any row, is
+    non-zero: rows whose carried state is zero do not fall back to the given one."""
+    module = _stateful(cls, config_cls, "carried_unless_zero")
+    stateless = cls(dataclasses.replace(module.config, stateful=False, batch_size=None)).eval()
+    stateless.load_state_dict(module.state_dict())
+    x = torch.randn(BATCH, STEPS, FEATURES)  # (N, L, F)
+    given = [torch.randn(BATCH, UNITS) for _ in module.STATE_NAMES]  # each (N, H)
+    with torch.no_grad():
+        assert torch.equal(module(x, initial_state=given), stateless(x, initial_state=given))  # carried is zero
+        carried = [getattr(module, f"state_{name}").clone() for name in module.STATE_NAMES]
+        assert torch.equal(module(x, initial_state=given), stateless(x, initial_state=carried))
+        module.reset_states()
+        last = module.STATE_NAMES[-1]
+        getattr(module, f"state_{last}")[0, 0] = 0.5  # one element of one state tensor, in row 0
+        start = [torch.zeros(BATCH, UNITS) for _ in module.STATE_NAMES]
+        start[-1][0, 0] = 0.5
+        assert torch.equal(module(x, initial_state=given), stateless(x, initial_state=start))
+
+
+@pytest.mark.parametrize("rule", ["given", "carried_unless_zero"])
+def test_initial_state_rule_exports(rule):
+    """The rule is a torch.where on a 0-d flag: an exported program follows it call by call."""
+    module = _stateful(LSTM, LSTMConfig, rule)
+
+    class Call(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+            return self.inner(x, initial_state=[h, c])
+
+    wrapper = Call(module)
+    x, h, c = torch.randn(BATCH, STEPS, FEATURES), torch.randn(BATCH, UNITS), torch.randn(BATCH, UNITS)
+    with torch.no_grad():
+        expected = [wrapper(x, h, c), wrapper(x, h, c)]
+    module.reset_states()
+    exported = torch.export.export(wrapper, (x, h, c)).module()
+    got = [exported(x, h, c), exported(x, h, c)]
+    for e, g in zip(expected, got):
+        assert_close(g, e, ATOL["cpu_float32"], f"exported, rule {rule}")
+    assert (_max_gap([{"y": expected[0]}], [{"y": expected[1]}], "y") > 1e-3) == (rule == "carried_unless_zero")
+
+
+def test_apply_mask_false_runs_unmasked_and_unknown_rules_are_refused():
+    module = _stateful(LSTM, LSTMConfig, "given")
+    plain = LSTM(dataclasses.replace(module.config, stateful=False, batch_size=None)).eval()
+    plain.load_state_dict(module.state_dict())
+    x = torch.randn(BATCH, STEPS, FEATURES)
+    mask = torch.tensor([[True, False, True, True], [False, True, True, False]])
+    with torch.no_grad():
+        assert torch.equal(plain(x, mask=mask, apply_mask=False), plain(x))
+        assert not torch.allclose(plain(x, mask=mask), plain(x))
+    with pytest.raises(ValueError, match=r"initial_state_rule must be one of \['given', 'carried_unless_zero'\]"):
+        LSTM(dataclasses.replace(module.config, initial_state_rule="keras2"))
