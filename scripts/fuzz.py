@@ -63,7 +63,12 @@ __all__ = [
     "Outcome",
     "discover_seeds",
     "build_case",
+    "plan_case",
+    "FAMILIES",
+    "mutate_bytes",
+    "mutate_json",
     "exercise",
+    "run_one",
     "run_cases",
     "summarize",
     "main",
@@ -135,6 +140,8 @@ class Outcome:
     site: str = ""  # file:line of the innermost frame in this project (else the innermost frame)
     raise_site: str = ""  # file:line of the innermost frame
     message: str = ""
+    cause: str = ""  # a typed error made from another exception: that exception's class
+    cause_site: str = ""  # and its code site (a place that relies on a catch-all to be typed)
     seconds: float = 0.0
     peak_rss_mb: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -144,19 +151,31 @@ def _case_rng(seed: int, index: int) -> random.Random:
     return random.Random(f"torch-lstm-probe-fuzz:{seed}:{index}")
 
 
-def build_case(seeds: Sequence[Seed], seed: int, index: int, workdir: Path) -> Case:
-    """Writes case ``index`` of run ``seed`` under ``workdir`` (deterministic)."""
+FAMILIES = ("raw", "json", "weights", "attrs", "zip", "unsafe", "special")
+_FAMILY_WEIGHTS = (18, 40, 22, 6, 8, 4, 2)
+
+
+def _plan(seeds: Sequence[Seed], seed: int, index: int) -> tuple[random.Random, Seed, str]:
     rng = _case_rng(seed, index)
     base = seeds[rng.randrange(len(seeds))]
-    workdir.mkdir(parents=True, exist_ok=True)
-    family = rng.choices(
-        ["raw", "json", "weights", "attrs", "zip", "unsafe", "special"],
-        weights=[18, 40, 22, 6, 8, 4, 2],
-    )[0]
+    family = rng.choices(FAMILIES, weights=_FAMILY_WEIGHTS)[0]
     if family == "zip" and base.kind != "keras":
         family = "json"
     if family == "attrs" and base.kind == "keras":
         family = "weights"
+    return rng, base, family
+
+
+def plan_case(seeds: Sequence[Seed], seed: int, index: int) -> tuple[str, str]:
+    """``(seed file, mutation family)`` of case ``index``, without building it."""
+    _, base, family = _plan(seeds, seed, index)
+    return base.name, family
+
+
+def build_case(seeds: Sequence[Seed], seed: int, index: int, workdir: Path) -> Case:
+    """Writes case ``index`` of run ``seed`` under ``workdir`` (deterministic)."""
+    rng, base, family = _plan(seeds, seed, index)
+    workdir.mkdir(parents=True, exist_ok=True)
     case = Case(index, base.name, family, workdir / Path(base.path).name)
     if base.weights is not None:
         case.weights = workdir / base.weights.name
@@ -897,6 +916,19 @@ def _sites(err: BaseException) -> tuple[str, str]:
     return (where(own[-1]) if own else where(frames[-1])), where(frames[-1])
 
 
+def _untyped_cause(err: BaseException) -> BaseException | None:
+    """The innermost exception in ``err``'s cause chain that is not one of ours (None if none)."""
+    from torch_lstm_probe.errors import TorchLstmProbeError
+
+    found, seen = None, set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if not isinstance(err, TorchLstmProbeError):
+            found = err
+        err = err.__cause__  # type: ignore[assignment]
+    return found
+
+
 def _in_project(filename: str) -> bool:
     try:
         rel = Path(filename).resolve().relative_to(ROOT)
@@ -982,8 +1014,9 @@ class _Unsafe(Exception):
     pass
 
 
-def run_one(case: Case) -> Outcome:
-    """Runs one built case in this process and classifies what happened."""
+def run_one(case: Case, target: Callable[..., list[str]] | None = None) -> Outcome:
+    """Runs one built case in this process (``target(case, progress)``, by default :func:`exercise`)
+    and classifies what happened."""
     from torch_lstm_probe.errors import TorchLstmProbeError
 
     outcome = Outcome(case.index, case.seed, case.mutation, "clean")
@@ -992,13 +1025,17 @@ def run_one(case: Case) -> Outcome:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            outcome.notes = exercise(case, progress)
+            outcome.notes = (target or exercise)(case, progress)
     except _Unsafe as err:
         outcome.kind, outcome.error, outcome.message = "unsafe", "loaded", str(err)
     except TorchLstmProbeError as err:
         outcome.kind, outcome.error = "typed", type(err).__name__
         outcome.message = str(err)[:300]
         outcome.site, outcome.raise_site = _sites(err)
+        cause = _untyped_cause(err)
+        if cause is not None:
+            outcome.cause = type(cause).__name__
+            outcome.cause_site = _sites(cause)[0]
     except RecursionError as err:
         outcome.kind, outcome.error, outcome.message = "untyped", "RecursionError", str(err)[:300]
         outcome.site, outcome.raise_site = _sites(err)
@@ -1036,22 +1073,33 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _worker(conn: Connection, seed: int, mem_gb: float, dump_path: str) -> None:
+def _resolve_target(target: str | None) -> Callable[..., list[str]] | None:
+    """``"module:function"`` to the function (None: the default target)."""
+    if target is None:
+        return None
+    import importlib
+
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _worker(conn: Connection, seed: int, mem_gb: float, dump_path: str, target: str | None = None) -> None:
     """Worker loop: receives case indices, sends back Outcome dicts."""
     import faulthandler
     import resource
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import torch
-    import torch_lstm_probe.converters  # noqa: F401
+    if target is None:  # import before the memory bound: imports are not the subject
+        import torch
+        import torch_lstm_probe.converters  # noqa: F401
 
-    import torch_lstm_probe  # noqa: F401  (import before the memory bound: imports are not the subject)
-
-    torch.set_num_threads(1)
+        torch.set_num_threads(1)
     limit = int(mem_gb * (1 << 30))
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     seeds = discover_seeds()
-    dump = open(dump_path, "w")  # noqa: SIM115  (kept open: faulthandler writes to it on a hang)
+    run = _resolve_target(target)
+    dump = open(dump_path, "w")  # noqa: SIM115  (kept open: faulthandler writes to it on a hang or a crash)
+    faulthandler.enable(file=dump)
     while True:
         message = conn.recv()
         if message is None:
@@ -1068,7 +1116,7 @@ def _worker(conn: Connection, seed: int, mem_gb: float, dump_path: str) -> None:
             dump.truncate()
             faulthandler.dump_traceback_later(max(1.0, timeout * 0.8), file=dump)
             _clear_peak()
-            outcome = run_one(case)
+            outcome = run_one(case, run)
             faulthandler.cancel_dump_traceback_later()
             outcome.peak_rss_mb = _peak_rss_mb()
         conn.send(asdict(outcome))
@@ -1114,8 +1162,22 @@ def run_cases(
     mem_gb: float = 3.0,
     jobs: int = 1,
     progress: Callable[[Outcome], None] | None = None,
+    target: str | None = None,
 ) -> list[Outcome]:
-    """Runs cases in ``jobs`` worker processes, each under the memory bound; hangs are killed."""
+    """Runs cases in ``jobs`` worker processes, each under the memory bound; hangs are killed.
+
+    Args:
+        indices: the case indices to run.
+        seed: the run seed.
+        timeout: seconds a case may take; then its worker is killed and the case is a hang.
+        mem_gb: the address-space bound of each worker, in GiB.
+        jobs: the number of worker processes.
+        progress: called with each outcome as it arrives.
+        target: ``"module:function"`` run on each case instead of :func:`exercise` (for tests).
+
+    Returns:
+        One Outcome per index, in index order.
+    """
     ctx = multiprocessing.get_context("spawn")
     pending = list(reversed(indices))
     outcomes: list[Outcome] = []
@@ -1124,7 +1186,7 @@ def run_cases(
 
     def start(slot: _Slot) -> None:
         parent, child = ctx.Pipe()
-        slot.process = ctx.Process(target=_worker, args=(child, seed, mem_gb, slot.dump), daemon=True)
+        slot.process = ctx.Process(target=_worker, args=(child, seed, mem_gb, slot.dump, target), daemon=True)
         slot.process.start()
         child.close()
         slot.conn, slot.index = parent, None
@@ -1135,6 +1197,11 @@ def run_cases(
             slot.conn.send((slot.index, timeout))
             slot.started = time.monotonic()
             slot.seed_name = slot.mutation = "?"
+
+    def restart(slot: _Slot) -> None:
+        if pending:
+            start(slot)
+            dispatch(slot)
 
     def finish(slot: _Slot, outcome: Outcome) -> None:
         outcomes.append(outcome)
@@ -1157,10 +1224,16 @@ def run_cases(
                     try:
                         message = slot.conn.recv()
                     except (EOFError, OSError):
-                        code = slot.process.exitcode if slot.process.join(5) is None else slot.process.exitcode
-                        finish(slot, Outcome(slot.index, slot.seed_name, slot.mutation, "crash", error=f"exit {code}"))
-                        start(slot)
-                        dispatch(slot)
+                        slot.process.join(5)
+                        code = slot.process.exitcode
+                        site = _hang_site(slot.dump)  # a fatal signal leaves a faulthandler dump
+                        finish(
+                            slot,
+                            Outcome(
+                                slot.index, slot.seed_name, slot.mutation, "crash", error=f"exit {code}", site=site
+                            ),
+                        )
+                        restart(slot)
                         continue
                     if isinstance(message, tuple) and message[0] == "started":
                         slot.seed_name, slot.mutation = message[1], message[2]
@@ -1185,8 +1258,7 @@ def run_cases(
                             seconds=now - slot.started,
                         ),
                     )
-                    start(slot)
-                    dispatch(slot)
+                    restart(slot)
     finally:
         for slot in slots:
             if slot.process is not None and slot.process.is_alive():
@@ -1223,6 +1295,11 @@ def summarize(outcomes: Sequence[Outcome], seconds: float | None = None) -> str:
         lines.append("typed errors by class (stage):")
         for (error, stage), n in typed.most_common():
             lines.append(f"  {n:6d}  {error} ({stage})")
+    wrapped = Counter((o.cause, o.cause_site) for o in outcomes if o.kind == "typed" and o.cause)
+    if wrapped:
+        lines.append("typed errors made from another exception, by its class and code site:")
+        for (cause, site), n in wrapped.most_common():
+            lines.append(f"  {n:6d}  {cause:<22} {site}")
     failures = Counter((o.kind, o.error, o.site) for o in outcomes if o.kind in FAILURE_KINDS)
     if failures:
         lines.append("FAILURES by kind, exception and code site (example case):")

@@ -1,0 +1,251 @@
+"""Typed errors at load and run time: the graph checked when a model is built (references, cycles, declared
+shapes that must compose), layers that fail in forward named in an InputError, empty batches and empty
+sequences, and conversion errors of mixed kinds combined into one error that keeps every kind."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import warnings
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from torch_lstm_probe.converters import registry
+
+import torch_lstm_probe as tlp
+from torch_lstm_probe.errors import (
+    MAX_MESSAGE_CHARS,
+    GraphError,
+    InputError,
+    KerasFileError,
+    MultipleErrors,
+    TorchLstmProbeError,
+    UnsupportedLayerError,
+    WeightMismatchError,
+    combine_errors,
+)
+from torch_lstm_probe.model import KerasModel
+
+GOLDENS = Path(__file__).resolve().parent / "goldens"
+LSTM = GOLDENS / "keras_lstm_default_u3.keras"  # Sequential: input (None, 7, 5) -> LSTM(3)
+STACKED = GOLDENS / "keras_lstm_u16_stacked.keras"
+
+
+def _edit_keras(src: Path, dst: Path, edit) -> Path:
+    """Copies a .keras archive with its config.json changed by ``edit(config)``."""
+    with zipfile.ZipFile(src) as zf:
+        members = {info.filename: zf.read(info) for info in zf.infolist()}
+    config = json.loads(members["config.json"])
+    edit(config)
+    members["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(dst, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return dst
+
+
+def _set_input_shape(shape):
+    def edit(config):
+        config["config"]["layers"][0]["config"]["batch_shape"] = shape
+
+    return edit
+
+
+# ---------------------------------------------------------------------------------------- shapes
+def test_declared_shapes_that_do_not_compose_fail_at_load(tmp_path):
+    path = _edit_keras(LSTM, tmp_path / "m.keras", _set_input_shape([None, 7, 6]))
+    with pytest.raises(
+        GraphError,
+        match=r"m\.keras: Model 'lstm_default_u3': its layers do not fit together .*"
+        r"\(None, 7, 6\).*layer 'lstm' \(LSTM\).*5 features",
+    ):
+        tlp.load_keras(path)
+
+
+def test_free_axes_load_and_a_misfit_input_names_the_layer_at_forward(tmp_path):
+    path = _edit_keras(LSTM, tmp_path / "m.keras", _set_input_shape([None, None, None]))
+    model = tlp.load_keras(path)  # Keras accepts the graph: other feature sizes may fit
+    assert model(torch.zeros(2, 4, 5)).shape == (2, 3)
+    with pytest.raises(InputError, match=r"layer 'lstm' \(LSTM\) expects .*5 features.*Received shape \(2, 4, 6\)"):
+        model(torch.zeros(2, 4, 6))
+
+
+def test_a_sequence_of_zero_steps_is_an_input_error(tmp_path):
+    path = _edit_keras(LSTM, tmp_path / "m.keras", _set_input_shape([None, None, 5]))
+    model = tlp.load_keras(path)
+    with pytest.raises(InputError, match=r"Input 'input' .* size 0 on axis 1 .*at least one step"):
+        model(torch.zeros(2, 0, 5))
+
+
+class _NeedsTwoSteps(torch.nn.Module):
+    """A custom layer with no input checks of its own: torch fails inside it on a 1-step input."""
+
+    def forward(self, x):
+        return x[:, :2].reshape(x.shape[0], 2 * x.shape[2])[:, :3]
+
+
+def test_a_torch_failure_inside_a_layer_becomes_an_input_error_naming_it(tmp_path):
+    path = _edit_keras(LSTM, tmp_path / "m.keras", _set_input_shape([None, None, 5]))
+    model = tlp.load_keras(path, custom_layers={"LSTM": lambda config, weights: _NeedsTwoSteps()})
+    assert model(torch.zeros(2, 4, 5)).shape == (2, 3)
+    with pytest.raises(
+        InputError,
+        match=r"Model 'lstm_default_u3': layer 'lstm' \(_NeedsTwoSteps\) cannot run on "
+        r"input\(s\) of shape \(2, 1, 5\) \(RuntimeError: .*\)\. Fix: feed inputs of the shapes in "
+        r"model.input_specs",
+    ) as info:
+        model(torch.zeros(2, 1, 5))
+    assert isinstance(info.value.__cause__, RuntimeError)
+
+
+GOLDEN_MODELS = sorted(p.name for p in GOLDENS.glob("*.keras") if "time_major" not in p.name)
+
+
+@pytest.mark.parametrize("name", GOLDEN_MODELS)
+def test_a_batch_of_zero_rows_gives_empty_outputs(name):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = tlp.load_keras(GOLDENS / name)
+    specs = model.input_specs
+
+    def inputs(batch):
+        xs = []
+        for spec in specs:
+            shape = [batch] + [3 if d is None else d for d in spec["shape"][1:]]
+            xs.append(torch.zeros(shape, dtype=torch.float32 if spec["dtype"].startswith("float") else torch.long))
+        return xs
+
+    full, empty = model(*inputs(2)), model(*inputs(0))
+    full, empty = (full, empty) if isinstance(full, list) else ([full], [empty])
+    assert [tuple(e.shape) for e in empty] == [(0, *f.shape[1:]) for f in full]
+
+
+def test_zero_steps_on_a_time_major_input_is_an_input_error_naming_the_layer():
+    model = tlp.load_keras(GOLDENS / "tf_keras_lstm_time_major.keras")  # input (7, 3, 5): time first
+    assert model(torch.zeros(7, 3, 5)).shape[0] == 3  # the last output of each of 3 sequences
+    with pytest.raises(InputError, match=r"layer 'lstm' \(LSTM\) cannot run on input\(s\) of shape \(0, 3, 5\)"):
+        model(torch.zeros(0, 3, 5))
+
+
+def test_the_load_time_run_leaves_modes_and_state_as_built():
+    config = {
+        "name": "m",
+        "inputs": [{"name": "x", "shape": [None, 4], "dtype": "float32"}],
+        "layers": [{"name": "d", "type": "Dropout", "config": {"rate": 0.5}}],
+        "nodes": [{"layer": "d", "inputs": [["x", 0, 0]]}],
+        "outputs": [["d", 0, 0]],
+    }
+    model = KerasModel(config)
+    assert model.training and model.layer("d").training
+
+
+# ---------------------------------------------------------------------------------------- graph configs
+def _config(**changes):
+    config = {
+        "name": "m",
+        "inputs": [{"name": "x", "shape": [None, 4], "dtype": "float32"}],
+        "layers": [{"name": "a", "type": "Activation", "config": {"activation": "relu"}}],
+        "nodes": [{"layer": "a", "inputs": [["x", 0, 0]]}],
+        "outputs": [["a", 0, 0]],
+    }
+    config.update(changes)
+    return config
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"inputs": None}, r"config key 'inputs' is None\. Expected a list"),
+        ({"inputs": [{"name": "x", "shape": [None, -4], "dtype": "float32"}]}, r"malformed input .*-4"),
+        ({"inputs": [{"name": 3, "shape": None}]}, r"malformed input"),
+        ({"layers": [{"type": "Activation", "config": {}}]}, r"malformed layer entry"),
+        ({"nodes": [{"inputs": [["x", 0, 0]]}]}, r"malformed node"),
+        ({"nodes": [{"layer": "a", "inputs": [["x", "0", 0]]}]}, r"Malformed tensor reference \['x', '0', 0\]"),
+        ({"nodes": [{"layer": "a", "inputs": [["y", 0, 0]]}]}, r"reads tensor \['y', 0, 0\], which no input"),
+        ({"nodes": [{"layer": "a", "inputs": [["a", 0, 0]]}]}, r"cycle through layer 'a'"),
+        ({"outputs": [["x", 1, 0]]}, r"output \['x', 1, 0\] is produced by no layer call"),
+        ({"outputs": [["a", 0, 2]]}, r"its layers do not fit together.*output\(s\) \[\['a', 0, 2\]\] are not produced"),
+    ],
+)
+def test_malformed_graph_configs_raise_graph_errors(changes, message):
+    with pytest.raises(GraphError, match=message):
+        KerasModel(_config(**changes))
+
+
+def test_a_graph_deeper_than_the_recursion_limit_builds_and_runs():
+    depth = 3000
+    layers = [{"name": f"a{k}", "type": "Activation", "config": {"activation": "relu"}} for k in range(depth)]
+    nodes = [{"layer": f"a{k}", "inputs": [[f"a{k - 1}" if k else "x", 0, 0]]} for k in reversed(range(depth))]
+    model = KerasModel(_config(layers=layers, nodes=nodes, outputs=[[f"a{depth - 1}", 0, 0]]))
+    assert torch.equal(model(torch.tensor([[-1.0, 2.0, 0.0, 3.0]])), torch.tensor([[0.0, 2.0, 0.0, 3.0]]))
+
+
+# ---------------------------------------------------------------------------------------- conversion errors
+def _two_bad_layers(tmp_path):
+    """The stacked LSTM golden with one unknown class and one LSTM whose units do not fit its weights."""
+
+    def edit(config):
+        layers = config["config"]["layers"]
+        lstms = [layer for layer in layers if layer["class_name"] == "LSTM"]
+        lstms[0]["class_name"] = "FancyRNN"
+        lstms[1]["config"]["units"] += 1
+
+    return _edit_keras(STACKED, tmp_path / "m.keras", edit)
+
+
+@pytest.mark.parametrize("kind", [UnsupportedLayerError, WeightMismatchError, ValueError, TorchLstmProbeError])
+def test_mixed_conversion_errors_are_caught_by_every_kind_they_hold(tmp_path, kind):
+    with pytest.raises(kind, match=r"(?s)2 layers cannot be converted:.*FancyRNN.*weight 'kernel' has shape"):
+        tlp.load_keras(_two_bad_layers(tmp_path))
+
+
+def test_mixed_conversion_errors_keep_each_error_and_survive_pickling(tmp_path):
+    with pytest.raises(MultipleErrors) as info:
+        tlp.load_keras(_two_bad_layers(tmp_path))
+    err = info.value
+    assert [type(e) for e in err.errors] == [UnsupportedLayerError, WeightMismatchError]
+    assert type(err).__name__ == "UnsupportedLayerError+WeightMismatchError"
+    assert not isinstance(err, GraphError)
+    again = pickle.loads(pickle.dumps(err))
+    assert type(again) is type(err) and str(again) == str(err) and len(again.errors) == 2
+
+
+def test_combine_errors_flattens_and_keeps_a_single_error_as_is():
+    single = KerasFileError("one")
+    assert combine_errors([single], "h") is single
+    inner = combine_errors([KerasFileError("a"), GraphError("b")], "inner:")
+    outer = combine_errors([inner, KerasFileError("c")], "outer:")
+    assert [str(e) for e in outer.errors] == ["a", "b", "c"]
+    assert str(outer).count(":") == 1  # one header: nesting does not repeat them
+    assert isinstance(outer, KerasFileError) and isinstance(outer, GraphError)
+
+
+def test_long_messages_are_shortened_in_the_middle():
+    err = KerasFileError("head " + "x" * 100_000 + " tail")
+    text = str(err)
+    assert len(text) < MAX_MESSAGE_CHARS + 100 and text.startswith("head ") and text.endswith(" tail")
+    assert "characters left out" in text
+
+
+def test_a_converter_that_cannot_read_a_config_value_gives_a_typed_error(monkeypatch):
+    def broken(layer, ctx):
+        raise TypeError("int() argument must be a string, a bytes-like object or a real number, not 'NoneType'")
+
+    monkeypatch.setitem(registry.CONVERTERS, "LSTM", broken)
+    with pytest.raises(
+        KerasFileError,
+        match=r"keras_lstm_default_u3\.keras: layer 'lstm' \(LSTM\): the layer config "
+        r"cannot be read \(TypeError: int\(\) argument.*Fix: re-save",
+    ) as info:
+        tlp.load_keras(LSTM)
+    assert isinstance(info.value.__cause__, TypeError)
+
+
+def test_a_custom_converter_that_fails_keeps_its_own_exception():
+    def mine(config, weights):
+        raise TypeError("my converter is broken")
+
+    with pytest.raises(TypeError, match="my converter is broken"):
+        tlp.load_keras(LSTM, custom_layers={"LSTM": mine})
