@@ -312,8 +312,10 @@ def _skips_first_node(layer: LayerSpec, ctx: Context) -> bool:
 
     A nested Functional model starts with a node linking its own inputs to its outputs, so its
     first call is node 1 (in Keras 3 only in ``output_layers``, see :func:`_node_offsets`).
-    Keras 2 does the same for a nested Sequential that has an input layer; Keras 3 Sequential
-    models do not.
+    Keras 1/2 do the same for a nested Sequential that has an input layer: an explicit one
+    (tf.keras, tf_keras), or the implicit ``<first layer>_input`` that Keras <= 2.2 creates from
+    the first layer's ``batch_input_shape`` without writing it to the config (tf_keras reads
+    such files by the same rule). Keras 3 Sequential models do not.
     """
     if not _is_nested_model(layer):
         return False
@@ -322,7 +324,12 @@ def _skips_first_node(layer: LayerSpec, ctx: Context) -> bool:
     if ctx.keras_version.major >= 3:
         return False
     entries = layer.config.get("layers", []) if isinstance(layer.config, Mapping) else []
-    return bool(entries) and entries[0].get("class_name") == "InputLayer"
+    first = entries[0] if isinstance(entries, (list, tuple)) and entries else None
+    if not isinstance(first, Mapping):
+        return False
+    first_config = first.get("config")
+    implicit_input = isinstance(first_config, Mapping) and first_config.get("batch_input_shape") is not None
+    return first.get("class_name") == "InputLayer" or implicit_input
 
 
 def _renumber(ref: TensorRef, offsets: Mapping[str, int]) -> TensorRef:

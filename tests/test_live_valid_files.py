@@ -5,8 +5,12 @@ archives (``variables.h5``) and TFOpLambda nodes refused as code."""
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
 from typing import Any, Sequence
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -235,3 +239,65 @@ def test_embedding_negative_ids_follow_the_generation(klib, tmp_path):
         model(np.array([[6, 1, 1, 1, 1, 1]], np.int32))
     with pytest.raises(tlp.InputError, match="has input_dim 6"):
         converted(np.array([[6, 1, 1, 1, 1, 1]], np.int32))
+
+
+# ---------------------------------------------------------------------------- Keras <= 2.2: implicit input layers
+
+LEGACY = Path(__file__).parent / "goldens" / "legacy"
+
+
+@pytest.mark.parametrize(
+    "case, name",
+    [
+        ("keras1_lstm_masked", "embedding_1_input"),
+        ("keras2_0_8_lstm_implicit_defaults", "lstm_1_input"),
+        ("keras2_1_6_lstm", "lstm_1_input"),
+        ("keras2_2_4_lstm", "lstm_1_input"),
+    ],
+)
+def test_implicit_input_layer_is_named_as_keras_names_it(case, name):
+    """Keras <= 2.2 Sequential configs hold no InputLayer: Keras creates `<first layer>_input`."""
+    with h5py.File(LEGACY / f"{case}.h5", "r") as f:
+        layers = json.loads(f.attrs["model_config"])["config"]
+    layers = layers["layers"] if isinstance(layers, dict) else layers
+    assert all(entry["class_name"] != "InputLayer" for entry in layers)
+    model = tlp.load_keras(LEGACY / f"{case}.h5")
+    assert model.input_names == [name]
+    x = np.zeros((1, *model.input_specs[0]["shape"][1:]), np.float32)
+    assert tlp.probe(model, {name: x}).keys() == tlp.probe(model, x).keys()
+
+
+def _keras_2_2_layout(src: Path, dst: Path, nested: str) -> Path:
+    """Rewrites a tf_keras .h5 as Keras <= 2.2 wrote it: the nested Sequential's config has no
+    InputLayer (its first layer keeps batch_input_shape) and the node indices stay as they are."""
+    shutil.copy(src, dst)
+    with h5py.File(dst, "r+") as f:
+        config = json.loads(f.attrs["model_config"])
+        entry = next(e for e in config["config"]["layers"] if e["name"] == nested)
+        first, *rest = entry["config"]["layers"]
+        assert first["class_name"] == "InputLayer" and "batch_input_shape" in rest[0]["config"]
+        entry["config"]["layers"] = rest
+        entry["config"].pop("build_input_shape", None)
+        f.attrs["model_config"] = json.dumps(config)
+        f.attrs["keras_version"] = "2.2.4"
+    return dst
+
+
+def test_nested_sequential_with_implicit_input_layer(tf_keras, tmp_path):
+    """Keras <= 2.2 counts the node of a nested Sequential's implicit input layer in the outer
+    config (node 1 is the first call), as for an explicit one; tf_keras reads such a file alike."""
+    seed(tf_keras)
+    L = tf_keras.layers
+    inner = tf_keras.Sequential(
+        [L.LSTM(4, return_sequences=True, input_shape=(STEPS, FEATURES), name="in_lstm"), L.Dense(FEATURES, name="in_dense")],
+        name="inner",
+    )
+    x = tf_keras.Input((STEPS, FEATURES), name="x")
+    first = inner(x)
+    model = tf_keras.Model(x, [L.LSTM(2, name="head")(inner(first)), first], name="outer")
+    randomize_biases(model, np.random.default_rng(0))
+    path = _keras_2_2_layout(save(model, tmp_path, "h5"), tmp_path / "keras2_2.h5", "inner")
+    reloaded = tf_keras.models.load_model(str(path), compile=False)
+    converted = tlp.load_keras(path)
+    assert converted.layer("inner").input_names == ["in_lstm_input"]
+    assert_every_call_matches(tf_keras, reloaded, converted, [_x()])
