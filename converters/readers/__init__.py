@@ -144,7 +144,8 @@ def read(source: Any, weights: Any = None) -> ModelSpec:
 def _read_file(path: Path, weights: Path | None, stored: int) -> ModelSpec:
     """Reads a model file (and its weights file) within the byte budget of ``stored`` bytes; any
     exception the bytes provoke leaves as a typed error naming the file."""
-    with file_boundary(str(path)), read_budget(str(path), stored):
+    others = () if weights is None else (str(weights),)
+    with file_boundary(str(path), *others), read_budget(str(path), stored):
         return _dispatch(path, weights)
 
 

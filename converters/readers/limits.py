@@ -91,8 +91,8 @@ MAX_H5_OBJECTS = 200_000
 MAX_H5_DEPTH = 128
 
 # Members of one zip archive (.keras, or the .npz weights inside one): Keras writes three, or one
-# .npy per layer in the npz layout.
-MAX_ZIP_MEMBERS = 100_000
+# .npy per layer in the npz layout. (Without zip64 a zip can declare at most 65,535.)
+MAX_ZIP_MEMBERS = 50_000
 
 # The absolute bound on the bytes of all arrays read from one file (and on the decompressed size of
 # one weights member of an archive). Overridden by TORCH_LSTM_PROBE_MAX_WEIGHTS_BYTES.

@@ -333,7 +333,7 @@ def _check_dataset(dataset: h5py.Dataset, path: str, source: str, container_byte
     plist = dataset.id.get_create_plist()
     external = plist.get_external_count()
     if external:
-        names = [plist.get_external(i)[0] for i in range(min(external, 3))]
+        names = [os.fsdecode(plist.get_external(i)[0]) for i in range(min(external, 3))]
         raise UnsafeFileError(
             f"{source}: dataset {path!r} keeps its data in {external} external file(s) {short_repr(names)} (HDF5 "
             "external storage). Loading never reads anything outside the model file, so the file is refused."
@@ -415,7 +415,13 @@ def _resolve_soft_link(f: h5py.File, group: h5py.Group, link_path: str, source: 
             raise UnsafeFileError(
                 f"{source}: {link_path!r} uses an HDF5 link of an unknown kind ({type(link).__name__})."
             )
-        current = current.get(part)
+        try:
+            current = current[part]
+        except (KeyError, OSError, RuntimeError, ValueError, TypeError) as err:
+            raise KerasFileError(
+                f"{source}: HDF5 cannot open {part!r} on the way of soft link {link_path!r} ({short_text(str(err))}); "
+                "the file is damaged."
+            ) from err
     return current
 
 
@@ -479,7 +485,15 @@ def check_h5_file(f: h5py.File, source: str, container_bytes: int, stored_bytes:
                 raise UnsafeFileError(
                     f"{source}: {child_path!r} is an HDF5 link of an unknown kind ({type(link).__name__})."
                 )
-            child = obj.get(name) if isinstance(link, h5py.HardLink) else _resolve_soft_link(f, obj, child_path, source)
+            if isinstance(link, h5py.SoftLink):
+                child = _resolve_soft_link(f, obj, child_path, source)
+            else:
+                try:
+                    child = obj[name]
+                except (KeyError, OSError, RuntimeError, ValueError, TypeError) as err:
+                    raise KerasFileError(
+                        f"{source}: HDF5 cannot open {child_path!r} ({short_text(str(err))}); the file is damaged."
+                    ) from err
             key = _object_key(child)
             if key in ancestors:
                 raise UnsafeFileError(
@@ -533,10 +547,11 @@ def read_dataset(dataset: Any, source: str, where: str) -> np.ndarray:
 
 # ---------------------------------------------------------------- the boundary
 @contextlib.contextmanager
-def file_boundary(source: str) -> Iterator[None]:
+def file_boundary(source: str, *also: str) -> Iterator[None]:
     """Turns any exception that parsing a file still raises into a typed error naming the file.
 
-    Typed errors pass, prefixed with the file name where their message lacks it. ``RecursionError`` becomes :class:`FileLimitError`; every other
+    Typed errors pass, prefixed with ``source`` where their message names neither it nor one of
+    the ``also`` files (a weights file read with an architecture). ``RecursionError`` becomes :class:`FileLimitError`; every other
     ``Exception`` (a ``KeyError``, ``TypeError``, ``OSError`` ... from a structure the readers did
     not expect) becomes :class:`KerasFileError`, with the original kept as ``__cause__``.
     ``MemoryError`` is never converted: the limits exist so that it cannot happen, and if it does
@@ -545,7 +560,7 @@ def file_boundary(source: str) -> Iterator[None]:
     try:
         yield
     except TorchLstmProbeError as err:
-        if err.args and isinstance(err.args[0], str) and source not in err.args[0]:
+        if err.args and isinstance(err.args[0], str) and not any(name in err.args[0] for name in (source, *also)):
             err.args = (f"{source}: {err.args[0]}", *err.args[1:])  # every error names its file
         raise
     except MemoryError:
