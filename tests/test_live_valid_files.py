@@ -5,8 +5,11 @@ archives (``variables.h5``) and TFOpLambda nodes refused as code."""
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -301,3 +304,90 @@ def test_nested_sequential_with_implicit_input_layer(tf_keras, tmp_path):
     converted = tlp.load_keras(path)
     assert converted.layer("inner").input_names == ["in_lstm_input"]
     assert_every_call_matches(tf_keras, reloaded, converted, [_x()])
+
+
+# ---------------------------------------------------------------------------- Keras 2.11 .keras archives
+
+# Keras 2.11's saving_lib skips these attributes when it walks a layer for its variables.
+_SAVING_LIB_SKIP = frozenset(
+    {"weights", "trainable_weights", "non_trainable_weights", "variables", "trainable_variables",
+     "non_trainable_variables", "submodules", "updates", "state_updates"}
+)
+
+
+def _to_snake_case(name: str) -> str:
+    """Keras 2.11's ``generic_utils.to_snake_case``, which names a layer's group after its class."""
+    name = re.sub("(.)([A-Z][a-z0-9]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _write_keras_2_11_variables(klib, obj, h5: h5py.File, path: str, visited: set[int]) -> None:
+    """Writes ``obj``'s state as Keras 2.11's ``saving_lib._save_state`` did: its own variables
+    under ``<path>/vars/<i>``, then each layer held by an attribute (``<path>/<attr>``, in sorted
+    ``dir()`` order) or by a list attribute (``<path>/<attr>/<snake_case class>[_N]``). The
+    layers of this test keep their sublayers in public attributes (``layers``, ``cell``,
+    ``forward_layer``, ``backward_layer``, ``layer``), so private ones are not walked."""
+    if id(obj) in visited:
+        return
+    visited.add(id(obj))
+    own = h5.create_group(f"{path}/vars" if path else "vars")
+    for i, variable in enumerate(list(obj._trainable_weights) + list(obj._non_trainable_weights)):
+        own[str(i)] = np.asarray(variable)
+    for attr in sorted(dir(obj)):
+        if attr.startswith("_") or attr in _SAVING_LIB_SKIP:
+            continue
+        try:
+            child = getattr(obj, attr)
+        except Exception:  # noqa: BLE001 - saving_lib skips attributes that raise
+            continue
+        where = f"{path}/{attr}".lstrip("/")
+        if isinstance(child, klib.layers.Layer):
+            _write_keras_2_11_variables(klib, child, h5, where, visited)
+        elif isinstance(child, (list, tuple)):
+            used: dict[str, int] = {}
+            for item in child:
+                if isinstance(item, klib.layers.Layer):
+                    name = _to_snake_case(type(item).__name__)
+                    used[name] = used.get(name, -1) + 1
+                    name = f"{name}_{used[name]}" if used[name] else name
+                    _write_keras_2_11_variables(klib, item, h5, f"{where}/{name}", visited)
+
+
+def _h5_groups(h5: h5py.File) -> set[str]:
+    groups: set[str] = set()
+    h5.visititems(lambda name, item: groups.add(name) if isinstance(item, h5py.Group) else None)
+    return groups
+
+
+def test_keras_2_11_archive_with_variables_h5(tf_keras, tmp_path):
+    """Keras 2.11 wrote ``.keras`` archives as config.json + metadata.json + variables.h5."""
+    seed(tf_keras)
+    L = tf_keras.layers
+    ids = tf_keras.Input((STEPS,), dtype="int32", name="ids")
+    y = L.Embedding(12, 4, mask_zero=True, name="emb")(ids)
+    y = L.Bidirectional(L.LSTM(3, return_sequences=True), name="bi")(y)
+    y = L.GRU(3, name="gru")(y)
+    model = tf_keras.Model(ids, L.Dense(2, name="head")(y), name="v2_11")
+    randomize_biases(model, np.random.default_rng(0))
+    modern = save(model, tmp_path, "keras")
+    with zipfile.ZipFile(modern) as z:
+        config = z.read("config.json")
+        with h5py.File(io.BytesIO(z.read("model.weights.h5")), "r") as h5:
+            modern_groups = _h5_groups(h5)
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as h5:
+        _write_keras_2_11_variables(tf_keras, model, h5, "", set())
+        assert _h5_groups(h5) == modern_groups  # the layout inside did not change in 2.12
+    path = tmp_path / "keras_2_11.keras"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("metadata.json", json.dumps({"keras_version": "2.11.0", "date_saved": "2023-01-10@12:00:00"}))
+        z.writestr("config.json", config)
+        z.writestr("variables.h5", buffer.getvalue())
+    converted = tlp.load_keras(path)
+    tokens = np.array([[3, 1, 7, 0, 0, 0], [11, 2, 5, 9, 4, 0]], np.int32)
+    assert_every_call_matches(tf_keras, model, converted, [tokens])
+    with zipfile.ZipFile(path) as z, zipfile.ZipFile(tmp_path / "no_weights.keras", "w") as bare:
+        for member in ("metadata.json", "config.json"):
+            bare.writestr(member, z.read(member))
+    with pytest.raises(tlp.KerasFileError, match=r"no weights \(no model.weights.h5, model.weights.npz or variables.h5\)"):
+        tlp.load_keras(tmp_path / "no_weights.keras")

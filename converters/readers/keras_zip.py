@@ -39,10 +39,13 @@ def read_keras_zip(path: Path | str) -> ModelSpec:
         metadata = _json_member(archive, "metadata.json", path)
         names = set(archive.namelist())
         version = parse_version(metadata.get("keras_version"))
-        if "model.weights.h5" in names:
-            blob = read_member(archive, "model.weights.h5", max_weights_bytes(), str(path))
-            stored = archive.getinfo("model.weights.h5").compress_size
-            weights_file = open_h5_bytes(blob, "model.weights.h5", str(path), stored_bytes=stored)
+        # Keras 2.11's saving_lib named the weights member variables.h5 (2.12 renamed it); the
+        # groups inside are laid out alike: layers/<snake_case class>[_N]/.../vars/<i>.
+        h5_member = next((m for m in ("model.weights.h5", "variables.h5") if m in names), None)
+        if h5_member is not None:
+            blob = read_member(archive, h5_member, max_weights_bytes(), str(path))
+            stored = archive.getinfo(h5_member).compress_size
+            weights_file = open_h5_bytes(blob, h5_member, str(path), stored_bytes=stored)
         elif "model.weights.npz" in names:
             blob = read_member(archive, "model.weights.npz", max_weights_bytes(), str(path))
             return parse_model_config(
@@ -55,7 +58,8 @@ def read_keras_zip(path: Path | str) -> ModelSpec:
             )
         else:
             raise KerasFileError(
-                f"{path}: the .keras archive holds a config but no weights (no model.weights.h5). "
+                f"{path}: the .keras archive holds a config but no weights (no model.weights.h5, "
+                "model.weights.npz or variables.h5). "
                 f"Members: {sorted(names)}."
             )
         with weights_file:
