@@ -270,7 +270,8 @@ def _warn_low_precision(spec: ModelSpec) -> None:
     for layer in spec.layers:
         dtype = layer.config.get("dtype") if isinstance(layer.config, Mapping) else None
         if isinstance(dtype, Mapping):
-            dtype = (dtype.get("config") or {}).get("name")
+            policy = dtype.get("config")
+            dtype = policy.get("name") if isinstance(policy, Mapping) else None
         if isinstance(dtype, str) and dtype in _LOW_PRECISION:
             names.append(f"{layer.name} ({dtype})")
     if names:

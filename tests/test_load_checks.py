@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import time
 import warnings
 import zipfile
 from pathlib import Path
@@ -129,6 +130,24 @@ def test_zero_steps_on_a_time_major_input_is_an_input_error_naming_the_layer():
         model(torch.zeros(0, 3, 5))
 
 
+def test_huge_declared_sizes_neither_allocate_nor_stall_the_load(tmp_path):
+    path = _edit_keras(LSTM, tmp_path / "m.keras", _set_input_shape([None, 10**6, 5]))
+    start = time.perf_counter()
+    model = tlp.load_keras(path)  # an LSTM steps through time even for an empty batch: not run that far
+    assert time.perf_counter() - start < 5
+    assert model.input_specs[0]["shape"] == [None, 10**6, 5]
+    repeat = _config(
+        layers=[
+            {"name": "r", "type": "RepeatVector", "config": {"n": 10**12}},
+            {"name": "a", "type": "Activation", "config": {"activation": "relu"}},
+        ],
+        nodes=[{"layer": "r", "inputs": [["x", 0, 0]]}, {"layer": "a", "inputs": [["r", 0, 0]]}],
+    )
+    start = time.perf_counter()
+    KerasModel(repeat)
+    assert time.perf_counter() - start < 5
+
+
 def test_the_load_time_run_leaves_modes_and_state_as_built():
     config = {
         "name": "m",
@@ -160,6 +179,8 @@ def _config(**changes):
         ({"inputs": None}, r"config key 'inputs' is None\. Expected a list"),
         ({"inputs": [{"name": "x", "shape": [None, -4], "dtype": "float32"}]}, r"malformed input .*-4"),
         ({"inputs": [{"name": 3, "shape": None}]}, r"malformed input"),
+        ({"inputs": [{"name": "x", "shape": [None, 10**30], "dtype": "float32"}]}, r"malformed input .*size in 0\.\."),
+        ({"inputs": [{"name": "x", "shape": [None, 2**31 - 1, 2**31 - 1, 2**31 - 1]}]}, r"more than 2\*\*62 elements"),
         ({"layers": [{"type": "Activation", "config": {}}]}, r"malformed layer entry"),
         ({"nodes": [{"inputs": [["x", 0, 0]]}]}, r"malformed node"),
         ({"nodes": [{"layer": "a", "inputs": [["x", "0", 0]]}]}, r"Malformed tensor reference \['x', '0', 0\]"),
