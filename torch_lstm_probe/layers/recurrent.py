@@ -95,6 +95,10 @@ class LSTM(RecurrentMixin, ConfigMixin, nn.LSTM):
     with ``return_state``         ``(output, h_n, c_n)``, states ``(N, H)``
     ============================  ===========================================
 
+    A stateful layer called with ``initial_state`` starts from the state that
+    ``config.initial_state_rule`` picks, as the Keras generation that wrote the file did (see
+    :mod:`torch_lstm_probe.layers.rnn_base`).
+
     Runs on the fused ``nn.LSTM`` kernel when the activations are tanh/sigmoid and no mask
     is given; otherwise on an exact step loop. Gates are computed only when asked for:
     ``return_gates=True``, or a forward hook on one of ``hook_i … hook_h``.
