@@ -22,7 +22,7 @@ from torch_lstm_probe.registry import MODULE_TYPES, build_module
 
 from .common import Context, ModuleSpec, layer_label
 from .ops import op_template
-from .registry import lookup
+from .registry import TF_FUNCTION_LAYERS, lookup
 from .spec import CallSpec, LayerSpec, ModelSpec, TensorRef
 
 __all__ = ["convert_model", "convert_layer", "CustomConverter"]
@@ -62,13 +62,32 @@ def _custom_module(
     key = next((k for k in (layer.registered_name, layer.class_name) if custom_layers and k in custom_layers), None)
     if not custom_layers or key is None:
         return None
-    module = custom_layers[key](dict(layer.config), [np.array(w) for w in layer.weights])
+    config = dict(layer.config)
+    if layer.class_name in TF_FUNCTION_LAYERS:
+        config["call_arguments"] = _tf_function_arguments(layer, ctx)
+    module = custom_layers[key](config, [np.array(w) for w in layer.weights])
     if not isinstance(module, nn.Module):
         raise TypeError(
             f"{layer_label(layer, ctx)}: custom_layers[{key!r}] returned a "
             f"{type(module).__name__}. Expected an nn.Module."
         )
     return module
+
+
+def _tf_function_arguments(layer: LayerSpec, ctx: Context) -> dict[str, Any]:
+    """The arguments tf_keras recorded for a TFOpLambda call: ``{"args": [...], "kwargs": {...}}``,
+    each tensor written ``{"__tensor__": i}`` for the module's i-th positional input (the graph
+    passes the tensors in that order, as for Keras 3 op nodes)."""
+    templates = []
+    for call in layer.calls:
+        args, kwargs = op_template([list(call.args), dict(call.kwargs)], [])
+        templates.append({"args": args, "kwargs": kwargs})
+    if any(t != templates[0] for t in templates[1:]):
+        raise UnsupportedOptionError(
+            f"{layer_label(layer, ctx)}: its calls record different arguments, so one custom module cannot "
+            "stand for it. Expected a TF function layer called once, as tf_keras creates them."
+        )
+    return templates[0] if templates else {"args": [], "kwargs": {}}
 
 
 def _is_nested_model(layer: LayerSpec) -> bool:
@@ -95,7 +114,8 @@ def convert_layer(
     """
     module = _custom_module(layer, ctx, custom_layers)
     if module is not None:
-        return module, "default"
+        # A TF function call passes its tensors wherever they appear in its arguments, like an op node.
+        return module, ("op" if layer.class_name in TF_FUNCTION_LAYERS else "default")
     if _is_nested_model(layer):
         return convert_model(layer.model, custom_layers, _ctx_for(layer.model)), "default"  # type: ignore[arg-type]
     ctx = dataclasses.replace(ctx, build_inner=partial(_build_inner, custom_layers, ctx))

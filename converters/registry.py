@@ -9,13 +9,16 @@ from torch_lstm_probe.errors import UnsupportedLayerError
 from .common import Context, ModuleSpec, layer_label
 from .spec import LayerSpec
 
-__all__ = ["Converter", "CONVERTERS", "register", "lookup", "supported_classes"]
+__all__ = ["Converter", "CONVERTERS", "TF_FUNCTION_LAYERS", "register", "lookup", "supported_classes"]
 
 Converter = Callable[[LayerSpec, Context], ModuleSpec]
 
 CONVERTERS: dict[str, Converter] = {}
 
-_CODE_LAYERS = ("Lambda", "TFOpLambda", "SlicingOpLambda")
+_CODE_LAYERS = ("Lambda",)
+# tf_keras records a TensorFlow function called on Keras tensors (tf.transpose(x), x * 2, x[:, 0])
+# as one of these layers, naming the function in config["function"].
+TF_FUNCTION_LAYERS = ("TFOpLambda", "SlicingOpLambda")
 
 
 def register(*class_names: str) -> Callable[[Converter], Converter]:
@@ -48,6 +51,16 @@ def lookup(layer: LayerSpec, ctx: Context) -> Converter:
         f"custom_layers={{'{layer.class_name}': converter}} in tlp.load_keras, where converter(config, weights) "
         "returns an nn.Module"
     )
+    if layer.class_name in TF_FUNCTION_LAYERS:
+        function = str(layer.config.get("function", "?"))[:100]
+        raise UnsupportedLayerError(
+            f"{layer_label(layer, ctx)} is a call of the TensorFlow function tf.{function}, which tf_keras "
+            "recorded in the graph; this loader runs no TensorFlow code. Fix: replace the call with a Keras layer "
+            "(e.g. Permute, Reshape, Multiply, Add) and save the model again, or pass "
+            f"custom_layers={{'{layer.class_name}': converter}} in tlp.load_keras, where converter(config, weights) "
+            "returns an nn.Module: config['function'] names the function and config['call_arguments'] holds the "
+            "recorded args and kwargs, each tensor written {'__tensor__': i} for the module's i-th positional input."
+        )
     if layer.class_name in _CODE_LAYERS:
         raise UnsupportedLayerError(
             f"{layer_label(layer, ctx)} holds Python code, and this loader never executes code from a file. "

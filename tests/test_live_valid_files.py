@@ -391,3 +391,64 @@ def test_keras_2_11_archive_with_variables_h5(tf_keras, tmp_path):
             bare.writestr(member, z.read(member))
     with pytest.raises(tlp.KerasFileError, match=r"no weights \(no model.weights.h5, model.weights.npz or variables.h5\)"):
         tlp.load_keras(tmp_path / "no_weights.keras")
+
+
+# ---------------------------------------------------------------------------- TFOpLambda: refused as code
+
+
+def _tf_function_model(tf_keras):
+    import tensorflow as tf
+
+    L = tf_keras.layers
+    x = tf_keras.Input((STEPS, FEATURES), name="x")
+    y = tf.transpose(x, perm=[0, 2, 1])  # TFOpLambda on one tensor: a bare inbound entry
+    y = tf.concat([y, y * 2.0], axis=1)  # TFOpLambda on a list of tensors, and x * 2.0
+    y = y[:, :, 1:]  # SlicingOpLambda
+    return tf_keras.Model(x, L.LSTM(2, name="lstm")(y), name="tf_functions")
+
+
+class TorchTFFunction(torch.nn.Module):
+    """A user's module for the three TF functions of the model above, from the recorded arguments."""
+
+    def __init__(self, config: dict) -> None:
+        super().__init__()
+        self.function, self.arguments = config["function"], config["call_arguments"]
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        kwargs = self.arguments["kwargs"]
+        if self.function == "compat.v1.transpose":
+            return tensors[0].permute(*kwargs["perm"])
+        if self.function == "math.multiply":
+            return tensors[0] * kwargs["y"]
+        if self.function == "concat":
+            return torch.cat(tensors, dim=kwargs["axis"])
+        assert self.function == "__operators__.getitem"
+        return tensors[0][:, :, 1:]
+
+
+@pytest.mark.parametrize("fmt", ["keras", "h5"])
+def test_tf_function_layers_are_refused_as_code(tf_keras, tmp_path, fmt):
+    model = _tf_function_model(tf_keras)
+    path = save(model, tmp_path, fmt)
+    with pytest.raises(tlp.UnsupportedLayerError) as caught:
+        tlp.load_keras(path)
+    message = str(caught.value)
+    assert isinstance(caught.value, tlp.UnsupportedLayerError) and not isinstance(caught.value, tlp.KerasFileError)
+    for expected in (
+        r"layer 'tf.compat.v1.transpose(_\d+)?' \(TFOpLambda\) is a call of the TensorFlow function tf.compat.v1.transpose",
+        r"\(SlicingOpLambda\) is a call of the TensorFlow function tf.__operators__.getitem",
+        r"replace the call with a Keras layer",
+        r"custom_layers=\{'TFOpLambda': converter\}",
+    ):
+        assert re.search(expected, message), (expected, message)
+    received = []
+
+    def convert(config, weights):
+        received.append(config)
+        return TorchTFFunction(config)
+
+    converted = tlp.load_keras(path, custom_layers={"TFOpLambda": convert, "SlicingOpLambda": convert})
+    assert {"args": [{"__tensor__": 0}], "kwargs": {"perm": [0, 2, 1], "name": "transpose", "conjugate": False}} in [
+        c["call_arguments"] for c in received
+    ]
+    assert_every_call_matches(tf_keras, model, converted, [_x()])

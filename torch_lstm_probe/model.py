@@ -119,14 +119,15 @@ class KerasModel(nn.Module):
 
     # ------------------------------------------------------------------ construction
     def _add_layer(self, name: str, module: nn.Module) -> None:
-        if not name or "." in name or name in self._declared_input_names():
-            raise GraphError(f"Layer name {name!r} cannot be used as a module name (empty, has '.', or is an input).")
-        if hasattr(self, name) and name not in self._modules:
+        key = _module_name(name)
+        if not name or name in self._declared_input_names() or key in self._modules:
+            raise GraphError(f"Layer name {name!r} cannot be used as a module name (empty, an input, or taken).")
+        if hasattr(self, key):
             raise GraphError(
                 f"Keras layer name {name!r} collides with an attribute of the PyTorch model container. "
                 "Fix: rename the layer in Keras before saving."
             )
-        self.add_module(name, module)
+        self.add_module(key, module)
         _set_keras_names(module, name)
 
     def _declared_input_names(self) -> set[str]:
@@ -148,7 +149,7 @@ class KerasModel(nn.Module):
                     '{"layer": name, "inputs": [[layer, call, index], ...], "kwargs": {...}}.'
                 )
             layer = raw["layer"]
-            if layer not in self._modules:
+            if _module_name(layer) not in self._modules:
                 raise GraphError(f"Model {self.name!r}: a node calls unknown layer {layer!r}.")
             call = calls.get(layer, 0)
             calls[layer] = call + 1
@@ -167,7 +168,7 @@ class KerasModel(nn.Module):
 
         def producer_of(node: _Node, ref: Ref) -> _Node | None:
             """The node that makes ``ref`` (None for a model input)."""
-            if (ref[0], 0, 0) in available and ref[1:] == (0, 0) and ref[0] not in self._modules:
+            if (ref[0], 0, 0) in available and ref[1:] == (0, 0) and _module_name(ref[0]) not in self._modules:
                 return None
             producer = produced_by.get((ref[0], ref[1]))
             if producer is None:
@@ -300,7 +301,7 @@ class KerasModel(nn.Module):
         for node in self._nodes:
             for ref in node.inputs:
                 if ref[0] in consumers:
-                    consumers[ref[0]].append(self._modules[node.layer])
+                    consumers[ref[0]].append(self._modules[_module_name(node.layer)])
         index_inputs = set()
         for name, mods in consumers.items():
             if mods and all(getattr(m, "takes_indices", False) or _is_index_model(m, 0) for m in mods):
@@ -318,7 +319,7 @@ class KerasModel(nn.Module):
         """The JSON-able config; raises TypeError if a layer is a foreign (custom) module."""
         layers = []
         for entry in self._layer_entries:
-            module = self._modules[entry["name"]]
+            module = self._modules[_module_name(entry["name"])]
             type_name = module_type_name(module)  # type: ignore[arg-type]
             if type_name is None:
                 raise TypeError(
@@ -369,7 +370,7 @@ class KerasModel(nn.Module):
     def layer(self, name: str) -> nn.Module:
         """The module standing for Keras layer ``name``; ``"outer/inner"`` reaches nested models."""
         head, _, rest = name.partition("/")
-        module = self._modules.get(head)
+        module = self._modules.get(_module_name(head))
         if module is None or head in self._input_names:
             raise KeyError(f"Model {self.name!r} has no layer {head!r}. Layers: {', '.join(self.layer_names)}.")
         if rest:
@@ -382,7 +383,7 @@ class KerasModel(nn.Module):
         """Yields ``(path, module)`` for every layer, nested models' layers included."""
         for entry in self._layer_entries:
             path = prefix + entry["name"]
-            module = self._modules[entry["name"]]
+            module = self._modules[_module_name(entry["name"])]
             yield path, module
             if isinstance(module, KerasModel):
                 yield from module.iter_layers(path + "/")
@@ -504,7 +505,7 @@ class KerasModel(nn.Module):
             values[(spec["name"], 0, 0)] = x
             mask_of[(spec["name"], 0, 0)] = masks[k] if masks is not None else None
         for node in self._nodes:
-            module = self._modules[node.layer]
+            module = self._modules[_module_name(node.layer)]
             try:
                 xs = [values[r] for r in node.inputs]
                 in_masks = [mask_of.get(r) for r in node.inputs]
@@ -625,6 +626,12 @@ def _call(
 
 def _is_index_model(module: nn.Module, input_index: int) -> bool:
     return isinstance(module, KerasModel) and module._inputs[input_index]["name"] in module._index_inputs
+
+
+def _module_name(layer: str) -> str:
+    """The submodule name of a Keras layer: its name, with '.' (which PyTorch refuses in module
+    names; tf_keras names TF function layers like ``tf.compat.v1.transpose``) written as '․'."""
+    return layer.replace(".", "\u2024")
 
 
 def _set_keras_names(module: nn.Module, path: str) -> None:

@@ -124,6 +124,10 @@ def _parse_keras2_value(value: Any) -> Any:
     return value
 
 
+# tf_keras writes a constant call argument (e.g. the 2.0 of tf.multiply(2.0, x)) under this name.
+_CONSTANT_VALUE = "_CONSTANT_VALUE"
+
+
 def _parse_inbound_nodes(raw: Any, where: str) -> tuple[CallSpec, ...]:
     if not raw:
         return ()
@@ -134,12 +138,19 @@ def _parse_inbound_nodes(raw: Any, where: str) -> tuple[CallSpec, ...]:
             kwargs = {k: _parse_keras3_arg(v) for k, v in dict(node.get("kwargs", {})).items()}
             calls.append(CallSpec(args, kwargs))
         elif isinstance(node, (list, tuple)):  # Keras 1/2: [[name, node, tensor, {kwargs}], ...]
-            refs = []
+            if node and isinstance(node[0], str):
+                # tf_keras TFOpLambda / SlicingOpLambda: a call on one tensor is written as the bare
+                # entry [name, node, tensor, {kwargs}], without the enclosing list.
+                node = [node]
+            refs: list[Any] = []
             kwargs: dict[str, Any] = {}
             for entry in node:
                 if not (isinstance(entry, (list, tuple)) and len(entry) >= 3):
                     raise KerasFileError(f"{where}: malformed inbound node entry {short_repr(entry)}.")
-                refs.append(TensorRef(str(entry[0]), int(entry[1]), int(entry[2])))
+                if entry[0] == _CONSTANT_VALUE:  # tf_keras: a constant first argument of a TF function
+                    refs.append(entry[2])
+                else:
+                    refs.append(TensorRef(str(entry[0]), int(entry[1]), int(entry[2])))
                 if len(entry) > 3 and entry[3]:
                     kwargs.update({k: _parse_keras2_value(v) for k, v in dict(entry[3]).items()})
             args: tuple[Any, ...] = (refs[0],) if len(refs) == 1 else (tuple(refs),)
