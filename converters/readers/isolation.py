@@ -36,12 +36,18 @@ from torch_lstm_probe.errors import FileLimitError, KerasFileError
 from .. import spec as _spec
 from .limits import max_weights_bytes, read_isolation, short_text
 
+try:
+    import fcntl
+except ImportError:  # Windows: no fork either, so files are read in-process there
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = ["run_isolated"]
 
 _HEADER = struct.Struct("<QQ")  # bytes of the pickled outcome, number of out-of-band buffers
 _LENGTH = struct.Struct("<Q")  # bytes of one out-of-band buffer
 _MAX_BUFFERS = 10_000_000
 _JSON_SLACK = 1 << 30  # bytes of configs and messages allowed on top of the arrays
+_PIPE_BYTES = 1 << 20  # pipe buffer asked for (Linux allows up to /proc/sys/fs/pipe-max-size, 1 MiB by default)
 
 _ALLOWED_GLOBALS = {(_spec.__name__, name) for name in _spec.__all__ if isinstance(getattr(_spec, name), type)} | {
     ("numpy", "dtype"),
@@ -247,6 +253,8 @@ def run_isolated(function: Callable[..., Any], args: tuple[Any, ...], source: st
     if read_isolation() == "off":
         return function(*args)
     read_fd, write_fd = os.pipe()
+    with contextlib.suppress(OSError, AttributeError):  # fewer round trips for large weights (Linux)
+        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)  # type: ignore[attr-defined]
     try:
         with _FORK_LOCK:
             pid = _fork()
@@ -267,7 +275,10 @@ def run_isolated(function: Callable[..., Any], args: tuple[Any, ...], source: st
     status: int | None = None
     try:
         outcome = _receive(pipe)
-        status = _reap(pid, wait=True)
+        status = _reap(pid, wait=False)
+        if status is None:  # the child is exiting; its teardown need not delay the caller
+            threading.Thread(target=_reap, args=(pid, True), name="torch-lstm-probe-reap", daemon=True).start()
+            status = 0
     except _TimedOut:
         raise FileLimitError(
             f"{source}: reading the file took longer than {timeout_s:.0f} s and was stopped. Corrupted HDF5 files can "

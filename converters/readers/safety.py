@@ -311,11 +311,12 @@ def _elements(shape: tuple[int, ...] | None) -> int:
     return count
 
 
-def _check_attributes(obj: Any, path: str, source: str) -> int:
-    """Checks the declared size of every attribute of ``obj`` without reading any; returns their count."""
-    count = h5py.h5a.get_num_attrs(obj.id)
+def _check_attributes(oid: Any, path: str, source: str) -> int:
+    """Checks the declared size of every attribute of an object (a low-level h5py id) without reading
+    any; returns their count."""
+    count = h5py.h5a.get_num_attrs(oid)
     for index in range(count):
-        attr = h5py.h5a.open(obj.id, index=index)
+        attr = h5py.h5a.open(oid, index=index)
         name = attr.name.decode("utf-8", "replace") if isinstance(attr.name, bytes) else str(attr.name)
         elements = _elements(attr.shape)
         nbytes = elements * attr.get_type().get_size()  # HDF5's own size: also for types NumPy lacks
@@ -327,10 +328,10 @@ def _check_attributes(obj: Any, path: str, source: str) -> int:
     return count
 
 
-def _check_dataset(dataset: h5py.Dataset, path: str, source: str, container_bytes: int) -> int:
+def _check_dataset(dataset: Any, path: str, source: str, container_bytes: int) -> int:
     """Refuses data stored outside the file, unknown filters and impossible sizes; returns the
-    dataset's size in bytes once read."""
-    plist = dataset.id.get_create_plist()
+    dataset's size in bytes once read. ``dataset`` is a low-level ``h5py.h5d.DatasetID``."""
+    plist = dataset.get_create_plist()
     external = plist.get_external_count()
     if external:
         names = [os.fsdecode(plist.get_external(i)[0]) for i in range(min(external, 3))]
@@ -351,21 +352,21 @@ def _check_dataset(dataset: h5py.Dataset, path: str, source: str, container_byte
                 f"{source}: dataset {path!r} uses HDF5 filter {code}, which HDF5 would load from a plugin library. "
                 f"Only the built-in filters {sorted(ALLOWED_H5_FILTERS.values())} are read."
             )
-    shape = dataset.id.shape
-    nbytes = _elements(shape) * dataset.id.get_type().get_size()
+    shape = dataset.shape
+    nbytes = _elements(shape) * dataset.get_type().get_size()
     if nbytes > max_weights_bytes():
         raise FileLimitError(
             f"{source}: dataset {path!r} declares shape {shape} ({nbytes} bytes), above the limit of "
             f"{max_weights_bytes()} bytes. Fix for a genuine large model: raise TORCH_LSTM_PROBE_MAX_WEIGHTS_BYTES."
         )
     if layout == h5py.h5d.CONTIGUOUS:
-        offset = dataset.id.get_offset()
+        offset = dataset.get_offset()
         if offset is not None and offset + nbytes > container_bytes:
             raise KerasFileError(
                 f"{source}: dataset {path!r} declares shape {shape} ({nbytes} bytes at offset {offset}), but the file "
                 f"has only {container_bytes} bytes. The file is truncated or its shape is corrupt."
             )
-    stored = dataset.id.get_storage_size()
+    stored = dataset.get_storage_size()
     if nbytes > max(EXPANSION_FLOOR_BYTES, MAX_EXPANSION_RATIO * stored):
         raise FileLimitError(
             f"{source}: dataset {path!r} declares shape {shape} ({nbytes} bytes) but stores only {stored} bytes; "
@@ -425,8 +426,8 @@ def _resolve_soft_link(f: h5py.File, group: h5py.Group, link_path: str, source: 
     return current
 
 
-def _object_key(obj: Any) -> tuple[int, int]:
-    info = h5py.h5o.get_info(obj.id)
+def _object_key(oid: Any) -> tuple[int, int]:
+    info = h5py.h5o.get_info(oid)
     return int(info.fileno), int(info.addr)
 
 
@@ -450,15 +451,16 @@ def check_h5_file(f: h5py.File, source: str, container_bytes: int, stored_bytes:
     stored_bytes = container_bytes if stored_bytes is None else stored_bytes
     total_allowed = expansion_budget(stored_bytes)
     total = 0
-    root = f["/"]
+    # Low-level h5py ids throughout: the high-level wrappers cost twice the time.
+    root = h5py.h5o.open(f.id, b"/")
     visited = {_object_key(root)}
     stack: list[tuple[Any, str, int, frozenset[tuple[int, int]]]] = [(root, "/", 0, frozenset(visited))]
     seen = 0
     while stack:
-        obj, path, depth, ancestors = stack.pop()
-        seen += _check_attributes(obj, path, source)
-        if isinstance(obj, h5py.Dataset):
-            total += _check_dataset(obj, path, source, container_bytes)
+        oid, path, depth, ancestors = stack.pop()
+        seen += _check_attributes(oid, path, source)
+        if isinstance(oid, h5py.h5d.DatasetID):
+            total += _check_dataset(oid, path, source, container_bytes)
             if total > total_allowed:
                 raise FileLimitError(
                     f"{source}: the datasets declare more than {total_allowed} bytes in all (the file is stored in "
@@ -466,34 +468,35 @@ def check_h5_file(f: h5py.File, source: str, container_bytes: int, stored_bytes:
                     "TORCH_LSTM_PROBE_MAX_WEIGHTS_BYTES."
                 )
             continue
-        if not isinstance(obj, h5py.Group):
+        if not isinstance(oid, h5py.h5g.GroupID):
             continue  # a committed datatype
         if depth >= MAX_H5_DEPTH:
             raise FileLimitError(f"{source}: HDF5 groups nest deeper than {MAX_H5_DEPTH} levels at {path[:200]!r}.")
-        for name in obj:
+        for raw_name in oid:
             seen += 1
             if seen > MAX_H5_OBJECTS:
                 raise FileLimitError(f"{source}: the HDF5 file holds more than {MAX_H5_OBJECTS} links and attributes.")
+            name = raw_name.decode("utf-8", "replace")
             child_path = f"{path.rstrip('/')}/{name}"
-            link = obj.get(name, getlink=True)
-            if isinstance(link, h5py.ExternalLink):
+            kind = oid.links.get_info(raw_name).type
+            if kind == h5py.h5l.TYPE_EXTERNAL:
+                target_file, target = oid.links.get_val(raw_name)
                 raise UnsafeFileError(
-                    f"{source}: {child_path!r} is an HDF5 external link to {link.filename!r}:{link.path!r}. Loading "
-                    "never reads anything outside the model file, so the file is refused."
+                    f"{source}: {child_path!r} is an HDF5 external link to {os.fsdecode(target_file)!r}:"
+                    f"{os.fsdecode(target)!r}. Loading never reads anything outside the model file, so the file is "
+                    "refused."
                 )
-            if not isinstance(link, (h5py.SoftLink, h5py.HardLink)):
-                raise UnsafeFileError(
-                    f"{source}: {child_path!r} is an HDF5 link of an unknown kind ({type(link).__name__})."
-                )
-            if isinstance(link, h5py.SoftLink):
-                child = _resolve_soft_link(f, obj, child_path, source)
-            else:
+            if kind == h5py.h5l.TYPE_SOFT:
+                child = _resolve_soft_link(f, h5py.Group(oid), child_path, source).id
+            elif kind == h5py.h5l.TYPE_HARD:
                 try:
-                    child = obj[name]
+                    child = h5py.h5o.open(oid, raw_name)
                 except (KeyError, OSError, RuntimeError, ValueError, TypeError) as err:
                     raise KerasFileError(
                         f"{source}: HDF5 cannot open {child_path!r} ({short_text(str(err))}); the file is damaged."
                     ) from err
+            else:
+                raise UnsafeFileError(f"{source}: {child_path!r} is an HDF5 link of a user-defined kind ({kind}).")
             key = _object_key(child)
             if key in ancestors:
                 raise UnsafeFileError(
