@@ -88,7 +88,8 @@ def test_custom_converter_must_return_a_module(klib, tmp_path):
 
 def _simple_rnn_class(klib):
     """A custom recurrent class: Keras' SimpleRNN under another registered name."""
-    register = klib.saving.register_keras_serializable if hasattr(klib, "saving") else klib.utils.register_keras_serializable
+    saving = klib.saving if hasattr(klib, "saving") else klib.utils
+    register = saving.register_keras_serializable
 
     @register(package="tests")
     class MySimpleRNN(klib.layers.SimpleRNN):
@@ -133,7 +134,8 @@ def test_custom_converter_inside_a_wrapper(klib, tmp_path, wrapper, fmt):
     model = _wrapped_model(klib, wrapper)
     path = save(model, tmp_path, fmt)
     name = "Scale" if wrapper == "TimeDistributed" else "MySimpleRNN"
-    with pytest.raises(tlp.UnsupportedLayerError, match=rf"layer 'wrapped/(layer|forward_layer)' \({name}\).*custom_layers=\{{'{name}'"):
+    hint = rf"layer 'wrapped/(layer|forward_layer)' \({name}\).*custom_layers=\{{'{name}'"
+    with pytest.raises(tlp.UnsupportedLayerError, match=hint):
         tlp.load_keras(path)
     received: list[dict] = []
 

@@ -49,35 +49,51 @@ def _tensors(value: Any) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def keras_calls(klib, model, inputs: Sequence[np.ndarray]) -> dict[str, list[list[np.ndarray]]]:
-    """Keras' outputs of every call of every layer, nested models' layers included.
+def keras_calls(
+    klib, model, inputs: Sequence[np.ndarray], extra: Sequence[Any] = ()
+) -> tuple[dict[str, list[list[np.ndarray]]], list[np.ndarray]]:
+    """Keras' outputs of every call of every layer, nested models' layers included, and the
+    values of the ``extra`` tensors of ``model`` (e.g. its outputs), in one run per model.
 
     Returns ``{path: [outputs of call 0, outputs of call 1, ...]}`` with paths as
-    ``model.iter_layers()`` names them (``outer/inner``); calls in graph order.
+    ``model.iter_layers()`` names them (``outer/inner``), calls in graph order; then the extras.
+    The calls of a nested model are run once, stacked along the batch axis.
     """
     graph = getattr(model, "_functional", None) or model
     every = graph.operations if library_name(klib) == "keras" else model.layers  # Keras 3: op nodes too
     layers = [layer for layer in every if layer.__class__.__name__ != "InputLayer"]
-    wanted: list[tuple[Any, int, str, Any]] = []  # (layer, call, "out"/"in", tensors)
+    wanted: list[tuple[Any, str, list[Any]]] = [(None, "extra", list(extra))]  # (layer, "out"/"in", tensors)
     for layer in layers:
-        for n, node in enumerate(_own_calls(klib, model, layer)):
-            wanted.append((layer, n, "out", _tensors(node.output_tensors)))
+        for node in _own_calls(klib, model, layer):
+            wanted.append((layer, "out", _tensors(node.output_tensors)))
             if hasattr(layer, "layers") and layer.__class__.__name__ in ("Sequential", "Functional", "Model"):
-                wanted.append((layer, n, "in", _tensors(node.input_tensors)))
+                wanted.append((layer, "in", _tensors(node.input_tensors)))
     flat = [t for *_, ts in wanted for t in ts]
-    probe_model = klib.Model(model.inputs, flat)
-    values = probe_model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
+    values = klib.Model(model.inputs, flat)(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
     values = [np.asarray(v) for v in _tensors(values)]
     result: dict[str, list[list[np.ndarray]]] = {}
-    position = 0
-    for layer, _n, kind, ts in wanted:
+    nested: dict[str, tuple[Any, list[list[np.ndarray]]]] = {}
+    position, extras = 0, []
+    for layer, kind, ts in wanted:
         got, position = values[position : position + len(ts)], position + len(ts)
-        if kind == "out":
+        if kind == "extra":
+            extras = got
+        elif kind == "out":
             result.setdefault(layer.name, []).append(got)
-            continue
-        for path, calls in keras_calls(klib, layer, got).items():
-            result.setdefault(f"{layer.name}/{path}", []).extend(calls)
-    return result
+        else:
+            nested.setdefault(layer.name, (layer, []))[1].append(got)
+    for name, (layer, calls) in nested.items():
+        sizes = [len(call[0]) for call in calls]
+        stacked = [np.concatenate(parts) for parts in zip(*calls)]  # the calls along the batch axis
+        inner, _ = keras_calls(klib, layer, stacked)
+        splits = np.cumsum(sizes)[:-1]
+        for path, inner_calls in inner.items():
+            per_outer = [[np.split(out, splits) for out in outputs] for outputs in inner_calls]
+            for k in range(len(calls)):  # execution order: outer call k runs every inner call
+                result.setdefault(f"{name}/{path}", []).extend(
+                    [[pieces[k] for pieces in outputs] for outputs in per_outer]
+                )
+    return result, extras
 
 
 def probe_keys(calls: dict[str, list[list[np.ndarray]]]) -> dict[str, np.ndarray]:
@@ -95,15 +111,14 @@ def probe_keys(calls: dict[str, list[list[np.ndarray]]]) -> dict[str, np.ndarray
 
 def assert_every_call_matches(klib, keras_model, converted, inputs: Sequence[np.ndarray]) -> dict[str, Any]:
     """Every call of every layer (nested included) and every output equals Keras to ATOL."""
-    expected = probe_keys(keras_calls(klib, keras_model, inputs))
+    calls, y = keras_calls(klib, keras_model, inputs, extra=_tensors(keras_model.outputs))
+    expected = probe_keys(calls)
     acts = tlp.probe(converted, list(inputs) if len(inputs) > 1 else inputs[0])
     assert sorted(expected) == sorted(acts), f"probe keys {sorted(acts)} != Keras calls {sorted(expected)}"
     for key, value in expected.items():
         assert_close(acts[key], value, ATOL["cpu_float32"], f"layer {key}")
-    y = keras_model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
     with torch.inference_mode():
-        got = converted(*inputs)
-    got, y = _tensors(got), _tensors(y)
+        got = _tensors(converted(*inputs))
     assert len(got) == len(y)
     for k, (g, e) in enumerate(zip(got, y)):
         assert_close(g, np.asarray(e), ATOL["cpu_float32"], f"output {k}")
@@ -134,7 +149,11 @@ def nested_model(klib):
     mid = klib.Model(mid_in, L.Dense(FEATURES, name="mid_dense")(inner(mid_in)), name="mid")
     block = _block(klib)
     with_input = klib.Sequential(
-        [klib.Input((STEPS, FEATURES)), L.Dense(4, name="s_dense"), L.LSTM(FEATURES, return_sequences=True, name="s_lstm")],
+        [
+            klib.Input((STEPS, FEATURES)),
+            L.Dense(4, name="s_dense"),
+            L.LSTM(FEATURES, return_sequences=True, name="s_lstm"),
+        ],
         name="with_input",
     )
     without_input = klib.Sequential([L.Dense(FEATURES, activation="relu", name="t_dense")], name="without_input")
@@ -164,7 +183,11 @@ def td_model(klib):
     """TimeDistributed around a Sequential (with an LSTM over a per-step axis) and a Functional."""
     L = klib.layers
     per_step = klib.Sequential(
-        [klib.Input((4, FEATURES)), L.LSTM(5, name="step_lstm"), L.Dense(FEATURES, activation="tanh", name="step_dense")],
+        [
+            klib.Input((4, FEATURES)),
+            L.LSTM(5, name="step_lstm"),
+            L.Dense(FEATURES, activation="tanh", name="step_dense"),
+        ],
         name="per_step",
     )
     inp = klib.Input((FEATURES,))
@@ -292,7 +315,10 @@ def test_nested_sequential_with_implicit_input_layer(tf_keras, tmp_path):
     seed(tf_keras)
     L = tf_keras.layers
     inner = tf_keras.Sequential(
-        [L.LSTM(4, return_sequences=True, input_shape=(STEPS, FEATURES), name="in_lstm"), L.Dense(FEATURES, name="in_dense")],
+        [
+            L.LSTM(4, return_sequences=True, input_shape=(STEPS, FEATURES), name="in_lstm"),
+            L.Dense(FEATURES, name="in_dense"),
+        ],
         name="inner",
     )
     x = tf_keras.Input((STEPS, FEATURES), name="x")
@@ -310,8 +336,17 @@ def test_nested_sequential_with_implicit_input_layer(tf_keras, tmp_path):
 
 # Keras 2.11's saving_lib skips these attributes when it walks a layer for its variables.
 _SAVING_LIB_SKIP = frozenset(
-    {"weights", "trainable_weights", "non_trainable_weights", "variables", "trainable_variables",
-     "non_trainable_variables", "submodules", "updates", "state_updates"}
+    {
+        "weights",
+        "trainable_weights",
+        "non_trainable_weights",
+        "variables",
+        "trainable_variables",
+        "non_trainable_variables",
+        "submodules",
+        "updates",
+        "state_updates",
+    }
 )
 
 
@@ -389,7 +424,9 @@ def test_keras_2_11_archive_with_variables_h5(tf_keras, tmp_path):
     with zipfile.ZipFile(path) as z, zipfile.ZipFile(tmp_path / "no_weights.keras", "w") as bare:
         for member in ("metadata.json", "config.json"):
             bare.writestr(member, z.read(member))
-    with pytest.raises(tlp.KerasFileError, match=r"no weights \(no model.weights.h5, model.weights.npz or variables.h5\)"):
+    with pytest.raises(
+        tlp.KerasFileError, match=r"no weights \(no model.weights.h5, model.weights.npz or variables.h5\)"
+    ):
         tlp.load_keras(tmp_path / "no_weights.keras")
 
 
