@@ -265,7 +265,17 @@ _CONFIG_READ_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeErr
 
 
 def _is_custom(layer: LayerSpec, custom_layers: Mapping[str, CustomConverter] | None) -> bool:
-    return bool(custom_layers) and any(k in custom_layers for k in (layer.registered_name, layer.class_name))  # type: ignore[operator]
+    """Whether the user's code converts ``layer`` or the layer a wrapper of it holds."""
+    if not custom_layers:
+        return False
+    names: list[Any] = [layer.registered_name, layer.class_name]
+    config = layer.config if isinstance(layer.config, Mapping) else {}
+    for key in ("layer", "backward_layer"):  # TimeDistributed / Bidirectional: see convert_layer
+        inner = config.get(key)
+        if isinstance(inner, Mapping):
+            class_name = str(inner.get("class_name"))
+            names += [inner.get("registered_name"), class_name, class_name.rsplit(">", 1)[-1]]
+    return any(isinstance(k, str) and k in custom_layers for k in names)
 
 
 def _unreadable_config(layer: LayerSpec, ctx: Context, err: Exception) -> KerasFileError:

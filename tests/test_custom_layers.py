@@ -150,3 +150,9 @@ def test_custom_converter_inside_a_wrapper(klib, tmp_path, wrapper, fmt):
         assert [bool(c.get("go_backwards")) for c in received] == [False, True]
     with pytest.raises(TypeError, match="cannot be saved|has no config"):
         tlp.save(converted, tmp_path / "m.safetensors")
+
+
+def test_custom_converter_inside_a_wrapper_must_return_a_module(klib, tmp_path):
+    path = save(_wrapped_model(klib, "TimeDistributed"), tmp_path, "h5")
+    with pytest.raises(TypeError, match=r"layer 'wrapped/layer' \(Scale\): custom_layers\['Scale'\] returned a int"):
+        tlp.load_keras(path, custom_layers={"Scale": lambda config, weights: 3})
