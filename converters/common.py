@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from torch_lstm_probe.errors import UnsupportedOptionError, WeightMismatchError
+from torch_lstm_probe.errors import KerasFileError, UnsupportedOptionError, WeightMismatchError
 
 from .spec import KerasVersion, LayerSpec, ModelSpec
 
@@ -27,6 +27,8 @@ __all__ = [
     "resolve_activation",
     "layer_label",
     "to_tensor",
+    "config_int",
+    "MAX_CONFIG_INT",
 ]
 
 
@@ -146,6 +148,40 @@ def refuse_unless(layer: LayerSpec, ctx: Context, key: str, allowed: Iterable[An
             f"Expected one of {allowed}." + (f" {hint}" if hint else "")
         )
     return value
+
+
+_REQUIRED: Any = object()
+MAX_CONFIG_INT = 2**31 - 1  # the largest size a config may give (Keras sizes are 32-bit)
+
+
+def config_int(
+    layer: LayerSpec,
+    ctx: Context,
+    key: str,
+    default: Any = _REQUIRED,
+    minimum: int = 1,
+    config: Mapping[str, Any] | None = None,
+) -> int:
+    """``config[key]`` (``layer.config`` by default) as an int in ``minimum..MAX_CONFIG_INT``.
+
+    An integral float (``3.0``) counts as that int. Anything else (``"abc"``, ``None``, a list, a
+    negative or huge size) is a damaged file, and raises KerasFileError naming the layer and key.
+    """
+    source = layer.config if config is None else config
+    value = source.get(key, default) if isinstance(source, Mapping) else default
+    if value is _REQUIRED:
+        raise KerasFileError(
+            f"{layer_label(layer, ctx)}: the config has no {key!r}. Expected an integer >= {minimum}. "
+            "Keras always writes it: the file is damaged or was edited."
+        )
+    integral = isinstance(value, (int, np.integer)) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, (bool, np.bool_)) or not integral or not minimum <= value <= MAX_CONFIG_INT:
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        raise KerasFileError(
+            f"{layer_label(layer, ctx)}: config key {key!r} is {shown}. Expected an integer in "
+            f"{minimum}..{MAX_CONFIG_INT}. Keras never writes this: the file is damaged or was edited."
+        )
+    return int(value)
 
 
 def to_tensor(array: np.ndarray) -> torch.Tensor:

@@ -29,6 +29,7 @@ from .common import (
     Context,
     ModuleSpec,
     check_keys,
+    config_int,
     inner_layer_spec,
     layer_label,
     refuse_unless,
@@ -69,7 +70,7 @@ def convert_dense(layer: LayerSpec, ctx: Context) -> ModuleSpec:
         INIT_REG_CONSTRAINT("kernel", "bias") | _KERAS1_DENSE,
     )
     _refuse_quantized(layer, ctx)
-    units = int(cfg.get("units", cfg.get("output_dim", 0)))
+    units = config_int(layer, ctx, "units" if "units" in cfg else "output_dim")
     use_bias = bool(cfg.get("use_bias", cfg.get("bias", True)))
     features = int(layer.weights[0].shape[0]) if layer.weights and layer.weights[0].ndim == 2 else 0
     expected = {"kernel": (features, units)}
@@ -94,7 +95,7 @@ def convert_embedding(layer: LayerSpec, ctx: Context) -> ModuleSpec:
         INIT_REG_CONSTRAINT("embeddings") | {"input_length", "sparse", "dropout", "init", "W_regularizer", "W_constraint"},
     )
     _refuse_quantized(layer, ctx)
-    vocab, dim = int(cfg["input_dim"]), int(cfg["output_dim"])
+    vocab, dim = config_int(layer, ctx, "input_dim"), config_int(layer, ctx, "output_dim")
     w = unpack_weights(layer, ctx, {"embeddings": (vocab, dim)})
     # Keras 3 looks rows up with ops.take, which reads a negative index -k as row V-k; Keras 2 refuses it.
     config = EmbeddingConfig(vocab, dim, bool(cfg.get("mask_zero", False)), wrap_negative=ctx.keras_version.major >= 3)

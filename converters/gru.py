@@ -23,7 +23,7 @@ import torch
 
 from torch_lstm_probe.layers.gru import GRUConfig
 
-from .common import INIT_REG_CONSTRAINT, Context, ModuleSpec, check_keys, resolve_activation, to_tensor
+from .common import INIT_REG_CONSTRAINT, Context, ModuleSpec, check_keys, config_int, resolve_activation, to_tensor
 from .legacy import modernize_rnn
 from .recurrent import sequence_options, unpack_recurrent_weights
 from .registry import register
@@ -73,7 +73,7 @@ def convert_gru(layer: LayerSpec, ctx: Context) -> ModuleSpec:
     layer = modernize_rnn(layer, ctx)
     cfg = layer.config
     check_keys(layer, ctx, GRU_SUPPORTED, GRU_IGNORED)
-    units = int(cfg["units"])
+    units = config_int(layer, ctx, "units")
     use_bias = bool(cfg.get("use_bias", True))
     reset_after = _reset_after(layer)
     bias_shape = ((2, 3 * units) if reset_after else (3 * units,)) if use_bias else None

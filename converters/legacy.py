@@ -72,7 +72,7 @@ import numpy as np
 
 from torch_lstm_probe.errors import UnsupportedLayerError, WeightMismatchError
 
-from .common import INIT_REG_CONSTRAINT, Context, ModuleSpec, check_keys, layer_label
+from .common import INIT_REG_CONSTRAINT, Context, ModuleSpec, check_keys, config_int, layer_label
 from .registry import register
 from .spec import KerasVersion, LayerSpec
 
@@ -194,7 +194,7 @@ def _keras1_weights(
     for k, gate in enumerate(stored):
         arrays[gate] = weights[3 * k : 3 * k + 3]
     features = int(arrays[stored[0]][0].shape[0]) if arrays[stored[0]][0].ndim == 2 else -1
-    u = int(units) if units is not None else int(arrays[stored[0]][0].shape[-1])
+    u = config_int(layer, ctx, "units", config=config) if units is not None else int(arrays[stored[0]][0].shape[-1])
     want = ((features, u), (u, u), (u,))
     for gate in stored:
         for kind, array, shape in zip(("W", "U", "b"), arrays[gate], want):
@@ -237,7 +237,7 @@ def _from_cudnn_layout(
     kernel, recurrent, bias = weights
     n = _N_GATES[cls]
     units = config.get("units")
-    u = int(units) if units is not None else int(recurrent.shape[0])
+    u = config_int(layer, ctx, "units", config=config) if units is not None else int(recurrent.shape[0])
     if tuple(bias.shape) != (2 * n * u,):
         if cls == "GRU" and "reset_after" in config and tuple(bias.shape) in ((n * u,), (2, n * u)):
             _check_gru_bias_matches(layer, ctx, config, tuple(bias.shape), u)

@@ -27,6 +27,7 @@ from .common import (
     Context,
     ModuleSpec,
     check_keys,
+    config_int,
     layer_label,
     resolve_activation,
     to_tensor,
@@ -90,7 +91,7 @@ def unpack_recurrent_weights(
 ) -> tuple[int, dict[str, np.ndarray]]:
     """``(input features, {kernel, recurrent_kernel[, bias]})`` of a recurrent layer with
     ``gates`` gate blocks, checked against the config's ``units``."""
-    units = int(layer.config["units"])
+    units = config_int(layer, ctx, "units")
     if not layer.weights:
         unpack_weights(layer, ctx, {"kernel": (0, gates * units)})  # raises: no weights
     features = int(layer.weights[0].shape[0])
@@ -119,7 +120,7 @@ def convert_lstm(layer: LayerSpec, ctx: Context) -> ModuleSpec:
     layer = modernize_rnn(layer, ctx)
     cfg = layer.config
     check_keys(layer, ctx, RNN_SUPPORTED, RNN_IGNORED)
-    units = int(cfg["units"])
+    units = config_int(layer, ctx, "units")
     use_bias = bool(cfg.get("use_bias", True))
     features, w = unpack_recurrent_weights(layer, ctx, 4, (4 * units,) if use_bias else None)
     config = LSTMConfig(

@@ -15,7 +15,7 @@ import torch
 
 from torch_lstm_probe.layers.simple_rnn import SimpleRNNConfig
 
-from .common import INIT_REG_CONSTRAINT, Context, ModuleSpec, check_keys, resolve_activation, to_tensor
+from .common import INIT_REG_CONSTRAINT, Context, ModuleSpec, check_keys, config_int, resolve_activation, to_tensor
 from .legacy import modernize_rnn
 from .recurrent import sequence_options, unpack_recurrent_weights
 from .registry import register
@@ -47,7 +47,7 @@ def convert_simple_rnn(layer: LayerSpec, ctx: Context) -> ModuleSpec:
     layer = modernize_rnn(layer, ctx)
     cfg = layer.config
     check_keys(layer, ctx, SIMPLE_RNN_SUPPORTED, SIMPLE_RNN_IGNORED)
-    units = int(cfg["units"])
+    units = config_int(layer, ctx, "units")
     use_bias = bool(cfg.get("use_bias", True))
     features, w = unpack_recurrent_weights(layer, ctx, 1, (units,) if use_bias else None)
     config = SimpleRNNConfig(

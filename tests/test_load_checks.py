@@ -264,6 +264,25 @@ def test_a_converter_that_cannot_read_a_config_value_gives_a_typed_error(monkeyp
     assert isinstance(info.value.__cause__, TypeError)
 
 
+@pytest.mark.parametrize("units", ["abc", None, -1, 0, 2**40, 2.5, [3], True])
+def test_a_size_of_the_wrong_type_or_range_is_a_file_error_naming_the_key(tmp_path, units):
+    def edit(config):
+        config["config"]["layers"][1]["config"]["units"] = units
+
+    path = _edit_keras(LSTM, tmp_path / "m.keras", edit)
+    with pytest.raises(
+        KerasFileError, match=r"layer 'lstm' \(LSTM\): config key 'units' is .*Expected an integer in 1\.\."
+    ):
+        tlp.load_keras(path)
+
+
+def test_an_integral_float_size_is_that_size(tmp_path):
+    def edit(config):
+        config["config"]["layers"][1]["config"]["units"] = 3.0
+
+    assert tlp.load_keras(_edit_keras(LSTM, tmp_path / "m.keras", edit))(torch.zeros(1, 7, 5)).shape == (1, 3)
+
+
 def test_a_custom_converter_that_fails_keeps_its_own_exception():
     def mine(config, weights):
         raise TypeError("my converter is broken")
