@@ -19,7 +19,8 @@ weights ``.h5``). Each case is derived from ``(seed, index)`` alone, so any case
 Each case runs in a worker process under ``RLIMIT_AS`` (the memory bound) and a per-case wall-clock
 timeout enforced by the parent, which kills and restarts a worker that hangs. A case that loads is
 also run forward on a small input of the declared shape, probed with gates, and run with batch 0
-and with 0 steps. Outcomes: ``clean``, ``typed`` (by error class), and failures: ``untyped`` (by
+and with 0 steps. Outcomes: ``clean``, ``typed`` (by error class), ``unbuilt`` (the mutation could not
+be written: no test), and failures: ``untyped`` (by
 exception type and code site), ``memory``, ``hang``, ``crash`` and ``unsafe`` (a file that reads
 outside itself loaded).
 
@@ -134,7 +135,7 @@ class Outcome:
     index: int
     seed: str
     mutation: str
-    kind: str  # "clean", "typed" or one of FAILURE_KINDS
+    kind: str  # "clean", "typed", "unbuilt" or one of FAILURE_KINDS
     stage: str = ""  # "build", "load", "forward", "probe", "batch0", "len0"
     error: str = ""  # exception class name
     site: str = ""  # file:line of the innermost frame in this project (else the innermost frame)
@@ -143,7 +144,8 @@ class Outcome:
     cause: str = ""  # a typed error made from another exception: that exception's class
     cause_site: str = ""  # and its code site (a place that relies on a catch-all to be typed)
     seconds: float = 0.0
-    peak_rss_mb: float = 0.0
+    peak_rss_mb: float = 0.0  # of the worker during this case
+    peak_child_rss_mb: float = 0.0  # of any child process (readers may fork) so far in this worker
     notes: list[str] = field(default_factory=list)
 
 
@@ -353,10 +355,38 @@ def _layer_names(obj: Any) -> list[str]:
     return names or ["x"]
 
 
-def _nested(value: Any, depth: int, rng: random.Random) -> Any:
-    for _ in range(depth):
-        value = [value] if rng.random() < 0.5 else {"config": value}
-    return value
+@dataclass
+class _Deep:
+    """``value`` wrapped in ``depth`` lists or ``{"config": ...}`` objects; written by :func:`_dumps`
+    as text, because Python's own JSON encoder recurses and would stop at its recursion limit."""
+
+    value: Any
+    opens: list[str]
+
+
+def _nested(value: Any, depth: int, rng: random.Random) -> _Deep:
+    return _Deep(value, ["[" if rng.random() < 0.5 else '{"config": ' for _ in range(depth)])
+
+
+def _dumps(obj: Any) -> str:
+    """``json.dumps`` that writes :class:`_Deep` values at any depth."""
+    deep: list[_Deep] = []
+
+    def mark(value: Any) -> Any:
+        if isinstance(value, _Deep):
+            deep.append(value)
+            return f"@@deep{len(deep) - 1}@@"
+        if isinstance(value, dict):
+            return {k: mark(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [mark(v) for v in value]
+        return value
+
+    text = json.dumps(mark(obj))
+    for k, item in enumerate(deep):
+        closes = "".join("]" if o == "[" else "}" for o in reversed(item.opens))
+        text = text.replace(f'"@@deep{k}@@"', "".join(item.opens) + _dumps(item.value) + closes, 1)
+    return text
 
 
 def mutate_json(obj: Any, rng: random.Random) -> str:
@@ -399,7 +429,7 @@ def mutate_json(obj: Any, rng: random.Random) -> str:
                     key = rng.choice(sorted(cfg))
                     old = cfg[key]
                     if isinstance(old, bool) or not isinstance(old, (int, float)) or rng.random() < 0.5:
-                        cfg[key] = rng.choice(_VALUES)
+                        cfg[key] = copy.deepcopy(rng.choice(_VALUES))
                     else:
                         cfg[key] = rng.choice([0, -1, -7, old + 1, old - 1, old * 1000, 2**40, -(2**40)])
                     return f"layer-key {lpath}[{k}].config.{key}: {_short(old)} -> {_short(cfg[key])}"
@@ -409,7 +439,8 @@ def mutate_json(obj: Any, rng: random.Random) -> str:
                 entry["class_name"] = rng.choice(_CLASS_NAMES)
                 return f"class {lpath}[{k}]: {old} -> {entry['class_name']}"
             if op == "self-nest":
-                depth = rng.choice([1, 2, 3, 8, 40])
+                # Bounded: a case applies up to three mutations, and self-nesting twice multiplies sizes.
+                depth = rng.choice([1, 2, 3, 8, 40]) if len(_dumps(obj)) < (1 << 16) else 1
                 top = copy.deepcopy(obj)
                 inner = top.get("config", top) if isinstance(top, dict) else top
                 model_class = top.get("class_name", "Functional") if isinstance(top, dict) else "Functional"
@@ -471,19 +502,24 @@ def mutate_json(obj: Any, rng: random.Random) -> str:
             container, key, path = rng.choice(strings)
             container[key] = container[key] + _LONG
             return f"long-string {path}"
-    container[key] = rng.choice(_VALUES)
+    container[key] = copy.deepcopy(rng.choice(_VALUES))
     return f"retype {path}: {_short(old)} -> {_short(container[key])}"
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    if isinstance(value, _Deep):
+        return f"<{len(value.opens)} levels deep>"
+    if isinstance(value, (dict, list)):
+        text = f"<{type(value).__name__} of {len(value)}>" if len(_dumps(value)) > 40 else _dumps(value)
+    else:
+        text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _mutate_json_text(text: str | bytes, rng: random.Random) -> tuple[str, str]:
     obj = json.loads(text)
     what = [mutate_json(obj, rng) for _ in range(rng.choice([1, 1, 1, 2, 3]))]
-    return json.dumps(obj), "; ".join(what)
+    return _dumps(obj), "; ".join(what)
 
 
 def _json(case: Case, base: Seed, rng: random.Random, workdir: Path) -> None:
@@ -1109,7 +1145,7 @@ def _worker(conn: Connection, seed: int, mem_gb: float, dump_path: str, target: 
             try:
                 case = build_case(seeds, seed, index, Path(tmp))
             except Exception as err:  # a mutation that could not be written is the harness's problem
-                conn.send(asdict(Outcome(index, "?", "build failed", "clean", stage="build", notes=[repr(err)])))
+                conn.send(asdict(Outcome(index, "?", "build failed", "unbuilt", stage="build", notes=[repr(err)])))
                 continue
             conn.send(("started", case.seed, case.mutation))
             dump.seek(0)
@@ -1119,6 +1155,7 @@ def _worker(conn: Connection, seed: int, mem_gb: float, dump_path: str, target: 
             outcome = run_one(case, run)
             faulthandler.cancel_dump_traceback_later()
             outcome.peak_rss_mb = _peak_rss_mb()
+            outcome.peak_child_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         conn.send(asdict(outcome))
 
 
@@ -1282,11 +1319,13 @@ def summarize(outcomes: Sequence[Outcome], seconds: float | None = None) -> str:
         f"cases: {len(outcomes)}"
         + (f" in {seconds:.0f} s ({len(outcomes) / max(seconds, 1e-9):.1f}/s)" if seconds else "")
     ]
-    for kind in ("clean", "typed") + FAILURE_KINDS:
+    for kind in ("clean", "typed", "unbuilt") + FAILURE_KINDS:
         lines.append(f"  {kind:<8} {kinds.get(kind, 0)}")
     peak = max(outcomes, key=lambda o: o.peak_rss_mb, default=None)
     if peak is not None:
         lines.append(f"peak RSS of one case: {peak.peak_rss_mb:.0f} MiB (case {peak.index}: {peak.mutation[:80]})")
+        children = max(o.peak_child_rss_mb for o in outcomes)
+        lines.append(f"peak RSS of a child process (a reader's fork): {children:.0f} MiB")
     slowest = max((o for o in outcomes if o.kind != "hang"), key=lambda o: o.seconds, default=None)
     if slowest is not None:
         lines.append(f"slowest finished case: {slowest.seconds:.2f} s (case {slowest.index})")
