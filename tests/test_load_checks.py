@@ -289,3 +289,73 @@ def test_a_custom_converter_that_fails_keeps_its_own_exception():
 
     with pytest.raises(TypeError, match="my converter is broken"):
         tlp.load_keras(LSTM, custom_layers={"LSTM": mine})
+
+
+# ---------------------------------------------------------------------------------------- tlp.load
+def _resave(src: Path, dst: Path, edit_config=None, edit_tensors=None, raw_config=None) -> Path:
+    """A copy of a tlp.save file with its config (a dict) or its tensors changed."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from torch_lstm_probe.io import CONFIG_KEY
+
+    with safe_open(str(src), framework="pt") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    config = json.loads(meta[CONFIG_KEY])
+    if edit_config is not None:
+        edit_config(config)
+    if edit_tensors is not None:
+        edit_tensors(tensors)
+    meta[CONFIG_KEY] = raw_config if raw_config is not None else json.dumps(config)
+    save_file(tensors, str(dst), metadata=meta)
+    return dst
+
+
+@pytest.fixture
+def saved(tmp_path):
+    path = tmp_path / "saved.safetensors"
+    tlp.save(tlp.load_keras(LSTM), path)
+    return path
+
+
+def test_a_saved_model_loads_again(saved):
+    assert tlp.load(saved)(torch.zeros(1, 7, 5)).shape == (1, 3)
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        (
+            {"raw_config": "{not json"},
+            KerasFileError,
+            r"saved\.safetensors: the model config in the metadata is not valid JSON",
+        ),
+        ({"raw_config": "[" * 100_000}, KerasFileError, r"not valid JSON"),
+        ({"edit_config": lambda c: c.update(layers=7)}, GraphError, r"saved\.safetensors: Model .*'layers' is 7"),
+        (
+            {"edit_config": lambda c: c["layers"][0].update(type="NoSuchModule")},
+            KerasFileError,
+            r"config in the metadata cannot be built \(ValueError: Unknown runtime module type 'NoSuchModule'",
+        ),
+        (
+            {"edit_config": lambda c: c["layers"][0]["config"].update(hidden_size="abc")},
+            KerasFileError,
+            r"cannot be built \(\w+Error",
+        ),
+        (
+            {"edit_tensors": lambda t: t.popitem()},
+            WeightMismatchError,
+            r"(?s)tensors do not fit the model config: .*Missing",
+        ),
+        (
+            {"edit_tensors": lambda t: t.update({k: torch.zeros(1) for k in list(t)[:1]})},
+            WeightMismatchError,
+            r"(?s)tensors do not fit the model config: .*size mismatch",
+        ),
+    ],
+)
+def test_a_damaged_saved_model_raises_typed_errors(saved, tmp_path, change, error, message):
+    damaged = _resave(saved, tmp_path / "damaged.safetensors", **change)
+    with pytest.raises(error, match=message.replace("saved\\.", "damaged\\.")):
+        tlp.load(damaged)

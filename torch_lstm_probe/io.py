@@ -11,7 +11,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .errors import KerasFileError
+from .errors import GraphError, KerasFileError, TorchLstmProbeError, WeightMismatchError
 from .model import KerasModel
 
 __all__ = ["save", "load", "CONFIG_KEY", "FORMAT_KEY"]
@@ -37,7 +37,14 @@ def save(model: KerasModel, path: str | os.PathLike[str], metadata: dict[str, st
 
 
 def load(path: str | os.PathLike[str], device: torch.device | str | None = None) -> KerasModel:
-    """Loads a model written by :func:`save`; needs neither Keras nor TensorFlow."""
+    """Loads a model written by :func:`save`; needs neither Keras nor TensorFlow.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        KerasFileError: not a safetensors file written by :func:`save`, or its config cannot be built.
+        GraphError: the config's graph is malformed, or its layers do not fit together.
+        WeightMismatchError: the stored tensors do not fit the config.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"Model file not found: {path}")
@@ -49,9 +56,26 @@ def load(path: str | os.PathLike[str], device: torch.device | str | None = None)
         raise KerasFileError(f"{path}: not a readable safetensors file ({err}).") from err
     if CONFIG_KEY not in meta:
         raise KerasFileError(f"{path}: a safetensors file without a torch_lstm_probe model config (not written by tlp.save).")
-    model = KerasModel.from_config(json.loads(meta[CONFIG_KEY]))
-    dtype = next(iter(tensors.values())).dtype if tensors else torch.float32
-    model.to(dtype=dtype)
-    model.load_state_dict(tensors, strict=True)
+    try:
+        config = json.loads(meta[CONFIG_KEY])
+    except (ValueError, RecursionError) as err:
+        raise KerasFileError(f"{path}: the model config in the metadata is not valid JSON ({err}).") from err
+    try:
+        model = KerasModel.from_config(config)
+    except GraphError as err:
+        raise GraphError(f"{path}: {err}") from err
+    except TorchLstmProbeError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError, RuntimeError) as err:
+        raise KerasFileError(
+            f"{path}: the model config in the metadata cannot be built ({type(err).__name__}: {err}). "
+            "The file is damaged, or was not written by tlp.save of this version."
+        ) from err
+    floating = [t.dtype for t in tensors.values() if t.is_floating_point()]
+    model.to(dtype=floating[0] if floating else torch.float32)
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as err:
+        raise WeightMismatchError(f"{path}: the tensors do not fit the model config: {err}") from err
     model.source_info = {k[len("source."):]: v for k, v in meta.items() if k.startswith("source.")}  # type: ignore[assignment]
     return model.to(device=device).eval()
