@@ -36,6 +36,34 @@ def save(model: KerasModel, path: str | os.PathLike[str], metadata: dict[str, st
     save_file(tensors, str(path), metadata=meta)
 
 
+# Elements a model may hold beyond the file's tensors (buffers not saved, e.g. stateful layers' states).
+_UNSAVED_ELEMENTS = 1 << 24
+
+
+def _check_sizes(path: Path, config: Any, tensors: dict[str, torch.Tensor]) -> None:
+    """Builds the model on the meta device (which allocates nothing) and checks that the file's
+    tensors fill it, so that a config cannot make the real build allocate more than the file holds."""
+    with torch.device("meta"):
+        skeleton = KerasModel.from_config(config)  # no load-time run on meta tensors
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    stored = {k: tuple(t.shape) for k, t in tensors.items()}
+    if expected != stored:
+        missing = sorted(set(expected) - set(stored))
+        unexpected = sorted(set(stored) - set(expected))
+        wrong = sorted(f"{k}: {stored[k]} (expected {expected[k]})" for k in set(expected) & set(stored) if expected[k] != stored[k])
+        raise WeightMismatchError(
+            f"{path}: the tensors do not fit the model config. Missing: {missing[:20]}; unexpected: {unexpected[:20]}; "
+            f"wrong shapes: {wrong[:20]}."
+        )
+    held = sum(t.numel() for t in tensors.values())
+    needed = sum(p.numel() for p in skeleton.parameters()) + sum(b.numel() for b in skeleton.buffers())
+    if needed > held + _UNSAVED_ELEMENTS:
+        raise KerasFileError(
+            f"{path}: the model config asks for {needed} parameter and buffer elements, but the file holds {held}. "
+            "The file is damaged or crafted."
+        )
+
+
 def load(path: str | os.PathLike[str], device: torch.device | str | None = None) -> KerasModel:
     """Loads a model written by :func:`save`; needs neither Keras nor TensorFlow.
 
@@ -61,6 +89,7 @@ def load(path: str | os.PathLike[str], device: torch.device | str | None = None)
     except (ValueError, RecursionError) as err:
         raise KerasFileError(f"{path}: the model config in the metadata is not valid JSON ({err}).") from err
     try:
+        _check_sizes(path, config, tensors)
         model = KerasModel.from_config(config)
     except GraphError as err:
         raise GraphError(f"{path}: {err}") from err
