@@ -615,7 +615,11 @@ MALFORMED = [
         _functional(lambda c: _set_history(c, ["encoder_input", "zero", 0])),
         r"keras_history is \['encoder_input', 'zero', 0\]",
     ),
-    ("history-short", _functional(lambda c: _set_history(c, ["encoder_input"])), r"keras_history is \['encoder_input'\]"),
+    (
+        "history-short",
+        _functional(lambda c: _set_history(c, ["encoder_input"])),
+        r"keras_history is \['encoder_input'\]",
+    ),
     (
         "outputs-garbage",
         _functional(lambda c: c["config"].__setitem__("output_layers", [7])),

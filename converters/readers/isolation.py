@@ -41,7 +41,7 @@ try:
 except ImportError:  # Windows: no fork either, so files are read in-process there
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["run_isolated"]
+__all__ = ["run_isolated", "ReaderTraceback"]
 
 _HEADER = struct.Struct("<QQ")  # bytes of the pickled outcome, number of out-of-band buffers
 _LENGTH = struct.Struct("<Q")  # bytes of one out-of-band buffer

@@ -11,7 +11,9 @@ wide margin, while no file can make the loader allocate more than
     ``min(max_weights_bytes(), max(EXPANSION_FLOOR_BYTES, MAX_EXPANSION_RATIO * stored bytes))``
 
 for its arrays (``stored bytes``: the size of the file on disk), plus at most ``MAX_JSON_BYTES``
-for each JSON document and ``MAX_ATTRIBUTE_BYTES`` for each HDF5 attribute.
+for each JSON document and ``MAX_ATTRIBUTE_BYTES`` for each HDF5 attribute. A ``.keras`` archive
+also holds its decompressed weights member in memory while the arrays are read from it; that
+member is bounded the same way, so reading an archive peaks at about twice the bound.
 
 Three settings can be changed through the environment, read at each load:
 
