@@ -60,9 +60,10 @@ class KerasVersion:
     major: int
     minor: int = 0
     patch: int = 0
+    tf: bool = field(default=False, compare=False)  # "-tf" suffix: the Keras bundled in TensorFlow 1.x/2.0-2.3
 
     def __str__(self) -> str:
-        return f"{self.major}.{self.minor}.{self.patch}"
+        return f"{self.major}.{self.minor}.{self.patch}" + ("-tf" if self.tf else "")
 
 
 def parse_version(text: str | bytes | None) -> KerasVersion:
@@ -72,14 +73,15 @@ def parse_version(text: str | bytes | None) -> KerasVersion:
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     numbers = []
-    for part in str(text).split(".")[:3]:
+    text, _, suffix = str(text).partition("-")
+    for part in text.split(".")[:3]:
         digits = "".join(ch for ch in part if ch.isdigit())
         if not digits:
             break
         numbers.append(int(digits))
     if not numbers:
         return KerasVersion(1)
-    return KerasVersion(*numbers)
+    return KerasVersion(*numbers, tf=suffix.startswith("tf"))
 
 
 @dataclass(frozen=True)

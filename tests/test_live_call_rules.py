@@ -396,3 +396,25 @@ def test_apply_mask_false_runs_unmasked_and_unknown_rules_are_refused():
         assert not torch.allclose(plain(x, mask=mask), plain(x))
     with pytest.raises(ValueError, match=r"initial_state_rule must be one of \['given', 'carried_unless_zero'\]"):
         LSTM(dataclasses.replace(module.config, initial_state_rule="keras2"))
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("written_as, rule", [("2.2.4-tf", "carried_unless_zero"), ("2.2.4", "given")])
+def test_generation_is_read_from_the_version_suffix(tf_keras, tmp_path, written_as, rule):
+    """tf.keras of TensorFlow 1.x-2.3 wrote "2.2.4-tf"/"2.3.0-tf": its stateful rule is tf_keras'.
+    Standalone Keras 2.2.4 wrote the bare number and always used the given initial_state."""
+    import h5py
+
+    seed(tf_keras)
+    model, n_states = _stateful_model(tf_keras, "LSTM", False)
+    path = save(model, tmp_path, "h5")
+    with h5py.File(path, "r+") as f:
+        f.attrs["keras_version"] = written_as
+    converted = tlp.load_keras(path)
+    assert converted.source_info["keras_version"] == written_as
+    assert converted.layer("given").config.initial_state_rule == rule
+    if rule == "carried_unless_zero":  # the file is tf.keras': it must match tf_keras over calls
+        calls = _stateful_calls(n_states, np.random.default_rng(3))
+        expected = _keras_run(tf_keras, model, calls)
+        got = _torch_run(converted, calls)
+        assert _max_gap(expected, got, "given:0") <= ATOL["cpu_float32"]
