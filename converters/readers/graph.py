@@ -406,9 +406,14 @@ def parse_model_config(
 
 
 def library_of(model_config: Mapping[str, Any], version: KerasVersion) -> str:
-    """"tf_keras" for configs written by tf_keras/tf.keras, else "keras"."""
+    """"tf_keras" for configs written by tf_keras/tf.keras, else "keras".
+
+    tf.keras wrote "2.2.4-tf"/"2.3.0-tf" before its version numbers left standalone Keras'
+    behind (2.4); standalone Keras 2.0-2.3 wrote the bare number.
+    """
     module = str(model_config.get("module", ""))
-    if module.startswith("tf_keras") or (version.major == 2 and version >= KerasVersion(2, 4)):
+    tf_keras_2 = version.major == 2 and (version.tf or version >= KerasVersion(2, 4))
+    if module.startswith("tf_keras") or tf_keras_2:
         return "tf_keras"
     return "keras"
 
