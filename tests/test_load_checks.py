@@ -369,3 +369,13 @@ def test_a_damaged_saved_model_raises_typed_errors(saved, tmp_path, change, erro
     damaged = _resave(saved, tmp_path / "damaged.safetensors", **change)
     with pytest.raises(error, match=message.replace("saved\\.", "damaged\\.")):
         tlp.load(damaged)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_tlp_load_reads_only_regular_files(tmp_path, kind):
+    import os
+
+    path = tmp_path / "model.safetensors"
+    os.mkfifo(path) if kind == "fifo" else path.mkdir()  # a FIFO would block the read forever
+    with pytest.raises(KerasFileError, match=r"model\.safetensors: not a regular file"):
+        tlp.load(path)

@@ -76,6 +76,8 @@ def load(path: str | os.PathLike[str], device: torch.device | str | None = None)
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"Model file not found: {path}")
+    if not path.is_file():  # a FIFO would block the read, a device would never end
+        raise KerasFileError(f"{path}: not a regular file. Expected a .safetensors file written by tlp.save.")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
