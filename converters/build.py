@@ -201,8 +201,13 @@ def _wire_call(layer: LayerSpec, call: CallSpec, convention: str, ctx: Context) 
         if not all(isinstance(t, TensorRef) for t in inputs):
             raise UnsupportedOptionError(f"{where}: call argument {first!r} is not a tensor.")
     if "mask" in kwargs:
+        # An explicit mask=None means "no mask" in Keras 1/2; Keras 3's Layer.__call__ treats it as
+        # absent and passes the automatic mask of a one-tensor call.
         mask = kwargs.pop("mask")
-        node_kwargs["mask"] = None if mask is None else _refs(mask, where)
+        if mask is not None:
+            node_kwargs["mask"] = _refs(mask, where)
+        elif ctx.keras_version.major < 3:
+            node_kwargs["mask"] = None
     if kwargs:
         raise UnsupportedOptionError(
             f"{where}: a call of this layer passes keyword argument(s) {sorted(kwargs)}, which the converter "

@@ -418,3 +418,23 @@ def test_generation_is_read_from_the_version_suffix(tf_keras, tmp_path, written_
         expected = _keras_run(tf_keras, model, calls)
         got = _torch_run(converted, calls)
         assert _max_gap(expected, got, "given:0") <= ATOL["cpu_float32"]
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("fmt", ["keras", "h5"])
+def test_explicit_mask_none_on_a_one_tensor_call(klib, tmp_path, fmt):
+    """``layer(x, mask=None)``: tf_keras applies no mask; Keras 3 treats it as absent and passes
+    the automatic mask (here a masked mean over the non-padding steps)."""
+    seed(klib)
+    L = klib.layers
+    ids = klib.Input((5,), dtype="int32", name="ids")
+    e = L.Embedding(9, 3, mask_zero=True, name="emb")(ids)
+    pooled = L.GlobalAveragePooling1D(name="pool")(e, mask=None)
+    model = klib.Model(ids, pooled)
+    x = np.array([[1, 2, 0, 0, 0], [3, 4, 5, 6, 0]], dtype=np.int32)
+    want = np.asarray(model(x))
+    got = tlp.probe(tlp.load_keras(save(model, tmp_path, fmt)), x, layers=["pool"])["pool"]
+    assert_close(got, want, ATOL["cpu_float32"], "pool")
+    unmasked = np.asarray(model.get_layer("emb")(x)).mean(axis=1)
+    masked_in_keras = np.abs(want - unmasked).max() > 1e-3  # the two rules give different numbers here
+    assert masked_in_keras == (library_name(klib) == "keras")
