@@ -213,7 +213,15 @@ def _wire_call(layer: LayerSpec, call: CallSpec, convention: str, ctx: Context) 
             f"{where}: a call of this layer passes keyword argument(s) {sorted(kwargs)}, which the converter "
             f"does not reproduce. Received: {kwargs!r}."
         )
+    bad = [t for t in inputs if not isinstance(t, TensorRef)]
+    if bad:
+        raise GraphError(f"{where}: call argument {_short(bad[0])} is not a tensor. Expected layer outputs only.")
     return {"layer": layer.name, "inputs": [t.as_list() for t in inputs], "kwargs": node_kwargs}
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def convert_model(
@@ -246,7 +254,15 @@ def convert_model(
     nodes = []
     for layer in spec.layers:
         for call in layer.calls:
-            nodes.append(_wire_call(layer, _renumber_call(call, offsets), conventions[layer.name], ctx))
+            try:
+                nodes.append(_wire_call(layer, _renumber_call(call, offsets), conventions[layer.name], ctx))
+            except TorchLstmProbeError:
+                raise
+            except _CONFIG_READ_ERRORS as err:
+                raise GraphError(
+                    f"{layer_label(layer, ctx)}: a call of this layer cannot be read ({type(err).__name__}: {err}). "
+                    "The file's graph is damaged."
+                ) from err
     config = {
         "name": spec.name,
         "inputs": [

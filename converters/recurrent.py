@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from torch_lstm_probe.errors import UnsupportedOptionError
+from torch_lstm_probe.errors import UnsupportedOptionError, WeightMismatchError
 from torch_lstm_probe.layers.recurrent import LSTMConfig
 
 from .common import (
@@ -94,7 +94,13 @@ def unpack_recurrent_weights(
     units = config_int(layer, ctx, "units")
     if not layer.weights:
         unpack_weights(layer, ctx, {"kernel": (0, gates * units)})  # raises: no weights
-    features = int(layer.weights[0].shape[0])
+    kernel = layer.weights[0]
+    features = int(kernel.shape[0]) if kernel.ndim == 2 else 0
+    if features < 1:
+        raise WeightMismatchError(
+            f"{layer_label(layer, ctx)}: weight 'kernel' has shape {tuple(kernel.shape)}. Expected "
+            f"(input features >= 1, {gates * units}). The weights do not belong to this layer, or the file is damaged."
+        )
     expected: dict[str, tuple[int, ...]] = {"kernel": (features, gates * units), "recurrent_kernel": (units, gates * units)}
     if bias_shape is not None:
         expected["bias"] = bias_shape

@@ -11,6 +11,7 @@ import warnings
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch_lstm_probe.converters import registry
@@ -195,6 +196,17 @@ def test_malformed_graph_configs_raise_graph_errors(changes, message):
         KerasModel(_config(**changes))
 
 
+def test_a_nested_model_without_inputs_is_a_graph_error():
+    inner = {"name": "inner", "inputs": [], "layers": [], "nodes": [], "outputs": []}
+    config = _config(
+        layers=[{"name": "inner", "type": "Model", "config": inner}],
+        nodes=[{"layer": "inner", "inputs": [["x", 0, 0]]}],
+        outputs=[["inner", 0, 0]],
+    )
+    with pytest.raises(GraphError, match=r"do not fit together.*Model 'inner' takes 0 input"):
+        KerasModel(config)
+
+
 def test_a_graph_deeper_than_the_recursion_limit_builds_and_runs():
     depth = 3000
     layers = [{"name": f"a{k}", "type": "Activation", "config": {"activation": "relu"}} for k in range(depth)]
@@ -272,6 +284,29 @@ def test_a_size_of_the_wrong_type_or_range_is_a_file_error_naming_the_key(tmp_pa
     path = _edit_keras(LSTM, tmp_path / "m.keras", edit)
     with pytest.raises(
         KerasFileError, match=r"layer 'lstm' \(LSTM\): config key 'units' is .*Expected an integer in 1\.\."
+    ):
+        tlp.load_keras(path)
+
+
+def test_a_recurrent_kernel_without_input_rows_is_a_weight_mismatch(tmp_path):
+    import h5py
+
+    with zipfile.ZipFile(LSTM) as zf:
+        members = {info.filename: zf.read(info) for info in zf.infolist()}
+    weights = tmp_path / "model.weights.h5"
+    weights.write_bytes(members["model.weights.h5"])
+    with h5py.File(weights, "r+") as f:
+        del f["layers/lstm/cell/vars/0"]
+        f.create_dataset("layers/lstm/cell/vars/0", data=np.zeros((0, 12), np.float32))
+    members["model.weights.h5"] = weights.read_bytes()
+    path = tmp_path / "m.keras"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    with pytest.raises(
+        WeightMismatchError,
+        match=r"layer 'lstm' \(LSTM\): weight 'kernel' has shape \(0, 12\)\. "
+        r"Expected \(input features >= 1, 12\)",
     ):
         tlp.load_keras(path)
 

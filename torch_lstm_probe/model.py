@@ -627,7 +627,11 @@ def _call(
 
 
 def _is_index_model(module: nn.Module, input_index: int) -> bool:
-    return isinstance(module, KerasModel) and module._inputs[input_index]["name"] in module._index_inputs
+    return (
+        isinstance(module, KerasModel)
+        and input_index < len(module._inputs)
+        and module._inputs[input_index]["name"] in module._index_inputs
+    )
 
 
 def _module_name(layer: str) -> str:
