@@ -2,7 +2,7 @@
 with a typed error (a ``TorchLstmProbeError``), within a time and a memory bound.
 
 The corpus is the bundled example and the golden files (``.keras``, ``.h5``, architecture JSON +
-weights ``.h5``). Each case is derived from ``(seed, index)`` alone, so any case can be replayed:
+weights ``.h5``), and ``tlp.save`` files of some of them (read by ``tlp.load``). Each case is derived from ``(seed, index)`` alone, so any case can be replayed:
 
 * raw byte mutations (flips, inserted and deleted bytes, interesting integers, truncation);
 * structure-aware mutations of the model config JSON (``config.json`` in a ``.keras`` zip, the
@@ -84,7 +84,8 @@ _BOMB_BYTES = 3 << 30  # decompressed size of a zip bomb member: above every mem
 # ---------------------------------------------------------------------------------------- corpus
 @dataclass(frozen=True)
 class Seed:
-    """One unmutated model: ``kind`` is ``"keras"`` (zip), ``"h5"`` or ``"json"`` (+ ``weights``)."""
+    """One unmutated model: ``kind`` is ``"keras"`` (zip), ``"h5"``, ``"json"`` (+ ``weights``) or ``"saved"``
+    (a ``tlp.save`` file of the model at ``path``, read by ``tlp.load``)."""
 
     name: str  # path relative to the repository root, for reports
     kind: str
@@ -112,6 +113,8 @@ def discover_seeds(root: Path = ROOT) -> list[Seed]:
             )
         elif path.suffix == ".h5":
             seeds.append(Seed(rel, "h5", path))
+    for rel in _SAVED_SOURCES:  # tlp.save files, written on first use (see _materialize)
+        seeds.append(Seed(f"{rel} (tlp.save)", "saved", root / rel))
     return seeds
 
 
@@ -149,6 +152,32 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
 
 
+# Models also fuzzed as tlp.save files (read by tlp.load): one of each graph kind.
+_SAVED_SOURCES = (
+    "torch_lstm_probe/examples/sentiment_lstm.keras",
+    "tests/goldens/keras_seq2seq.keras",
+    "tests/goldens/keras_bidirectional.keras",
+    "tests/goldens/tf_keras_merges_norms.keras",
+    "tests/goldens/keras_td_cnn_lstm.keras",
+)
+_SAVED: dict[Path, Path] = {}
+
+
+def _materialize(base: Seed) -> Path:
+    """The file a seed reads: for a ``saved`` seed, its model written by ``tlp.save`` (once per process)."""
+    if base.kind != "saved":
+        return Path(base.path)
+    if base.path not in _SAVED:
+        import torch_lstm_probe as tlp
+
+        target = Path(tempfile.mkdtemp(prefix="tlp-fuzz-saved-")) / (Path(base.path).stem + ".safetensors")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tlp.save(tlp.load_keras(base.path), target)
+        _SAVED[base.path] = target
+    return _SAVED[base.path]
+
+
 def _case_rng(seed: int, index: int) -> random.Random:
     return random.Random(f"torch-lstm-probe-fuzz:{seed}:{index}")
 
@@ -165,6 +194,8 @@ def _plan(seeds: Sequence[Seed], seed: int, index: int) -> tuple[random.Random, 
         family = "json"
     if family == "attrs" and base.kind == "keras":
         family = "weights"
+    if base.kind == "saved" and family in ("zip", "attrs", "unsafe"):
+        family = "json"
     return rng, base, family
 
 
@@ -178,11 +209,12 @@ def build_case(seeds: Sequence[Seed], seed: int, index: int, workdir: Path) -> C
     """Writes case ``index`` of run ``seed`` under ``workdir`` (deterministic)."""
     rng, base, family = _plan(seeds, seed, index)
     workdir.mkdir(parents=True, exist_ok=True)
-    case = Case(index, base.name, family, workdir / Path(base.path).name)
+    source = _materialize(base)
+    case = Case(index, base.name, family, workdir / source.name)
     if base.weights is not None:
         case.weights = workdir / base.weights.name
         shutil.copyfile(base.weights, case.weights)
-    shutil.copyfile(base.path, case.main)
+    shutil.copyfile(source, case.main)
     _FAMILIES[family](case, base, rng, workdir)
     return case
 
@@ -538,10 +570,57 @@ def _json(case: Case, base: Seed, rng: random.Random, workdir: Path) -> None:
             text, what = _mutate_json_text(raw, rng)
             f.attrs["model_config"] = text.encode() if isinstance(raw, bytes) else text
         case.mutation = f"json model_config: {what}"
+    elif base.kind == "saved":
+        from torch_lstm_probe.io import CONFIG_KEY
+
+        meta, tensors = _read_saved(case.main)
+        meta[CONFIG_KEY], what = _mutate_json_text(meta[CONFIG_KEY], rng)
+        _write_saved(case.main, meta, tensors)
+        case.mutation = f"json saved config: {what}"
     else:
         text, what = _mutate_json_text(case.main.read_text(), rng)
         case.main.write_text(text)
         case.mutation = f"json {case.main.name}: {what}"
+
+
+# ---- tlp.save files
+def _read_saved(path: Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as f:
+        return dict(f.metadata() or {}), {k: f.get_tensor(k) for k in f.keys()}
+
+
+def _write_saved(path: Path, meta: dict[str, str], tensors: dict[str, np.ndarray]) -> None:
+    from safetensors.numpy import save_file
+
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata=meta)
+
+
+def _saved_tensors(case: Case, rng: random.Random) -> str:
+    """One mutation of the tensors of a tlp.save file."""
+    meta, tensors = _read_saved(case.main)
+    name = rng.choice(sorted(tensors))
+    op = rng.choice(["delete", "reshape", "reshape", "dtype", "values", "add", "rename"])
+    if op == "delete":
+        del tensors[name]
+    elif op == "reshape":
+        tensors[name], how = _reshaped(tensors[name], rng)
+        op = f"reshape ({how})"
+    elif op == "dtype":
+        kind = rng.choice(["float16", "float64", "int32", "int8", "bool", "uint8"])
+        tensors[name] = tensors[name].astype(kind)
+        op = f"dtype {kind}"
+    elif op == "values":
+        if tensors[name].dtype.kind == "f" and tensors[name].size:
+            tensors[name] = tensors[name].copy()
+            tensors[name].reshape(-1)[0] = np.nan
+    elif op == "add":
+        tensors[name + "_extra"] = np.ones((2, 3), np.float32)
+    else:
+        tensors[name + "_renamed"] = tensors.pop(name)
+    _write_saved(case.main, meta, tensors)
+    return f"{op} {name}"
 
 
 # ---- HDF5 weights
@@ -595,6 +674,10 @@ def _reshaped(data: np.ndarray, rng: random.Random) -> tuple[np.ndarray, str]:
 
 def _weights(case: Case, base: Seed, rng: random.Random, workdir: Path) -> None:
     import h5py
+
+    if base.kind == "saved":
+        case.mutation = "weights saved " + _saved_tensors(case, rng)
+        return
 
     def edit(path: Path) -> str:
         with h5py.File(path, "r+") as f:
@@ -1012,7 +1095,10 @@ def exercise(case: Case, progress: dict[str, Any] | None = None) -> list[str]:
     notes: list[str] = []
     state = progress if progress is not None else {}
     state["stage"] = "load"
-    model = tlp.load_keras(case.main, weights=case.weights)
+    if case.main.suffix == ".safetensors":
+        model = tlp.load(case.main)
+    else:
+        model = tlp.load_keras(case.main, weights=case.weights)
     if case.expect_refused:
         raise _Unsafe("the file reads outside itself, yet it loaded")
     with torch.inference_mode():

@@ -25,10 +25,12 @@ TIMEOUT_S = 20.0
 MEM_GB = 2.5
 
 
-def test_the_ci_budget_draws_every_mutation_family():
+def test_the_ci_budget_draws_every_mutation_family_and_file_kind():
     seeds = fuzz.discover_seeds()
-    families = {fuzz.plan_case(seeds, SEED, index)[1] for index in range(CASES)}
-    assert families == set(fuzz.FAMILIES)
+    kind_of = {seed.name: seed.kind for seed in seeds}
+    plans = [fuzz.plan_case(seeds, SEED, index) for index in range(CASES)]
+    assert {family for _, family in plans} == set(fuzz.FAMILIES)
+    assert {kind_of[name] for name, _ in plans} == {"keras", "h5", "json", "saved"}
 
 
 def test_seeded_budget_gives_only_clean_loads_and_typed_errors():
@@ -56,7 +58,7 @@ def test_cases_are_reproducible(tmp_path):
 
 def test_corpus_holds_every_file_kind():
     kinds = {seed.kind for seed in fuzz.discover_seeds()}
-    assert kinds == {"keras", "h5", "json"}
+    assert kinds == {"keras", "h5", "json", "saved"}
 
 
 @pytest.mark.parametrize("index", range(6))
