@@ -630,6 +630,21 @@ MALFORMED = [
         _functional(lambda c: _layer_of(c, "LSTM").__setitem__("name", "n" * 5000)),
         r"a layer name or class name is longer than 1024 characters",
     ),
+    (
+        "inbound-nodes-float",
+        _functional(lambda c: _layer_of(c, "LSTM").__setitem__("inbound_nodes", 1.5)),
+        r"layer 'encoder' \(LSTM\): inbound_nodes is 1\.5; expected a list of calls",
+    ),
+    (
+        "call-kwargs-list",
+        _functional(lambda c: _layer_of(c, "LSTM")["inbound_nodes"][0].__setitem__("kwargs", [1])),
+        r"layer 'encoder' \(LSTM\): the kwargs of a call is \[1\]; expected a JSON object",
+    ),
+    (
+        "input-shape-text",
+        _functional(lambda c: _layer_of(c, "InputLayer")["config"].__setitem__("batch_shape", [None, "a", 5])),
+        r"malformed shape \[None, 'a', 5\]",
+    ),
 ]
 
 
@@ -638,6 +653,40 @@ def test_malformed_configs_give_precise_short_errors(tmp_path, config, match):
     with pytest.raises(KerasFileError, match=r"m\.keras: .*" + match) as info:
         tlp.load_keras(with_config(tmp_path, config))
     assert len(str(info.value)) < 700
+
+
+def test_sequential_layer_entries_must_be_objects(tmp_path):
+    config = keras_config(KERAS)
+    config["config"]["layers"].append(5)
+    path = rezip(KERAS, tmp_path / "m.keras", {"config.json": json.dumps(config).encode()})
+    with pytest.raises(
+        KerasFileError, match=r"m\.keras: Sequential model 'embedding_classifier' has a layer entry 5\."
+    ):
+        tlp.load_keras(path)
+
+
+def test_keras3_variables_must_be_numbered(tmp_path):
+    path = edited_keras(tmp_path, lambda f, tmp: f.__setitem__("layers/dense/vars/extra", np.zeros(2)))
+    with pytest.raises(KerasFileError, match=r"the variables in '/layers/dense/vars' are named \['0', '1', 'extra'\]"):
+        tlp.load_keras(path)
+
+
+@pytest.mark.parametrize(
+    "value,match",
+    [
+        (np.array([1, 2]), r"holds \[1, 2\]; expected UTF-8 names"),
+        (np.array([b"\xff\xfe"]), r"expected UTF-8 names|not a list"),
+    ],
+    ids=["numbers", "invalid-utf8"],
+)
+def test_weight_names_must_be_names(tmp_path, value, match):
+    def edit(f, tmp):
+        f["model_weights/dense_1"].attrs["weight_names"] = value
+
+    with pytest.raises(
+        KerasFileError, match=r"m\.h5: .*attribute 'weight_names' of '/model_weights/dense_1'.*" + match
+    ):
+        tlp.load_keras(edited_h5(tmp_path, edit))
 
 
 def test_metadata_that_is_not_an_object_is_refused(tmp_path):

@@ -15,12 +15,12 @@ from typing import Any
 from torch_lstm_probe.errors import KerasFileError, WeightMismatchError
 
 from ..spec import ModelSpec, parse_version
-from .graph import decode, library_of, parse_model_config
+from .graph import library_of, parse_model_config
 from .h5_weights import LegacyH5Weights
 from .in_memory import looks_like_keras_model, read_in_memory
 from .isolation import run_isolated
 from .keras_zip import read_keras_zip
-from .legacy_h5 import open_h5, read_legacy_h5, weights_source_for_h5
+from .legacy_h5 import open_h5, read_legacy_h5, text_attr, weights_source_for_h5
 from .limits import MAX_JSON_BYTES, read_timeout_s
 from .safety import file_boundary, load_json, read_budget, read_head, require_regular_file
 
@@ -48,11 +48,11 @@ def read_json_with_weights(arch: Path | str, weights: Path | str) -> ModelSpec:
     if _head(weights)[:8] != _HDF5_MAGIC:
         raise KerasFileError(f"{weights}: not an HDF5 weights file (expected the output of model.save_weights).")
     with open_h5(weights) as f:
-        version_text = config.get("keras_version") or decode(f.attrs.get("keras_version"))
+        version_text = config.get("keras_version") or text_attr(f, "keras_version")
         if version_text is None and ("layers" in f or "vars" in f):
             version_text = "3"  # the Keras 3 weights layout exists only in Keras 3
         version = parse_version(version_text)
-        backend = config.get("backend") or decode(f.attrs.get("backend"))
+        backend = config.get("backend") or text_attr(f, "backend")
         source = weights_source_for_h5(f)
         options = dict(source=f"{arch} + {weights}", keras_version=version, file_format="json+h5",
                        backend=backend, library=library_of(config, version))

@@ -69,7 +69,25 @@ def _as_tuple_shape(shape: Any) -> tuple[int | None, ...] | None:
         shape = shape.get("items", shape.get("shape"))
     if not isinstance(shape, (list, tuple)):
         return None
-    return tuple(None if d is None else int(d) for d in shape)
+    if not all(d is None or (isinstance(d, int) and not isinstance(d, bool) and d >= 0) for d in shape):
+        raise KerasFileError(f"malformed shape {short_repr(shape)}: expected a list of sizes (whole numbers or null).")
+    return tuple(shape)
+
+
+def _index(value: Any, what: str, where: str) -> int:
+    """A node or tensor index of a tensor reference: a whole number >= 0."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise KerasFileError(f"{where}: the {what} of a tensor reference is {short_repr(value)}; expected a whole number.")
+
+
+def _mapping(value: Any, what: str, where: str) -> Mapping[str, Any]:
+    """``value`` if it is a JSON object (None counts as an empty one)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise KerasFileError(f"{where}: {what} is {short_repr(value)}; expected a JSON object.")
+    return value
 
 
 def _dtype_name(value: Any, default: str = "float32") -> str:
@@ -131,11 +149,16 @@ _CONSTANT_VALUE = "_CONSTANT_VALUE"
 def _parse_inbound_nodes(raw: Any, where: str) -> tuple[CallSpec, ...]:
     if not raw:
         return ()
+    if not isinstance(raw, (list, tuple)):
+        raise KerasFileError(f"{where}: inbound_nodes is {short_repr(raw)}; expected a list of calls.")
     calls = []
     for node in raw:
         if isinstance(node, Mapping):  # Keras 3: {"args": [...], "kwargs": {...}}
-            args = tuple(_parse_keras3_arg(a) for a in node.get("args", ()))
-            kwargs = {k: _parse_keras3_arg(v) for k, v in dict(node.get("kwargs", {})).items()}
+            raw_args = node.get("args", ())
+            if not isinstance(raw_args, (list, tuple)):
+                raise KerasFileError(f"{where}: the args of a call are {short_repr(raw_args)}; expected a list.")
+            args = tuple(_parse_keras3_arg(a) for a in raw_args)
+            kwargs = {k: _parse_keras3_arg(v) for k, v in _mapping(node.get("kwargs"), "the kwargs of a call", where).items()}
             calls.append(CallSpec(args, kwargs))
         elif isinstance(node, (list, tuple)):  # Keras 1/2: [[name, node, tensor, {kwargs}], ...]
             if node and isinstance(node[0], str):
@@ -150,9 +173,12 @@ def _parse_inbound_nodes(raw: Any, where: str) -> tuple[CallSpec, ...]:
                 if entry[0] == _CONSTANT_VALUE:  # tf_keras: a constant first argument of a TF function
                     refs.append(entry[2])
                 else:
-                    refs.append(TensorRef(str(entry[0]), int(entry[1]), int(entry[2])))
+                    refs.append(
+                        TensorRef(str(entry[0]), _index(entry[1], "node index", where), _index(entry[2], "tensor index", where))
+                    )
                 if len(entry) > 3 and entry[3]:
-                    kwargs.update({k: _parse_keras2_value(v) for k, v in dict(entry[3]).items()})
+                    call_kwargs = _mapping(entry[3], "the kwargs of a call", where)
+                    kwargs.update({k: _parse_keras2_value(v) for k, v in call_kwargs.items()})
             args: tuple[Any, ...] = (refs[0],) if len(refs) == 1 else (tuple(refs),)
             calls.append(CallSpec(args, kwargs))
         else:
@@ -172,14 +198,14 @@ def _io_refs(raw: Any, where: str = "") -> tuple[TensorRef, ...]:
         if isinstance(item, Mapping) and item.get("class_name") == "__keras_tensor__":
             refs.append(_history_ref(item, where))
         elif isinstance(item, (list, tuple)) and len(item) >= 3:
-            refs.append(TensorRef(str(item[0]), int(item[1]), int(item[2])))
+            refs.append(TensorRef(str(item[0]), _index(item[1], "node index", where), _index(item[2], "tensor index", where)))
         else:
             raise KerasFileError(f"{where + ': ' if where else ''}malformed model input/output reference {short_repr(item)}.")
     return tuple(refs)
 
 
 def _input_spec_from_input_layer(layer: Mapping[str, Any]) -> InputSpec:
-    cfg = layer.get("config", {})
+    cfg = _mapping(layer.get("config"), "its config", f"InputLayer {short_repr(layer.get('name'))}")
     name = str(cfg.get("name", layer.get("name", "input")))
     shape = cfg.get("batch_shape", cfg.get("batch_input_shape"))
     if shape is None and cfg.get("shape") is not None:
@@ -283,6 +309,11 @@ class _Parser:
     def sequential(self, config: Any, names: tuple[str, ...], keras3_path: str) -> dict[str, Any]:
         if isinstance(config, list):  # Keras 1 / Keras ≤ 2.2.4: the config is the layer list
             layer_entries, model_name, build_shape = config, "sequential", None
+        elif not isinstance(config, Mapping):
+            raise KerasFileError(
+                f"{self.source}: the config of Sequential model {short_repr('/'.join(names) or '(top)')} is "
+                f"{short_repr(config)}. Expected an object with 'layers'."
+            )
         else:
             layer_entries = config.get("layers", [])
             model_name = config.get("name", "sequential")
@@ -291,7 +322,17 @@ class _Parser:
         inputs: list[InputSpec] = []
         layers: list[LayerSpec] = []
         previous: TensorRef | None = None
+        if not isinstance(layer_entries, list):
+            raise KerasFileError(
+                f"{self.source}: Sequential model {short_repr(model_name)} lists its layers as "
+                f"{short_repr(layer_entries)}. Expected a JSON list of layer objects."
+            )
         for entry in layer_entries:
+            if not isinstance(entry, Mapping):
+                raise KerasFileError(
+                    f"{self.source}: Sequential model {short_repr(model_name)} has a layer entry {short_repr(entry)}. "
+                    "Expected an object with 'class_name' and 'config'."
+                )
             class_name = entry.get("class_name")
             cfg = entry.get("config", {}) if isinstance(entry.get("config"), Mapping) else {}
             if class_name == "InputLayer":

@@ -10,7 +10,8 @@ import numpy as np
 from torch_lstm_probe.errors import KerasFileError, WeightMismatchError
 
 from .graph import LayerLocation, decode
-from .safety import read_dataset
+from .limits import short_repr
+from .safety import read_attr, read_dataset
 
 __all__ = ["LegacyH5Weights", "Keras3H5Weights", "CHILD_ORDER"]
 
@@ -27,6 +28,27 @@ def _read(dataset: Any, source: str, where: str) -> np.ndarray:
     return read_dataset(dataset, source, where)
 
 
+def _names(obj: Any, key: str, source: str) -> list[str]:
+    """A list-of-names attribute (``layer_names``, ``weight_names``) as Python strings."""
+    value = read_attr(obj, key, source, [])
+    try:
+        names = [decode(n) for n in (value.tolist() if isinstance(value, np.ndarray) else value)]
+    except (TypeError, UnicodeDecodeError) as err:
+        raise KerasFileError(f"{source}: attribute {key!r} of {obj.name!r} is not a list of names ({err}).") from err
+    if not all(isinstance(n, str) and _is_utf8(n) for n in names):
+        raise KerasFileError(f"{source}: attribute {key!r} of {obj.name!r} holds {short_repr(names)}; expected UTF-8 names.")
+    return names
+
+
+def _is_utf8(text: str) -> bool:
+    """False for text h5py decoded from invalid UTF-8 (it keeps such bytes as lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class LegacyH5Weights:
     """``model_weights/<layer>`` groups listing their arrays in the ``weight_names`` attribute.
 
@@ -41,15 +63,21 @@ class LegacyH5Weights:
 
     def weighted_layer_names(self) -> list[str]:
         """The file's layers that hold weights, in the file's order (Keras' ``layer_names``)."""
-        names = [decode(n) for n in self.group.attrs.get("layer_names", [])]
-        return [n for n in names if n in self.group and len(self.group[n].attrs.get("weight_names", []))]
+        names = _names(self.group, "layer_names", self.source)
+        return [
+            n
+            for n in names
+            if isinstance(self.group.get(n), h5py.Group) and _names(self.group[n], "weight_names", self.source)
+        ]
 
     def weights_for(self, location: LayerLocation, class_name: str, config: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
         top = self.renamed.get(location.names[0], location.names[0])
         if top not in self.group:
             return ()
         layer_group = self.group[top]
-        names = [decode(n) for n in layer_group.attrs.get("weight_names", [])]
+        if not isinstance(layer_group, h5py.Group):
+            raise KerasFileError(f"{self.source}: the weights of layer {location.path!r} are not an HDF5 group.")
+        names = _names(layer_group, "weight_names", self.source)
         if len(location.names) > 1:
             # A layer inside a nested model: the nested model's group lists all inner weights;
             # keep those whose path mentions the inner layer.
@@ -93,11 +121,10 @@ class Keras3H5Weights:
             return ()
         return tuple(self._collect(group, class_name))
 
-    @staticmethod
-    def _recorded_name(group: h5py.Group | None) -> str | None:
+    def _recorded_name(self, group: h5py.Group | None) -> str | None:
         if group is None or "vars" not in group:
             return None
-        name = group["vars"].attrs.get("name")
+        name = read_attr(group["vars"], "name", self.source)
         return None if name is None else str(decode(name))
 
     def _find_by_name(self, path: str, name: str) -> h5py.Group | None:
@@ -113,7 +140,15 @@ class Keras3H5Weights:
         arrays: list[np.ndarray] = []
         if "vars" in group:
             variables = group["vars"]
-            for key in sorted(variables.keys(), key=int):
+            if not isinstance(variables, h5py.Group):
+                raise KerasFileError(f"{self.source}: {variables.name!r} is not an HDF5 group of variables.")
+            keys = list(variables.keys())
+            if not all(key.isdigit() for key in keys):
+                raise KerasFileError(
+                    f"{self.source}: the variables in {variables.name!r} are named {short_repr(sorted(keys))}; "
+                    "expected their indices 0, 1, ..."
+                )
+            for key in sorted(keys, key=int):
                 arrays.append(_read(variables[key], self.source, f"{group.name}/vars/{key}"))
         children = [k for k in group.keys() if k != "vars" and isinstance(group[k], h5py.Group)]
         order = CHILD_ORDER.get(class_name or "", ())

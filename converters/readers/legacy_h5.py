@@ -13,9 +13,9 @@ from ..spec import ModelSpec, parse_version
 from .graph import decode, library_of, parse_model_config
 from .h5_weights import Keras3H5Weights, LegacyH5Weights
 from .limits import short_text
-from .safety import check_h5_file, load_json
+from .safety import check_h5_file, load_json, read_attr
 
-__all__ = ["read_legacy_h5", "open_h5", "weights_source_for_h5"]
+__all__ = ["read_legacy_h5", "open_h5", "weights_source_for_h5", "text_attr"]
 
 
 def open_h5(path: Path | str) -> h5py.File:
@@ -38,7 +38,7 @@ def open_h5(path: Path | str) -> h5py.File:
 
 def _json_attr(f: h5py.File, key: str) -> Any:
     try:
-        value = decode(f.attrs[key])
+        value = decode(read_attr(f, key, f.filename))
     except UnicodeDecodeError as err:
         raise KerasFileError(f"{f.filename}: the {key!r} attribute is not UTF-8 text ({err}).") from err
     if not isinstance(value, (str, bytes)):
@@ -46,6 +46,15 @@ def _json_attr(f: h5py.File, key: str) -> Any:
             f"{f.filename}: the {key!r} attribute is not JSON text. Received a {type(value).__name__}."
         )
     return load_json(value, f"the {key!r} attribute", f.filename)
+
+
+def text_attr(f: h5py.File, key: str) -> str | None:
+    """A short text attribute (``keras_version``, ``backend``), or None when absent or not text."""
+    try:
+        value = decode(read_attr(f, key, f.filename))
+    except UnicodeDecodeError as err:
+        raise KerasFileError(f"{f.filename}: the {key!r} attribute is not UTF-8 text ({err}).") from err
+    return value if isinstance(value, str) else None
 
 
 def weights_source_for_h5(f: h5py.File) -> LegacyH5Weights | Keras3H5Weights:
@@ -74,8 +83,8 @@ def read_legacy_h5(path: Path | str) -> ModelSpec:
                 )
             raise KerasFileError(f"{path}: HDF5 file without a 'model_config' attribute: not a Keras model file.")
         config = _json_attr(f, "model_config")
-        version = parse_version(decode(f.attrs.get("keras_version")))
-        backend = decode(f.attrs.get("backend"))
+        version = parse_version(text_attr(f, "keras_version"))
+        backend = text_attr(f, "backend")
         if "model_weights" not in f:
             raise KerasFileError(
                 f"{path}: the file has a model config but no 'model_weights' group: it was saved without "

@@ -51,6 +51,7 @@ __all__ = [
     "check_h5_file",
     "open_h5_bytes",
     "read_dataset",
+    "read_attr",
     "read_budget",
     "charge_bytes",
     "file_boundary",
@@ -448,7 +449,19 @@ def check_h5_file(f: h5py.File, source: str, container_bytes: int, stored_bytes:
         stored_bytes: the bytes the image is stored in (its compressed size inside an archive);
             defaults to ``container_bytes``.
     """
-    stored_bytes = container_bytes if stored_bytes is None else stored_bytes
+    where = ["/"]  # the object being checked, for the message when HDF5 itself fails
+    try:
+        _walk_h5(f, source, container_bytes, container_bytes if stored_bytes is None else stored_bytes, where)
+    except TorchLstmProbeError:
+        raise
+    except (KeyError, OSError, RuntimeError, ValueError, TypeError) as err:
+        raise KerasFileError(
+            f"{source}: HDF5 cannot read the structure at {where[0][:200]!r} ({short_text(str(err))}); the file is "
+            "damaged."
+        ) from err
+
+
+def _walk_h5(f: h5py.File, source: str, container_bytes: int, stored_bytes: int, where: list[str]) -> None:
     total_allowed = expansion_budget(stored_bytes)
     total = 0
     # Low-level h5py ids throughout: the high-level wrappers cost twice the time.
@@ -458,6 +471,7 @@ def check_h5_file(f: h5py.File, source: str, container_bytes: int, stored_bytes:
     seen = 0
     while stack:
         oid, path, depth, ancestors = stack.pop()
+        where[0] = path
         seen += _check_attributes(oid, path, source)
         if isinstance(oid, h5py.h5d.DatasetID):
             total += _check_dataset(oid, path, source, container_bytes)
@@ -477,7 +491,7 @@ def check_h5_file(f: h5py.File, source: str, container_bytes: int, stored_bytes:
             if seen > MAX_H5_OBJECTS:
                 raise FileLimitError(f"{source}: the HDF5 file holds more than {MAX_H5_OBJECTS} links and attributes.")
             name = raw_name.decode("utf-8", "replace")
-            child_path = f"{path.rstrip('/')}/{name}"
+            child_path = where[0] = f"{path.rstrip('/')}/{name}"
             kind = oid.links.get_info(raw_name).type
             if kind == h5py.h5l.TYPE_EXTERNAL:
                 target_file, target = oid.links.get_val(raw_name)
@@ -526,6 +540,19 @@ def open_h5_bytes(blob: bytes, member: str, source: str, stored_bytes: int | Non
         f.close()
         raise
     return f
+
+
+def read_attr(obj: Any, key: str, source: str, default: Any = None) -> Any:
+    """An HDF5 attribute of ``obj`` (``default`` if absent); HDF5's errors on a damaged file become a
+    KerasFileError. Sizes were bounded by :func:`check_h5_file` before."""
+    try:
+        if key not in obj.attrs:
+            return default
+        return obj.attrs[key]
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as err:
+        raise KerasFileError(
+            f"{source}: cannot read attribute {key!r} of {obj.name!r} ({short_text(str(err))}); the file is damaged."
+        ) from err
 
 
 def read_dataset(dataset: Any, source: str, where: str) -> np.ndarray:
