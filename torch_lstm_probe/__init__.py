@@ -10,12 +10,15 @@ from __future__ import annotations
 from . import layers
 from .api import load, load_keras, probe, save
 from .errors import (
+    FileLimitError,
     GraphError,
     InputError,
     KerasFileError,
+    MultipleErrors,
     ProbeKeyError,
     TorchLstmProbeError,
     UnsupportedLayerError,
+    UnsafeFileError,
     UnsupportedOptionError,
     WeightMismatchError,
 )
@@ -34,6 +37,9 @@ __all__ = [
     "layers",
     "TorchLstmProbeError",
     "KerasFileError",
+    "UnsafeFileError",
+    "FileLimitError",
+    "MultipleErrors",
     "UnsupportedLayerError",
     "UnsupportedOptionError",
     "WeightMismatchError",
