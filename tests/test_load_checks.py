@@ -406,6 +406,18 @@ def test_a_damaged_saved_model_raises_typed_errors(saved, tmp_path, change, erro
         tlp.load(damaged)
 
 
+def test_the_size_check_of_tlp_load_costs_no_compiler_import(saved):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, time, torch_lstm_probe as tlp; start = time.perf_counter(); "
+        f"tlp.load({str(saved)!r}); print(time.perf_counter() - start, 'torch._dynamo' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[1] == "False" and float(out[0]) < 1.0, out  # meta initializers skipped: no torch._dynamo import
+
+
 @pytest.mark.parametrize("kind", ["fifo", "directory"])
 def test_tlp_load_reads_only_regular_files(tmp_path, kind):
     import os

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from torch.overrides import TorchFunctionMode
 
 from .errors import GraphError, KerasFileError, TorchLstmProbeError, WeightMismatchError
 from .model import KerasModel
@@ -40,10 +41,23 @@ def save(model: KerasModel, path: str | os.PathLike[str], metadata: dict[str, st
 _UNSAVED_ELEMENTS = 1 << 24
 
 
+class _SkipInitOnMeta(TorchFunctionMode):
+    """Skips in-place initializers (``normal_``, ``uniform_``, ...) of meta tensors, which hold no data:
+    the first ``normal_`` on a meta tensor would otherwise import torch's compiler stack (about 2 s)."""
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        target = args[0] if args else kwargs.get("tensor")
+        if name.endswith("_") and not name.startswith("_") and isinstance(target, torch.Tensor) and target.is_meta:
+            return target
+        return func(*args, **kwargs)
+
+
 def _check_sizes(path: Path, config: Any, tensors: dict[str, torch.Tensor]) -> None:
     """Builds the model on the meta device (which allocates nothing) and checks that the file's
     tensors fill it, so that a config cannot make the real build allocate more than the file holds."""
-    with torch.device("meta"):
+    with torch.device("meta"), _SkipInitOnMeta():
         skeleton = KerasModel.from_config(config)  # no load-time run on meta tensors
     expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
     stored = {k: tuple(t.shape) for k, t in tensors.items()}
