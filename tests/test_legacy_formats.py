@@ -24,11 +24,11 @@ import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
-
-import torch_lstm_probe as tlp
 from torch_lstm_probe.converters.common import Context
 from torch_lstm_probe.converters.legacy import modernize_rnn
 from torch_lstm_probe.converters.spec import KerasVersion, LayerSpec
+
+import torch_lstm_probe as tlp
 from tests.helpers import ATOL, assert_close
 from torch_lstm_probe.errors import UnsupportedOptionError, WeightMismatchError
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch_lstm_probe.converters.inspect import format_report, inspect_model
 
 import torch_lstm_probe as tlp
-from torch_lstm_probe.converters.inspect import format_report, inspect_model
 from tests.helpers import ATOL, assert_close, keras_outputs, randomize_biases, save, seed
 
 pytestmark = pytest.mark.keras

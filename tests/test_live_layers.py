@@ -16,12 +16,12 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 import torch
-
-import torch_lstm_probe as tlp
 from torch_lstm_probe.converters.build import instantiate
 from torch_lstm_probe.converters.common import Context
 from torch_lstm_probe.converters.registry import lookup
 from torch_lstm_probe.converters.spec import KerasVersion, LayerSpec
+
+import torch_lstm_probe as tlp
 from tests.helpers import assert_close, assert_model_parity, library_name, save, seed
 from torch_lstm_probe.errors import InputError, UnsupportedOptionError
 

@@ -430,7 +430,6 @@ def _ctx() -> Any:
 
 def _gru_spec(units: int = 2, features: int = 3, **config: Any) -> Any:
     import numpy as np
-
     from torch_lstm_probe.converters.spec import LayerSpec
 
     rng = np.random.default_rng(0)
@@ -475,6 +474,7 @@ def test_gru_converter_layout(reset_after):
 def test_gru_converter_errors():
     from torch_lstm_probe.converters.gru import convert_gru
     from torch_lstm_probe.converters.spec import LayerSpec
+
     from torch_lstm_probe.errors import UnsupportedOptionError, WeightMismatchError
 
     spec = _gru_spec(reset_after=True)
@@ -491,6 +491,7 @@ def test_bidirectional_converter():
     from torch_lstm_probe.converters.bidirectional import convert_bidirectional
     from torch_lstm_probe.converters.build import instantiate
     from torch_lstm_probe.converters.spec import LayerSpec
+
     from torch_lstm_probe.errors import UnsupportedOptionError, WeightMismatchError
 
     fwd = _gru_spec(return_sequences=True)

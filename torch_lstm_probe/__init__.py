@@ -17,8 +17,8 @@ from .errors import (
     MultipleErrors,
     ProbeKeyError,
     TorchLstmProbeError,
-    UnsupportedLayerError,
     UnsafeFileError,
+    UnsupportedLayerError,
     UnsupportedOptionError,
     WeightMismatchError,
 )
