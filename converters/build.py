@@ -405,5 +405,3 @@ def _renumber_call(call: CallSpec, offsets: Mapping[str, int]) -> CallSpec:
     if not offsets:
         return call
     return CallSpec(_renumber_value(call.args, offsets), _renumber_value(dict(call.kwargs), offsets))
-
-

@@ -188,9 +188,7 @@ def to_tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
 
-def unpack_weights(
-    layer: LayerSpec, ctx: Context, expected: Mapping[str, tuple[int, ...]]
-) -> dict[str, np.ndarray]:
+def unpack_weights(layer: LayerSpec, ctx: Context, expected: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
     """Checks the layer's arrays against ``{keras_name: shape}`` (in order) and names them."""
     weights = layer.weights
     names = list(expected)
@@ -214,7 +212,9 @@ def unpack_weights(
                 "from the layer config. The weights do not belong to this architecture."
             )
         if array.dtype.kind not in "fiu":
-            raise WeightMismatchError(f"{layer_label(layer, ctx)}: weight {name!r} has non-numeric dtype {array.dtype}.")
+            raise WeightMismatchError(
+                f"{layer_label(layer, ctx)}: weight {name!r} has non-numeric dtype {array.dtype}."
+            )
         out[name] = array
     return out
 

@@ -49,14 +49,33 @@ __all__ = [
     "convert_masking",
 ]
 
-_KERAS1_DENSE = {"output_dim", "init", "W_regularizer", "b_regularizer", "W_constraint", "b_constraint", "bias", "input_dim"}
+_KERAS1_DENSE = {
+    "output_dim",
+    "init",
+    "W_regularizer",
+    "b_regularizer",
+    "W_constraint",
+    "b_constraint",
+    "bias",
+    "input_dim",
+}
 
 
 def _refuse_quantized(layer: LayerSpec, ctx: Context) -> None:
-    refuse_unless(layer, ctx, "lora_rank", [None, 0], "LoRA-adapted weights are not merged by this converter. "
-                  "Fix: merge the LoRA factors into the kernel in Keras before saving.")
-    refuse_unless(layer, ctx, "quantization_config", [None], "Quantized layers are not supported. Fix: save the float model.")
-    refuse_unless(layer, ctx, "quantization_mode", [None], "Quantized layers are not supported. Fix: save the float model.")
+    refuse_unless(
+        layer,
+        ctx,
+        "lora_rank",
+        [None, 0],
+        "LoRA-adapted weights are not merged by this converter. "
+        "Fix: merge the LoRA factors into the kernel in Keras before saving.",
+    )
+    refuse_unless(
+        layer, ctx, "quantization_config", [None], "Quantized layers are not supported. Fix: save the float model."
+    )
+    refuse_unless(
+        layer, ctx, "quantization_mode", [None], "Quantized layers are not supported. Fix: save the float model."
+    )
 
 
 @register("Dense")
@@ -92,7 +111,8 @@ def convert_embedding(layer: LayerSpec, ctx: Context) -> ModuleSpec:
         layer,
         ctx,
         {"input_dim", "output_dim", "mask_zero", "lora_rank", "lora_alpha", "quantization_config", "quantization_mode"},
-        INIT_REG_CONSTRAINT("embeddings") | {"input_length", "sparse", "dropout", "init", "W_regularizer", "W_constraint"},
+        INIT_REG_CONSTRAINT("embeddings")
+        | {"input_length", "sparse", "dropout", "init", "W_regularizer", "W_constraint"},
     )
     _refuse_quantized(layer, ctx)
     vocab, dim = config_int(layer, ctx, "input_dim"), config_int(layer, ctx, "output_dim")

@@ -145,7 +145,9 @@ def _rows(spec: ModelSpec, ctx: Context, custom_layers: Any, prefix: str = "") -
         if layer.model is not None:
             inner_rows = _rows(layer.model, ctx, custom_layers, path + "/")
             rows[-1].params = sum(r.params for r in inner_rows)
-            rows[-1].problem = "contains layers that cannot be converted" if any(r.problem for r in inner_rows) else None
+            rows[-1].problem = (
+                "contains layers that cannot be converted" if any(r.problem for r in inner_rows) else None
+            )
             rows.extend(inner_rows)
     return rows
 
@@ -162,7 +164,9 @@ def inspect_model(source: Any, weights: Any = None, custom_layers: dict[str, Cus
         file_format=spec.file_format,
         model_name=spec.name,
         inputs=[f"{i.name} {_shape_or_q(i.shape)} {i.dtype}" for i in spec.inputs],
-        outputs=[f"{r.layer}" + (f"@{r.node}" if r.node else "") + (f":{r.index}" if r.index else "") for r in spec.outputs],
+        outputs=[
+            f"{r.layer}" + (f"@{r.node}" if r.node else "") + (f":{r.index}" if r.index else "") for r in spec.outputs
+        ],
         rows=rows,
     )
     if report.convertible:

@@ -145,7 +145,11 @@ def modernize_rnn(layer: LayerSpec, ctx: Context) -> LayerSpec:
         config = _keras1_config(cls, config)
         weights = _keras1_weights(layer, ctx, cls, config, weights)
     else:
-        if cls in ("LSTM", "GRU") and "recurrent_activation" not in config and ctx.keras_version < _SIGMOID_DEFAULT_FROM:
+        if (
+            cls in ("LSTM", "GRU")
+            and "recurrent_activation" not in config
+            and ctx.keras_version < _SIGMOID_DEFAULT_FROM
+        ):
             config["recurrent_activation"] = "hard_sigmoid"
     weights = _from_cudnn_layout(layer, ctx, cls, config, weights)
     if config == dict(layer.config) and _same_arrays(weights, layer.weights):
@@ -262,7 +266,9 @@ def _from_cudnn_layout(
     return (new_kernel, new_recurrent, new_bias)
 
 
-def _check_gru_bias_matches(layer: LayerSpec, ctx: Context, config: Mapping[str, Any], shape: tuple[int, ...], u: int) -> None:
+def _check_gru_bias_matches(
+    layer: LayerSpec, ctx: Context, config: Mapping[str, Any], shape: tuple[int, ...], u: int
+) -> None:
     reset_after = bool(config.get("reset_after", False))
     if shape == (3 * u,) and reset_after:
         raise WeightMismatchError(
@@ -287,7 +293,9 @@ def _cudnn_as_modern(layer: LayerSpec, ctx: Context, target: str) -> LayerSpec:
     keep = ("name", "trainable", "dtype", "batch_input_shape", "batch_shape", "batch_size", "input_shape")
     config: dict[str, Any] = {k: layer.config[k] for k in keep if k in layer.config}
     if "units" not in layer.config:
-        raise WeightMismatchError(f"{layer_label(layer, ctx)}: the config has no 'units', so the weights cannot be checked.")
+        raise WeightMismatchError(
+            f"{layer_label(layer, ctx)}: the config has no 'units', so the weights cannot be checked."
+        )
     config.update(
         units=layer.config["units"],
         activation="tanh",  # cuDNN's fixed activations

@@ -106,7 +106,8 @@ def convert_op(layer: LayerSpec, ctx: Context) -> ModuleSpec:
         )
     op, keys = entry
     unknown = sorted(
-        k for k in set(layer.config) - set(keys) - _OP_IGNORED
+        k
+        for k in set(layer.config) - set(keys) - _OP_IGNORED
         if not (k in _OP_DEFAULT_ONLY and layer.config[k] == _OP_DEFAULT_ONLY[k])
     )
     if unknown:
@@ -116,5 +117,3 @@ def convert_op(layer: LayerSpec, ctx: Context) -> ModuleSpec:
         )
     params = {runtime: layer.config[key] for key, runtime in keys.items() if key in layer.config}
     return ModuleSpec("Op", OpConfig(op=op, args=[], params=params), call="op")
-
-

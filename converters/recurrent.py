@@ -46,8 +46,18 @@ __all__ = [
 ]
 
 RNN_SUPPORTED = frozenset(
-    {"units", "activation", "recurrent_activation", "use_bias", "return_sequences", "return_state",
-     "go_backwards", "time_major", "stateful", "zero_output_for_mask"}
+    {
+        "units",
+        "activation",
+        "recurrent_activation",
+        "use_bias",
+        "return_sequences",
+        "return_state",
+        "go_backwards",
+        "time_major",
+        "stateful",
+        "zero_output_for_mask",
+    }
 )
 RNN_IGNORED = frozenset(
     {"dropout", "recurrent_dropout", "unroll", "implementation", "unit_forget_bias", "seed", "reset_after"}
@@ -101,7 +111,10 @@ def unpack_recurrent_weights(
             f"{layer_label(layer, ctx)}: weight 'kernel' has shape {tuple(kernel.shape)}. Expected "
             f"(input features >= 1, {gates * units}). The weights do not belong to this layer, or the file is damaged."
         )
-    expected: dict[str, tuple[int, ...]] = {"kernel": (features, gates * units), "recurrent_kernel": (units, gates * units)}
+    expected: dict[str, tuple[int, ...]] = {
+        "kernel": (features, gates * units),
+        "recurrent_kernel": (units, gates * units),
+    }
     if bias_shape is not None:
         expected["bias"] = bias_shape
     return features, unpack_weights(layer, ctx, expected)

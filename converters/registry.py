@@ -27,7 +27,9 @@ def register(*class_names: str) -> Callable[[Converter], Converter]:
     def wrap(fn: Converter) -> Converter:
         for name in class_names:
             if name in CONVERTERS:
-                raise RuntimeError(f"Keras class {name!r} has two converters: {CONVERTERS[name].__name__} and {fn.__name__}.")
+                raise RuntimeError(
+                    f"Keras class {name!r} has two converters: {CONVERTERS[name].__name__} and {fn.__name__}."
+                )
             CONVERTERS[name] = fn
         return fn
 

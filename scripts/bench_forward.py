@@ -55,7 +55,7 @@ print("RESULT" + json.dumps({{"predict": predict, "call": call}}))
     env = dict(os.environ, KERAS_BACKEND=backend)
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env)
     line = next(line for line in out.stdout.splitlines() if line.startswith("RESULT"))
-    return json.loads(line[len("RESULT"):])
+    return json.loads(line[len("RESULT") :])
 
 
 def _load_time(path: Path, repeats: int) -> dict:
@@ -76,7 +76,7 @@ print("RESULT" + json.dumps({{"import": t1 - t0, "load": times[len(times) // 2],
 """
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     line = next(line for line in out.stdout.splitlines() if line.startswith("RESULT"))
-    return json.loads(line[len("RESULT"):])
+    return json.loads(line[len("RESULT") :])
 
 
 def main() -> None:
@@ -143,26 +143,39 @@ def main() -> None:
             t_hand.append(median_time(run_hand, args.repeats // 3 + 1))
     conv, hand_t = sorted(t_conv)[1], sorted(t_hand)[1]
 
-    print(f"workload: Embedding(20000,100) -> LSTM(256, seq) -> LSTM(256) -> Dense(1); batch {args.batch} x {args.steps} tokens; "
-          f"{args.threads} thread(s); torch {torch.__version__}")
+    print(
+        f"workload: Embedding(20000,100) -> LSTM(256, seq) -> LSTM(256) -> Dense(1); batch {args.batch} x {args.steps} tokens; "
+        f"{args.threads} thread(s); torch {torch.__version__}"
+    )
     print(f"converted vs hand-written max |diff| = {err:.2e}")
     print(f"{'converted model':32s} {conv * 1e3:9.2f} ms  ({args.batch / conv:8.0f} seq/s)")
-    print(f"{'hand-written nn.LSTM stack':32s} {hand_t * 1e3:9.2f} ms  ratio converted/hand = {conv / hand_t:.3f} (target <= 1.05)")
+    print(
+        f"{'hand-written nn.LSTM stack':32s} {hand_t * 1e3:9.2f} ms  ratio converted/hand = {conv / hand_t:.3f} (target <= 1.05)"
+    )
     if not args.skip_keras:
         tf_res = _keras_child("tensorflow", path, args.batch, args.steps, args.threads, max(5, args.repeats // 2))
-        print(f"{'Keras 3 on TensorFlow, predict':32s} {tf_res['predict'] * 1e3:9.2f} ms  speed-up of converted = {tf_res['predict'] / conv:.2f}x (target >= 1.5)")
-        print(f"{'Keras 3 on TensorFlow, model(x)':32s} {tf_res['call'] * 1e3:9.2f} ms  speed-up of converted = {tf_res['call'] / conv:.2f}x")
+        print(
+            f"{'Keras 3 on TensorFlow, predict':32s} {tf_res['predict'] * 1e3:9.2f} ms  speed-up of converted = {tf_res['predict'] / conv:.2f}x (target >= 1.5)"
+        )
+        print(
+            f"{'Keras 3 on TensorFlow, model(x)':32s} {tf_res['call'] * 1e3:9.2f} ms  speed-up of converted = {tf_res['call'] / conv:.2f}x"
+        )
         try:
             torch_res = _keras_child("torch", path, args.batch, args.steps, args.threads, max(5, args.repeats // 2))
-            print(f"{'Keras 3 on torch, predict':32s} {torch_res['predict'] * 1e3:9.2f} ms  speed-up of converted = {torch_res['predict'] / conv:.2f}x")
-            print(f"{'Keras 3 on torch, model(x)':32s} {torch_res['call'] * 1e3:9.2f} ms  speed-up of converted = {torch_res['call'] / conv:.2f}x")
+            print(
+                f"{'Keras 3 on torch, predict':32s} {torch_res['predict'] * 1e3:9.2f} ms  speed-up of converted = {torch_res['predict'] / conv:.2f}x"
+            )
+            print(
+                f"{'Keras 3 on torch, model(x)':32s} {torch_res['call'] * 1e3:9.2f} ms  speed-up of converted = {torch_res['call'] / conv:.2f}x"
+            )
         except subprocess.CalledProcessError as err_:
             print(f"Keras 3 on torch: failed to run ({err_.stderr.strip().splitlines()[-1] if err_.stderr else err_})")
     load = _load_time(path, 7)
-    print(f"file -> ready module: {size_mb:.1f} MB .keras in {load['load'] * 1e3:.0f} ms median (target <= 500 ms); "
-          f"package import {load['import'] * 1e3:.0f} ms; tensorflow imported: {load['tensorflow_imported']}; "
-          f"keras imported: {load['keras_imported']}")
-
+    print(
+        f"file -> ready module: {size_mb:.1f} MB .keras in {load['load'] * 1e3:.0f} ms median (target <= 500 ms); "
+        f"package import {load['import'] * 1e3:.0f} ms; tensorflow imported: {load['tensorflow_imported']}; "
+        f"keras imported: {load['keras_imported']}"
+    )
 
 
 if __name__ == "__main__":

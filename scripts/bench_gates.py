@@ -44,9 +44,17 @@ def main() -> None:
         "inputs": [{"name": "tokens", "shape": [None, args.steps], "dtype": "int32"}],
         "layers": [
             {"name": "embedding", "type": "Embedding", "config": {"num_embeddings": 20000, "embedding_dim": dim}},
-            {"name": "lstm_1", "type": "LSTM", "config": {"input_size": dim, "hidden_size": units, "return_sequences": True}},
+            {
+                "name": "lstm_1",
+                "type": "LSTM",
+                "config": {"input_size": dim, "hidden_size": units, "return_sequences": True},
+            },
             {"name": "lstm_2", "type": "LSTM", "config": {"input_size": units, "hidden_size": units}},
-            {"name": "head", "type": "Dense", "config": {"in_features": units, "out_features": 1, "activation": "sigmoid"}},
+            {
+                "name": "head",
+                "type": "Dense",
+                "config": {"in_features": units, "out_features": 1, "activation": "sigmoid"},
+            },
         ],
         "nodes": [
             {"layer": "embedding", "inputs": [["tokens", 0, 0]]},
@@ -89,7 +97,12 @@ def main() -> None:
 
     with torch.inference_mode():
         times = interleaved_medians(
-            {"plain": plain_forward, "auto": gates_with("auto"), "loop": gates_with("loop"), "fused": gates_with("fused")},
+            {
+                "plain": plain_forward,
+                "auto": gates_with("auto"),
+                "loop": gates_with("loop"),
+                "fused": gates_with("fused"),
+            },
             args.repeats,
         )
         plain = times.pop("plain")
@@ -99,8 +112,14 @@ def main() -> None:
         cells = [nn.LSTMCell(dim, units), nn.LSTMCell(units, units)]
         for cell, lstm in zip(cells, (model.layer("lstm_1"), model.layer("lstm_2"))):
             cell.to(args.device)
-            cell.load_state_dict({"weight_ih": lstm.weight_ih_l0, "weight_hh": lstm.weight_hh_l0,
-                                  "bias_ih": lstm.bias_ih_l0, "bias_hh": lstm.bias_hh_l0})
+            cell.load_state_dict(
+                {
+                    "weight_ih": lstm.weight_ih_l0,
+                    "weight_hh": lstm.weight_hh_l0,
+                    "bias_ih": lstm.bias_ih_l0,
+                    "bias_hh": lstm.bias_hh_l0,
+                }
+            )
 
         def cell_loop() -> None:
             seq = model.layer("embedding")(x)
@@ -123,14 +142,20 @@ def main() -> None:
 
         fused_alone = timed(torch_stack)
 
-    print(f"workload: Embedding(20000,{dim}) -> LSTM({units}, seq) -> LSTM({units}) -> Dense(1); batch {args.batch} x "
-          f"{args.steps} steps; device {args.device}; {args.threads} thread(s); torch {torch.__version__}")
+    print(
+        f"workload: Embedding(20000,{dim}) -> LSTM({units}, seq) -> LSTM({units}) -> Dense(1); batch {args.batch} x "
+        f"{args.steps} steps; device {args.device}; {args.threads} thread(s); torch {torch.__version__}"
+    )
     print(f"{'plain forward':40s} {plain * 1e3:9.2f} ms   {args.batch / plain:9.0f} seq/s")
     for path, t in results.items():
-        print(f"{'forward + all gates, path=' + path:40s} {t * 1e3:9.2f} ms   {args.batch / t:9.0f} seq/s   ratio {t / plain:.2f}x (target <= 1.5)")
+        print(
+            f"{'forward + all gates, path=' + path:40s} {t * 1e3:9.2f} ms   {args.batch / t:9.0f} seq/s   ratio {t / plain:.2f}x (target <= 1.5)"
+        )
     print(f"{'Python nn.LSTMCell loop (no gates!)':40s} {cell_time * 1e3:9.2f} ms   ratio {cell_time / plain:.2f}x")
-    print(f"{'the two nn.LSTM layers alone':40s} {fused_alone * 1e3:9.2f} ms   {args.batch / fused_alone:9.0f} seq/s; "
-          f"forward + all gates runs at {fused_alone / results['auto']:.2f} of their throughput")
+    print(
+        f"{'the two nn.LSTM layers alone':40s} {fused_alone * 1e3:9.2f} ms   {args.batch / fused_alone:9.0f} seq/s; "
+        f"forward + all gates runs at {fused_alone / results['auto']:.2f} of their throughput"
+    )
 
 
 if __name__ == "__main__":

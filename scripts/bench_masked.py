@@ -27,10 +27,18 @@ def _seed_config(steps: int, units: int, mask_zero: bool, recurrent: str = "LSTM
         "name": "seed_scaled",
         "inputs": [{"name": "tokens", "shape": [None, steps], "dtype": "int32"}],
         "layers": [
-            {"name": "embedding", "type": "Embedding", "config": {"num_embeddings": 20000, "embedding_dim": 100, "mask_zero": mask_zero}},
+            {
+                "name": "embedding",
+                "type": "Embedding",
+                "config": {"num_embeddings": 20000, "embedding_dim": 100, "mask_zero": mask_zero},
+            },
             {"name": "rnn_1", "type": recurrent, "config": rnn_cfg},
             {"name": "rnn_2", "type": recurrent, "config": rnn2_cfg},
-            {"name": "head", "type": "Dense", "config": {"in_features": units, "out_features": 1, "activation": "sigmoid"}},
+            {
+                "name": "head",
+                "type": "Dense",
+                "config": {"in_features": units, "out_features": 1, "activation": "sigmoid"},
+            },
         ],
         "nodes": [
             {"layer": "embedding", "inputs": [["tokens", 0, 0]]},
@@ -109,14 +117,18 @@ def main() -> None:
         gru_times = interleaved_medians({"converted": run(gru, right), "hand": run(hand_gru, right)}, args.repeats)
         gru_t, hand_t = gru_times["converted"], gru_times["hand"]
 
-    print(f"workload: Embedding(20000,100) -> LSTM({args.units}, seq) -> LSTM({args.units}) -> Dense(1); batch {args.batch} x "
-          f"{args.steps} steps, lengths {int(lengths.min())}..{int(lengths.max())}; device {args.device}; {args.threads} thread(s)")
+    print(
+        f"workload: Embedding(20000,100) -> LSTM({args.units}, seq) -> LSTM({args.units}) -> Dense(1); batch {args.batch} x "
+        f"{args.steps} steps, lengths {int(lengths.min())}..{int(lengths.max())}; device {args.device}; {args.threads} thread(s)"
+    )
     print(f"{'unmasked':34s} {base * 1e3:9.2f} ms")
     print(f"{'masked, right-padded':34s} {r * 1e3:9.2f} ms   ratio {r / base:.2f}x (target <= 1.3)")
     print(f"{'masked, left-padded (pad_sequences)':34s} {lft * 1e3:9.2f} ms   ratio {lft / base:.2f}x (target <= 1.3)")
     print(f"{'masked with a hole (exact loop)':34s} {hol * 1e3:9.2f} ms   ratio {hol / base:.2f}x")
-    print(f"{'converted GRU model':34s} {gru_t * 1e3:9.2f} ms   vs hand-written nn.GRU {hand_t * 1e3:.2f} ms: "
-          f"ratio {gru_t / hand_t:.3f} (target <= 1.05); max |diff| {err:.1e}")
+    print(
+        f"{'converted GRU model':34s} {gru_t * 1e3:9.2f} ms   vs hand-written nn.GRU {hand_t * 1e3:.2f} ms: "
+        f"ratio {gru_t / hand_t:.3f} (target <= 1.05); max |diff| {err:.1e}"
+    )
 
 
 if __name__ == "__main__":

@@ -85,9 +85,10 @@ def deflate_archive(path: Path) -> None:
     same, and the bundled example stays small.
     """
     tmp = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(path) as src, zipfile.ZipFile(
-        tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9
-    ) as dst:
+    with (
+        zipfile.ZipFile(path) as src,
+        zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as dst,
+    ):
         for info in src.infolist():
             data = src.read(info)
             info.compress_type = zipfile.ZIP_DEFLATED

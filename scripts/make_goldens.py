@@ -103,9 +103,7 @@ def build_lstm_default_u3(K, lib):
 
 
 def build_lstm_u1_seq(K, lib):
-    return K.Sequential(
-        [seq_input(K), K.layers.LSTM(1, return_sequences=True, name="lstm")], name="lstm_u1_seq"
-    )
+    return K.Sequential([seq_input(K), K.layers.LSTM(1, return_sequences=True, name="lstm")], name="lstm_u1_seq")
 
 
 def build_lstm_u16_stacked(K, lib):

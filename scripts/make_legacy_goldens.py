@@ -94,7 +94,7 @@ def run_recurrence(x, step, n_states, units, go_backwards=False, mask=None):
     states = [np.zeros((batch, units)) for _ in range(n_states)]
     previous = np.zeros((batch, units))
     outputs = []
-    for t in (range(steps - 1, -1, -1) if go_backwards else range(steps)):
+    for t in range(steps - 1, -1, -1) if go_backwards else range(steps):
         out, new_states = step(x[:, t, :], states)
         if mask is not None:
             keep = mask[:, t][:, None]
@@ -115,7 +115,9 @@ class Gate:
     b_rec: np.ndarray | None = None  # (u,) recurrent bias (GRU reset_after / cuDNN)
 
 
-def lstm_forward(x, gates: dict[str, Gate], activation, recurrent_activation, return_sequences, go_backwards=False, mask=None):
+def lstm_forward(
+    x, gates: dict[str, Gate], activation, recurrent_activation, return_sequences, go_backwards=False, mask=None
+):
     act, rec = ACTIVATIONS[activation], ACTIVATIONS[recurrent_activation]
     units = gates["i"].wh.shape[0]
 
@@ -136,8 +138,16 @@ def lstm_forward(x, gates: dict[str, Gate], activation, recurrent_activation, re
     return seq if return_sequences else last
 
 
-def gru_forward(x, gates: dict[str, Gate], activation, recurrent_activation, return_sequences, reset_after,
-                go_backwards=False, mask=None):
+def gru_forward(
+    x,
+    gates: dict[str, Gate],
+    activation,
+    recurrent_activation,
+    return_sequences,
+    reset_after,
+    go_backwards=False,
+    mask=None,
+):
     act, rec = ACTIVATIONS[activation], ACTIVATIONS[recurrent_activation]
     units = gates["z"].wh.shape[0]
 
@@ -264,55 +274,119 @@ def write_weights_only_h5(path: Path, layers, keras_version: str, backend: str) 
 
 # --- configs as each generation serialized them ---------------------------------------------------
 
-_K2_GLOROT = {"class_name": "VarianceScaling", "config": {"scale": 1.0, "mode": "fan_avg", "distribution": "uniform", "seed": None}}
+_K2_GLOROT = {
+    "class_name": "VarianceScaling",
+    "config": {"scale": 1.0, "mode": "fan_avg", "distribution": "uniform", "seed": None},
+}
 _K2_ORTHO = {"class_name": "Orthogonal", "config": {"gain": 1.0, "seed": None}}
 _K2_ZEROS = {"class_name": "Zeros", "config": {}}
 
 
 def k1_embedding(name, vocab, dim, length, mask_zero):
-    return {"class_name": "Embedding", "config": {
-        "name": name, "trainable": True, "batch_input_shape": [None, length], "input_dtype": "int32",
-        "input_dim": vocab, "output_dim": dim, "init": "uniform", "input_length": length,
-        "W_regularizer": None, "activity_regularizer": None, "W_constraint": None,
-        "mask_zero": mask_zero, "dropout": 0.0}}
+    return {
+        "class_name": "Embedding",
+        "config": {
+            "name": name,
+            "trainable": True,
+            "batch_input_shape": [None, length],
+            "input_dtype": "int32",
+            "input_dim": vocab,
+            "output_dim": dim,
+            "init": "uniform",
+            "input_length": length,
+            "W_regularizer": None,
+            "activity_regularizer": None,
+            "W_constraint": None,
+            "mask_zero": mask_zero,
+            "dropout": 0.0,
+        },
+    }
 
 
-def k1_recurrent(cls, name, units, *, return_sequences=False, go_backwards=False, consume_less="cpu",
-                 activation="tanh", inner_activation="hard_sigmoid", input_dim=None, input_length=None,
-                 batch_input_shape=None, omit=()):
+def k1_recurrent(
+    cls,
+    name,
+    units,
+    *,
+    return_sequences=False,
+    go_backwards=False,
+    consume_less="cpu",
+    activation="tanh",
+    inner_activation="hard_sigmoid",
+    input_dim=None,
+    input_length=None,
+    batch_input_shape=None,
+    omit=(),
+):
     cfg: dict[str, Any] = {"name": name, "trainable": True}
     if batch_input_shape is not None:
         cfg["batch_input_shape"] = batch_input_shape
         cfg["input_dtype"] = "float32"
-    cfg.update({"return_sequences": return_sequences, "go_backwards": go_backwards, "stateful": False,
-                "unroll": False, "consume_less": consume_less, "input_dim": input_dim,
-                "input_length": input_length, "output_dim": units, "init": "glorot_uniform",
-                "inner_init": "orthogonal"})
+    cfg.update(
+        {
+            "return_sequences": return_sequences,
+            "go_backwards": go_backwards,
+            "stateful": False,
+            "unroll": False,
+            "consume_less": consume_less,
+            "input_dim": input_dim,
+            "input_length": input_length,
+            "output_dim": units,
+            "init": "glorot_uniform",
+            "inner_init": "orthogonal",
+        }
+    )
     if cls == "LSTM":
         cfg["forget_bias_init"] = "one"
     cfg["activation"] = activation
     if cls != "SimpleRNN":
         cfg["inner_activation"] = inner_activation
-    cfg.update({"W_regularizer": None, "U_regularizer": None, "b_regularizer": None, "dropout_W": 0.0, "dropout_U": 0.0})
+    cfg.update(
+        {"W_regularizer": None, "U_regularizer": None, "b_regularizer": None, "dropout_W": 0.0, "dropout_U": 0.0}
+    )
     for key in omit:
         cfg.pop(key, None)
     return {"class_name": cls, "config": cfg}
 
 
 def k1_dense(name, units, activation, input_dim):
-    return {"class_name": "Dense", "config": {
-        "name": name, "trainable": True, "output_dim": units, "init": "glorot_uniform", "activation": activation,
-        "W_regularizer": None, "b_regularizer": None, "activity_regularizer": None, "W_constraint": None,
-        "b_constraint": None, "bias": True, "input_dim": input_dim}}
+    return {
+        "class_name": "Dense",
+        "config": {
+            "name": name,
+            "trainable": True,
+            "output_dim": units,
+            "init": "glorot_uniform",
+            "activation": activation,
+            "W_regularizer": None,
+            "b_regularizer": None,
+            "activity_regularizer": None,
+            "W_constraint": None,
+            "b_constraint": None,
+            "bias": True,
+            "input_dim": input_dim,
+        },
+    }
 
 
 def k1_dropout(name, p):
     return {"class_name": "Dropout", "config": {"name": name, "trainable": True, "p": p}}
 
 
-def k2_recurrent(cls, name, units, *, return_sequences=False, go_backwards=False, activation="tanh",
-                 recurrent_activation="hard_sigmoid", use_bias=True, reset_after=None, batch_input_shape=None,
-                 return_state_key=True):
+def k2_recurrent(
+    cls,
+    name,
+    units,
+    *,
+    return_sequences=False,
+    go_backwards=False,
+    activation="tanh",
+    recurrent_activation="hard_sigmoid",
+    use_bias=True,
+    reset_after=None,
+    batch_input_shape=None,
+    return_state_key=True,
+):
     cfg: dict[str, Any] = {"name": name, "trainable": True}
     if batch_input_shape is not None:
         cfg["batch_input_shape"] = batch_input_shape
@@ -320,17 +394,35 @@ def k2_recurrent(cls, name, units, *, return_sequences=False, go_backwards=False
     cfg["return_sequences"] = return_sequences
     if return_state_key:
         cfg["return_state"] = False
-    cfg.update({"go_backwards": go_backwards, "stateful": False, "unroll": False, "units": units,
-                "activation": activation})
+    cfg.update(
+        {"go_backwards": go_backwards, "stateful": False, "unroll": False, "units": units, "activation": activation}
+    )
     if cls != "SimpleRNN":
         cfg["recurrent_activation"] = recurrent_activation
-    cfg.update({"use_bias": use_bias, "kernel_initializer": _K2_GLOROT, "recurrent_initializer": _K2_ORTHO,
-                "bias_initializer": _K2_ZEROS})
+    cfg.update(
+        {
+            "use_bias": use_bias,
+            "kernel_initializer": _K2_GLOROT,
+            "recurrent_initializer": _K2_ORTHO,
+            "bias_initializer": _K2_ZEROS,
+        }
+    )
     if cls == "LSTM":
         cfg["unit_forget_bias"] = True
-    cfg.update({"kernel_regularizer": None, "recurrent_regularizer": None, "bias_regularizer": None,
-                "activity_regularizer": None, "kernel_constraint": None, "recurrent_constraint": None,
-                "bias_constraint": None, "dropout": 0.0, "recurrent_dropout": 0.0, "implementation": 1})
+    cfg.update(
+        {
+            "kernel_regularizer": None,
+            "recurrent_regularizer": None,
+            "bias_regularizer": None,
+            "activity_regularizer": None,
+            "kernel_constraint": None,
+            "recurrent_constraint": None,
+            "bias_constraint": None,
+            "dropout": 0.0,
+            "recurrent_dropout": 0.0,
+            "implementation": 1,
+        }
+    )
     if reset_after is not None:
         cfg["reset_after"] = reset_after
     return {"class_name": cls, "config": cfg}
@@ -341,22 +433,52 @@ def k2_cudnn(cls, name, units, *, return_sequences=False, go_backwards=False, ba
     if batch_input_shape is not None:
         cfg["batch_input_shape"] = batch_input_shape
         cfg["dtype"] = "float32"
-    cfg.update({"return_sequences": return_sequences, "return_state": False, "go_backwards": go_backwards,
-                "stateful": False, "units": units, "kernel_initializer": _K2_GLOROT,
-                "recurrent_initializer": _K2_ORTHO, "bias_initializer": _K2_ZEROS})
+    cfg.update(
+        {
+            "return_sequences": return_sequences,
+            "return_state": False,
+            "go_backwards": go_backwards,
+            "stateful": False,
+            "units": units,
+            "kernel_initializer": _K2_GLOROT,
+            "recurrent_initializer": _K2_ORTHO,
+            "bias_initializer": _K2_ZEROS,
+        }
+    )
     if cls == "CuDNNLSTM":
         cfg["unit_forget_bias"] = True
-    cfg.update({"kernel_regularizer": None, "recurrent_regularizer": None, "bias_regularizer": None,
-                "activity_regularizer": None, "kernel_constraint": None, "recurrent_constraint": None,
-                "bias_constraint": None})
+    cfg.update(
+        {
+            "kernel_regularizer": None,
+            "recurrent_regularizer": None,
+            "bias_regularizer": None,
+            "activity_regularizer": None,
+            "kernel_constraint": None,
+            "recurrent_constraint": None,
+            "bias_constraint": None,
+        }
+    )
     return {"class_name": cls, "config": cfg}
 
 
 def k2_dense(name, units, activation):
-    return {"class_name": "Dense", "config": {
-        "name": name, "trainable": True, "units": units, "activation": activation, "use_bias": True,
-        "kernel_initializer": _K2_GLOROT, "bias_initializer": _K2_ZEROS, "kernel_regularizer": None,
-        "bias_regularizer": None, "activity_regularizer": None, "kernel_constraint": None, "bias_constraint": None}}
+    return {
+        "class_name": "Dense",
+        "config": {
+            "name": name,
+            "trainable": True,
+            "units": units,
+            "activation": activation,
+            "use_bias": True,
+            "kernel_initializer": _K2_GLOROT,
+            "bias_initializer": _K2_ZEROS,
+            "kernel_regularizer": None,
+            "bias_regularizer": None,
+            "activity_regularizer": None,
+            "kernel_constraint": None,
+            "bias_constraint": None,
+        },
+    }
 
 
 def sequential(layers: list[dict], keras_version: str, name: str = "sequential_1") -> dict:
@@ -411,21 +533,30 @@ def case_keras1_lstm_masked(out: Path, rng) -> Golden:
         d = dict((n.split(f"{lname}_")[1][:-2], a) for n, a in arrays)
         keras1_gates[lname] = {g: Gate(*_f64(d[f"W_{g}"], d[f"U_{g}"], d[f"b_{g}"])) for g in "icfo"}
     dk, db = _w(rng, u2, 2), _w(rng, 2, scale=0.3)
-    config = sequential([
-        k1_embedding("embedding_1", vocab, dim, length, True),
-        k1_recurrent("LSTM", "lstm_1", u1, return_sequences=True, consume_less="cpu", input_dim=dim),
-        k1_dropout("dropout_1", 0.25),
-        k1_recurrent("LSTM", "lstm_2", u2, go_backwards=True, consume_less="mem", input_dim=u1),
-        k1_dense("dense_1", 2, "softmax", u2),
-    ], "1.2.2")
+    config = sequential(
+        [
+            k1_embedding("embedding_1", vocab, dim, length, True),
+            k1_recurrent("LSTM", "lstm_1", u1, return_sequences=True, consume_less="cpu", input_dim=dim),
+            k1_dropout("dropout_1", 0.25),
+            k1_recurrent("LSTM", "lstm_2", u2, go_backwards=True, consume_less="mem", input_dim=u1),
+            k1_dense("dense_1", 2, "softmax", u2),
+        ],
+        "1.2.2",
+    )
     path = out / "keras1_lstm_masked.h5"
-    write_model_h5(path, config, [
-        ("embedding_1", [("embedding_1_W:0", emb)]),
-        ("lstm_1", stored["lstm_1"]),
-        ("dropout_1", []),
-        ("lstm_2", stored["lstm_2"]),
-        ("dense_1", [("dense_1_W:0", dk), ("dense_1_b:0", db)]),
-    ], keras_version="1.2.2", backend=None)
+    write_model_h5(
+        path,
+        config,
+        [
+            ("embedding_1", [("embedding_1_W:0", emb)]),
+            ("lstm_1", stored["lstm_1"]),
+            ("dropout_1", []),
+            ("lstm_2", stored["lstm_2"]),
+            ("dense_1", [("dense_1_W:0", dk), ("dense_1_b:0", db)]),
+        ],
+        keras_version="1.2.2",
+        backend=None,
+    )
     mask = tokens != 0
     x = np.asarray(emb, np.float64)[tokens]
     y1 = lstm_forward(x, keras1_gates["lstm_1"], "tanh", "hard_sigmoid", True, mask=mask)
@@ -436,24 +567,34 @@ def case_keras1_lstm_masked(out: Path, rng) -> Golden:
     def check(golden: Golden):
         import tf_keras as K
 
-        model = K.Sequential([
-            K.layers.Embedding(vocab, dim, mask_zero=True, input_length=length, name="embedding_1"),
-            K.layers.LSTM(u1, recurrent_activation="hard_sigmoid", return_sequences=True, name="lstm_1"),
-            K.layers.Dropout(0.25, name="dropout_1"),
-            K.layers.LSTM(u2, recurrent_activation="hard_sigmoid", go_backwards=True, name="lstm_2"),
-            K.layers.Dense(2, activation="softmax", name="dense_1"),
-        ])
+        model = K.Sequential(
+            [
+                K.layers.Embedding(vocab, dim, mask_zero=True, input_length=length, name="embedding_1"),
+                K.layers.LSTM(u1, recurrent_activation="hard_sigmoid", return_sequences=True, name="lstm_1"),
+                K.layers.Dropout(0.25, name="dropout_1"),
+                K.layers.LSTM(u2, recurrent_activation="hard_sigmoid", go_backwards=True, name="lstm_2"),
+                K.layers.Dense(2, activation="softmax", name="dense_1"),
+            ]
+        )
         model.build((None, length))
         model.load_weights(str(golden.files["model"]))  # tf_keras converts the Keras 1 arrays
         return tf_keras_layer_outputs(model, golden.inputs)
 
-    return Golden({"model": path}, tokens, layers, {
-        "generation": "keras1", "keras_version": "1.2.2", "written_by": "h5py, Keras 1.2.2 layout (TensorFlow backend names)",
-        "cross_check": "tf_keras Sequential(Embedding, LSTM(hard_sigmoid), Dropout, LSTM(hard_sigmoid, go_backwards), Dense) "
-                       ".load_weights(file): tf_keras' Keras 1 converter (i, c, f, o -> i, f, c, o)",
-        "description": "Keras 1.2.2: Embedding(mask_zero) -> LSTM(3, seq, consume_less=cpu, 12 arrays) -> Dropout(p) -> "
-                       "LSTM(2, go_backwards, consume_less=mem) -> Dense(softmax); right-padded and holed masks",
-    }, check)
+    return Golden(
+        {"model": path},
+        tokens,
+        layers,
+        {
+            "generation": "keras1",
+            "keras_version": "1.2.2",
+            "written_by": "h5py, Keras 1.2.2 layout (TensorFlow backend names)",
+            "cross_check": "tf_keras Sequential(Embedding, LSTM(hard_sigmoid), Dropout, LSTM(hard_sigmoid, go_backwards), Dense) "
+            ".load_weights(file): tf_keras' Keras 1 converter (i, c, f, o -> i, f, c, o)",
+            "description": "Keras 1.2.2: Embedding(mask_zero) -> LSTM(3, seq, consume_less=cpu, 12 arrays) -> Dropout(p) -> "
+            "LSTM(2, go_backwards, consume_less=mem) -> Dense(softmax); right-padded and holed masks",
+        },
+        check,
+    )
 
 
 def case_keras1_bidirectional_lstm(out: Path, rng) -> Golden:
@@ -472,18 +613,29 @@ def case_keras1_bidirectional_lstm(out: Path, rng) -> Golden:
         gates[half] = {g: Gate(*_f64(*arrays[g])) for g in "icfo"}
     dk, db = _w(rng, 2 * units, 2), _w(rng, 2, scale=0.3)
     inner = k1_recurrent("LSTM", "lstm_1", units, consume_less="cpu", input_dim=dim)
-    config = sequential([
-        k1_embedding("embedding_1", vocab, dim, length, True),
-        {"class_name": "Bidirectional", "config": {"name": "bidirectional_1", "trainable": True, "layer": inner,
-                                                   "merge_mode": "concat"}},
-        k1_dense("dense_1", 2, "linear", 2 * units),
-    ], "1.2.2")
+    config = sequential(
+        [
+            k1_embedding("embedding_1", vocab, dim, length, True),
+            {
+                "class_name": "Bidirectional",
+                "config": {"name": "bidirectional_1", "trainable": True, "layer": inner, "merge_mode": "concat"},
+            },
+            k1_dense("dense_1", 2, "linear", 2 * units),
+        ],
+        "1.2.2",
+    )
     path = out / "keras1_bidirectional_lstm.h5"
-    write_model_h5(path, config, [
-        ("embedding_1", [("embedding_1_W:0", emb)]),
-        ("bidirectional_1", stored),
-        ("dense_1", [("dense_1_W:0", dk), ("dense_1_b:0", db)]),
-    ], keras_version="1.2.2", backend=None)
+    write_model_h5(
+        path,
+        config,
+        [
+            ("embedding_1", [("embedding_1_W:0", emb)]),
+            ("bidirectional_1", stored),
+            ("dense_1", [("dense_1_W:0", dk), ("dense_1_b:0", db)]),
+        ],
+        keras_version="1.2.2",
+        backend=None,
+    )
     mask = tokens != 0
     x = np.asarray(emb, np.float64)[tokens]
     fwd = lstm_forward(x, gates["forward"], "tanh", "hard_sigmoid", False, mask=mask)
@@ -494,23 +646,36 @@ def case_keras1_bidirectional_lstm(out: Path, rng) -> Golden:
     def check(golden: Golden):
         import tf_keras as K
 
-        model = K.Sequential([
-            K.layers.Embedding(vocab, dim, mask_zero=True, input_length=length, name="embedding_1"),
-            K.layers.Bidirectional(K.layers.LSTM(units, recurrent_activation="hard_sigmoid"), merge_mode="concat",
-                                   name="bidirectional_1"),
-            K.layers.Dense(2, name="dense_1"),
-        ])
+        model = K.Sequential(
+            [
+                K.layers.Embedding(vocab, dim, mask_zero=True, input_length=length, name="embedding_1"),
+                K.layers.Bidirectional(
+                    K.layers.LSTM(units, recurrent_activation="hard_sigmoid"),
+                    merge_mode="concat",
+                    name="bidirectional_1",
+                ),
+                K.layers.Dense(2, name="dense_1"),
+            ]
+        )
         model.build((None, length))
         model.load_weights(str(golden.files["model"]))  # converts each half from Keras 1
         return tf_keras_layer_outputs(model, golden.inputs)
 
-    return Golden({"model": path}, tokens, {"embedding_1": x, "bidirectional_1": y2, "dense_1": y3}, {
-        "generation": "keras1", "keras_version": "1.2.2", "written_by": "h5py, Keras 1.2.2 layout (TensorFlow backend names)",
-        "cross_check": "tf_keras Sequential(Embedding, Bidirectional(LSTM(hard_sigmoid)), Dense).load_weights(file): "
-                       "tf_keras converts each half from Keras 1",
-        "description": "Keras 1.2.2: Embedding(mask_zero) -> Bidirectional(LSTM(3), concat; 24 arrays) -> Dense, "
-                       "right- and left-padded masks",
-    }, check)
+    return Golden(
+        {"model": path},
+        tokens,
+        {"embedding_1": x, "bidirectional_1": y2, "dense_1": y3},
+        {
+            "generation": "keras1",
+            "keras_version": "1.2.2",
+            "written_by": "h5py, Keras 1.2.2 layout (TensorFlow backend names)",
+            "cross_check": "tf_keras Sequential(Embedding, Bidirectional(LSTM(hard_sigmoid)), Dense).load_weights(file): "
+            "tf_keras converts each half from Keras 1",
+            "description": "Keras 1.2.2: Embedding(mask_zero) -> Bidirectional(LSTM(3), concat; 24 arrays) -> Dense, "
+            "right- and left-padded masks",
+        },
+        check,
+    )
 
 
 def case_keras1_lstm_gpu_noversion(out: Path, rng) -> Golden:
@@ -522,16 +687,29 @@ def case_keras1_lstm_gpu_noversion(out: Path, rng) -> Golden:
         W, U, b = _w(rng, features, 4 * units), _w(rng, units, 4 * units), _w(rng, 4 * units, scale=0.3)
         stored[lname] = [(f"{lname}_W", W), (f"{lname}_U", U), (f"{lname}_b", b)]
         gates[lname] = gates_from_packed(*_f64(W, U, b), "ifco")  # Keras 1 'gpu' step: z0..z3 = i, f, c, o
-    config = sequential([
-        k1_recurrent("LSTM", "lstm_1", u1, return_sequences=True, consume_less="gpu",
-                     batch_input_shape=[None, TIMESTEPS, FEATURES], input_dim=FEATURES, input_length=TIMESTEPS,
-                     omit=("activation", "inner_activation")),
-        k1_recurrent("LSTM", "lstm_2", u2, consume_less="gpu", activation="relu", inner_activation="sigmoid",
-                     input_dim=u1),
-    ], "1.0.0")
+    config = sequential(
+        [
+            k1_recurrent(
+                "LSTM",
+                "lstm_1",
+                u1,
+                return_sequences=True,
+                consume_less="gpu",
+                batch_input_shape=[None, TIMESTEPS, FEATURES],
+                input_dim=FEATURES,
+                input_length=TIMESTEPS,
+                omit=("activation", "inner_activation"),
+            ),
+            k1_recurrent(
+                "LSTM", "lstm_2", u2, consume_less="gpu", activation="relu", inner_activation="sigmoid", input_dim=u1
+            ),
+        ],
+        "1.0.0",
+    )
     path = out / "keras1_lstm_gpu_noversion.h5"
-    write_model_h5(path, config, [("lstm_1", stored["lstm_1"]), ("lstm_2", stored["lstm_2"])],
-                   keras_version=None, backend=None)
+    write_model_h5(
+        path, config, [("lstm_1", stored["lstm_1"]), ("lstm_2", stored["lstm_2"])], keras_version=None, backend=None
+    )
     x = _float_inputs(rng)
     y1 = lstm_forward(np.float64(x), gates["lstm_1"], "tanh", "hard_sigmoid", True)
     y2 = lstm_forward(y1, gates["lstm_2"], "relu", "sigmoid", False)
@@ -539,21 +717,36 @@ def case_keras1_lstm_gpu_noversion(out: Path, rng) -> Golden:
     def check(golden: Golden):
         import tf_keras as K
 
-        model = K.Sequential([
-            K.layers.LSTM(u1, recurrent_activation="hard_sigmoid", return_sequences=True, name="lstm_1",
-                          input_shape=(TIMESTEPS, FEATURES)),
-            K.layers.LSTM(u2, activation="relu", recurrent_activation="sigmoid", name="lstm_2"),
-        ])
+        model = K.Sequential(
+            [
+                K.layers.LSTM(
+                    u1,
+                    recurrent_activation="hard_sigmoid",
+                    return_sequences=True,
+                    name="lstm_1",
+                    input_shape=(TIMESTEPS, FEATURES),
+                ),
+                K.layers.LSTM(u2, activation="relu", recurrent_activation="sigmoid", name="lstm_2"),
+            ]
+        )
         model.load_weights(str(golden.files["model"]))
         return tf_keras_layer_outputs(model, golden.inputs)
 
-    return Golden({"model": path}, x, {"lstm_1": y1, "lstm_2": y2}, {
-        "generation": "keras1", "keras_version": "(absent)", "written_by": "h5py, Keras 1 layout (Theano backend names)",
-        "cross_check": "tf_keras Sequential(LSTM(hard_sigmoid), LSTM(relu, sigmoid)).load_weights(file); "
-                       "tf_keras passes 3-array Keras 1 LSTMs through unchanged",
-        "description": "Keras 1 without keras_version: LSTM(4, seq, consume_less=gpu, activation keys absent -> "
-                       "tanh / hard_sigmoid) -> LSTM(3, relu / sigmoid, consume_less=gpu)",
-    }, check)
+    return Golden(
+        {"model": path},
+        x,
+        {"lstm_1": y1, "lstm_2": y2},
+        {
+            "generation": "keras1",
+            "keras_version": "(absent)",
+            "written_by": "h5py, Keras 1 layout (Theano backend names)",
+            "cross_check": "tf_keras Sequential(LSTM(hard_sigmoid), LSTM(relu, sigmoid)).load_weights(file); "
+            "tf_keras passes 3-array Keras 1 LSTMs through unchanged",
+            "description": "Keras 1 without keras_version: LSTM(4, seq, consume_less=gpu, activation keys absent -> "
+            "tanh / hard_sigmoid) -> LSTM(3, relu / sigmoid, consume_less=gpu)",
+        },
+        check,
+    )
 
 
 def case_keras1_gru(out: Path, rng) -> Golden:
@@ -565,18 +758,35 @@ def case_keras1_gru(out: Path, rng) -> Golden:
     W2, U2, b2 = _w(rng, u1, 3 * u2), _w(rng, u2, 3 * u2), _w(rng, 3 * u2, scale=0.3)
     gates2 = gates_from_packed(*_f64(W2, U2, b2), "zrh")
     dk, db = _w(rng, u2, 1), _w(rng, 1, scale=0.3)
-    config = sequential([
-        k1_recurrent("GRU", "gru_1", u1, return_sequences=True, consume_less="cpu",
-                     batch_input_shape=[None, TIMESTEPS, FEATURES], input_dim=FEATURES, input_length=TIMESTEPS),
-        k1_recurrent("GRU", "gru_2", u2, go_backwards=True, consume_less="gpu", input_dim=u1),
-        k1_dense("dense_1", 1, "linear", u2),
-    ], "1.2.2")
+    config = sequential(
+        [
+            k1_recurrent(
+                "GRU",
+                "gru_1",
+                u1,
+                return_sequences=True,
+                consume_less="cpu",
+                batch_input_shape=[None, TIMESTEPS, FEATURES],
+                input_dim=FEATURES,
+                input_length=TIMESTEPS,
+            ),
+            k1_recurrent("GRU", "gru_2", u2, go_backwards=True, consume_less="gpu", input_dim=u1),
+            k1_dense("dense_1", 1, "linear", u2),
+        ],
+        "1.2.2",
+    )
     path = out / "keras1_gru.h5"
-    write_model_h5(path, config, [
-        ("gru_1", stored1),
-        ("gru_2", [("gru_2_W:0", W2), ("gru_2_U:0", U2), ("gru_2_b:0", b2)]),
-        ("dense_1", [("dense_1_W:0", dk), ("dense_1_b:0", db)]),
-    ], keras_version="1.2.2", backend=None)
+    write_model_h5(
+        path,
+        config,
+        [
+            ("gru_1", stored1),
+            ("gru_2", [("gru_2_W:0", W2), ("gru_2_U:0", U2), ("gru_2_b:0", b2)]),
+            ("dense_1", [("dense_1_W:0", dk), ("dense_1_b:0", db)]),
+        ],
+        keras_version="1.2.2",
+        backend=None,
+    )
     x = _float_inputs(rng)
     y1 = gru_forward(np.float64(x), gates1, "tanh", "hard_sigmoid", True, reset_after=False)
     y2 = gru_forward(y1, gates2, "tanh", "hard_sigmoid", False, reset_after=False, go_backwards=True)
@@ -585,21 +795,39 @@ def case_keras1_gru(out: Path, rng) -> Golden:
     def check(golden: Golden):
         import tf_keras as K
 
-        model = K.Sequential([
-            K.layers.GRU(u1, recurrent_activation="hard_sigmoid", reset_after=False, return_sequences=True,
-                         name="gru_1", input_shape=(TIMESTEPS, FEATURES)),
-            K.layers.GRU(u2, recurrent_activation="hard_sigmoid", reset_after=False, go_backwards=True, name="gru_2"),
-            K.layers.Dense(1, name="dense_1"),
-        ])
+        model = K.Sequential(
+            [
+                K.layers.GRU(
+                    u1,
+                    recurrent_activation="hard_sigmoid",
+                    reset_after=False,
+                    return_sequences=True,
+                    name="gru_1",
+                    input_shape=(TIMESTEPS, FEATURES),
+                ),
+                K.layers.GRU(
+                    u2, recurrent_activation="hard_sigmoid", reset_after=False, go_backwards=True, name="gru_2"
+                ),
+                K.layers.Dense(1, name="dense_1"),
+            ]
+        )
         model.load_weights(str(golden.files["model"]))  # tf_keras packs the 9 Keras 1 arrays
         return tf_keras_layer_outputs(model, golden.inputs)
 
-    return Golden({"model": path}, x, {"gru_1": y1, "gru_2": y2, "dense_1": y3}, {
-        "generation": "keras1", "keras_version": "1.2.2", "written_by": "h5py, Keras 1.2.2 layout (TensorFlow backend names)",
-        "cross_check": "tf_keras Sequential(GRU(hard_sigmoid, reset_after=False) x2, Dense).load_weights(file)",
-        "description": "Keras 1.2.2: GRU(3, seq, consume_less=cpu, 9 arrays z, r, h) -> GRU(2, go_backwards, "
-                       "consume_less=gpu, 3 arrays) -> Dense",
-    }, check)
+    return Golden(
+        {"model": path},
+        x,
+        {"gru_1": y1, "gru_2": y2, "dense_1": y3},
+        {
+            "generation": "keras1",
+            "keras_version": "1.2.2",
+            "written_by": "h5py, Keras 1.2.2 layout (TensorFlow backend names)",
+            "cross_check": "tf_keras Sequential(GRU(hard_sigmoid, reset_after=False) x2, Dense).load_weights(file)",
+            "description": "Keras 1.2.2: GRU(3, seq, consume_less=cpu, 9 arrays z, r, h) -> GRU(2, go_backwards, "
+            "consume_less=gpu, 3 arrays) -> Dense",
+        },
+        check,
+    )
 
 
 def case_keras1_simplernn(out: Path, rng) -> Golden:
@@ -607,16 +835,33 @@ def case_keras1_simplernn(out: Path, rng) -> Golden:
     u1, u2 = 3, 2
     p1 = (_w(rng, FEATURES, u1), _w(rng, u1, u1), _w(rng, u1, scale=0.3))
     p2 = (_w(rng, u1, u2), _w(rng, u2, u2), _w(rng, u2, scale=0.3))
-    config = sequential([
-        k1_recurrent("SimpleRNN", "simplernn_1", u1, return_sequences=True, consume_less="cpu",
-                     batch_input_shape=[None, TIMESTEPS, FEATURES], input_dim=FEATURES, input_length=TIMESTEPS),
-        k1_recurrent("SimpleRNN", "simplernn_2", u2, activation="relu", consume_less="cpu", input_dim=u1),
-    ], "1.2.2")
+    config = sequential(
+        [
+            k1_recurrent(
+                "SimpleRNN",
+                "simplernn_1",
+                u1,
+                return_sequences=True,
+                consume_less="cpu",
+                batch_input_shape=[None, TIMESTEPS, FEATURES],
+                input_dim=FEATURES,
+                input_length=TIMESTEPS,
+            ),
+            k1_recurrent("SimpleRNN", "simplernn_2", u2, activation="relu", consume_less="cpu", input_dim=u1),
+        ],
+        "1.2.2",
+    )
     path = out / "keras1_simplernn.h5"
-    write_model_h5(path, config, [
-        ("simplernn_1", [(f"simplernn_1_{k}:0", a) for k, a in zip("WUb", p1)]),
-        ("simplernn_2", [(f"simplernn_2_{k}:0", a) for k, a in zip("WUb", p2)]),
-    ], keras_version="1.2.2", backend=None)
+    write_model_h5(
+        path,
+        config,
+        [
+            ("simplernn_1", [(f"simplernn_1_{k}:0", a) for k, a in zip("WUb", p1)]),
+            ("simplernn_2", [(f"simplernn_2_{k}:0", a) for k, a in zip("WUb", p2)]),
+        ],
+        keras_version="1.2.2",
+        backend=None,
+    )
     x = _float_inputs(rng)
     y1 = simple_rnn_forward(np.float64(x), *_f64(*p1), "tanh", True)
     y2 = simple_rnn_forward(y1, *_f64(*p2), "relu", False)
@@ -624,18 +869,28 @@ def case_keras1_simplernn(out: Path, rng) -> Golden:
     def check(golden: Golden):
         import tf_keras as K
 
-        model = K.Sequential([
-            K.layers.SimpleRNN(u1, return_sequences=True, name="simplernn_1", input_shape=(TIMESTEPS, FEATURES)),
-            K.layers.SimpleRNN(u2, activation="relu", name="simplernn_2"),
-        ])
+        model = K.Sequential(
+            [
+                K.layers.SimpleRNN(u1, return_sequences=True, name="simplernn_1", input_shape=(TIMESTEPS, FEATURES)),
+                K.layers.SimpleRNN(u2, activation="relu", name="simplernn_2"),
+            ]
+        )
         model.load_weights(str(golden.files["model"]))
         return tf_keras_layer_outputs(model, golden.inputs)
 
-    return Golden({"model": path}, x, {"simplernn_1": y1, "simplernn_2": y2}, {
-        "generation": "keras1", "keras_version": "1.2.2", "written_by": "h5py, Keras 1.2.2 layout (TensorFlow backend names)",
-        "cross_check": "tf_keras Sequential(SimpleRNN, SimpleRNN(relu)).load_weights(file)",
-        "description": "Keras 1.2.2: SimpleRNN(3, seq) -> SimpleRNN(2, relu)",
-    }, check)
+    return Golden(
+        {"model": path},
+        x,
+        {"simplernn_1": y1, "simplernn_2": y2},
+        {
+            "generation": "keras1",
+            "keras_version": "1.2.2",
+            "written_by": "h5py, Keras 1.2.2 layout (TensorFlow backend names)",
+            "cross_check": "tf_keras Sequential(SimpleRNN, SimpleRNN(relu)).load_weights(file)",
+            "description": "Keras 1.2.2: SimpleRNN(3, seq) -> SimpleRNN(2, relu)",
+        },
+        check,
+    )
 
 
 def _keras2_lstm_case(out: Path, rng, version: str, fname: str, go_backwards: bool) -> Golden:
@@ -644,21 +899,42 @@ def _keras2_lstm_case(out: Path, rng, version: str, fname: str, go_backwards: bo
     k1, r1, b1 = _w(rng, FEATURES, 4 * u1), _w(rng, u1, 4 * u1), _w(rng, 4 * u1, scale=0.3)
     k2, r2 = _w(rng, u1, 4 * u2), _w(rng, u2, 4 * u2)
     dk, db = _w(rng, u2, 2), _w(rng, 2, scale=0.3)
-    config = sequential([
-        k2_recurrent("LSTM", "lstm_1", u1, return_sequences=True, go_backwards=go_backwards,
-                     batch_input_shape=[None, TIMESTEPS, FEATURES]),
-        k2_recurrent("LSTM", "lstm_2", u2, use_bias=False, activation="relu"),
-        k2_dense("dense_1", 2, "linear"),
-    ], version)
+    config = sequential(
+        [
+            k2_recurrent(
+                "LSTM",
+                "lstm_1",
+                u1,
+                return_sequences=True,
+                go_backwards=go_backwards,
+                batch_input_shape=[None, TIMESTEPS, FEATURES],
+            ),
+            k2_recurrent("LSTM", "lstm_2", u2, use_bias=False, activation="relu"),
+            k2_dense("dense_1", 2, "linear"),
+        ],
+        version,
+    )
     path = out / fname
-    write_model_h5(path, config, [
-        ("lstm_1", [("lstm_1/kernel:0", k1), ("lstm_1/recurrent_kernel:0", r1), ("lstm_1/bias:0", b1)]),
-        ("lstm_2", [("lstm_2/kernel:0", k2), ("lstm_2/recurrent_kernel:0", r2)]),
-        ("dense_1", [("dense_1/kernel:0", dk), ("dense_1/bias:0", db)]),
-    ], keras_version=version, backend="tensorflow")
+    write_model_h5(
+        path,
+        config,
+        [
+            ("lstm_1", [("lstm_1/kernel:0", k1), ("lstm_1/recurrent_kernel:0", r1), ("lstm_1/bias:0", b1)]),
+            ("lstm_2", [("lstm_2/kernel:0", k2), ("lstm_2/recurrent_kernel:0", r2)]),
+            ("dense_1", [("dense_1/kernel:0", dk), ("dense_1/bias:0", db)]),
+        ],
+        keras_version=version,
+        backend="tensorflow",
+    )
     x = _float_inputs(rng)
-    y1 = lstm_forward(np.float64(x), gates_from_packed(*_f64(k1, r1, b1), "ifco"), "tanh", "hard_sigmoid", True,
-                      go_backwards=go_backwards)
+    y1 = lstm_forward(
+        np.float64(x),
+        gates_from_packed(*_f64(k1, r1, b1), "ifco"),
+        "tanh",
+        "hard_sigmoid",
+        True,
+        go_backwards=go_backwards,
+    )
     y2 = lstm_forward(y1, gates_from_packed(*_f64(k2, r2), None, "ifco"), "relu", "hard_sigmoid", False)
     y3 = dense_forward(y2, *_f64(dk, db), "linear")
 
@@ -669,12 +945,20 @@ def _keras2_lstm_case(out: Path, rng, version: str, fname: str, go_backwards: bo
         return tf_keras_layer_outputs(model, golden.inputs)
 
     layout = "list" if version < "2.2.3" else "{name, layers}"
-    return Golden({"model": path}, x, {"lstm_1": y1, "lstm_2": y2, "dense_1": y3}, {
-        "generation": "keras2.0-2.2", "keras_version": version, "written_by": f"h5py, Keras {version} layout",
-        "cross_check": "tf_keras.models.load_model(file)",
-        "description": f"Keras {version} (Sequential config as {layout}): LSTM(4, seq, hard_sigmoid"
-                       f"{', go_backwards' if go_backwards else ''}) -> LSTM(3, relu, use_bias=False) -> Dense",
-    }, check)
+    return Golden(
+        {"model": path},
+        x,
+        {"lstm_1": y1, "lstm_2": y2, "dense_1": y3},
+        {
+            "generation": "keras2.0-2.2",
+            "keras_version": version,
+            "written_by": f"h5py, Keras {version} layout",
+            "cross_check": "tf_keras.models.load_model(file)",
+            "description": f"Keras {version} (Sequential config as {layout}): LSTM(4, seq, hard_sigmoid"
+            f"{', go_backwards' if go_backwards else ''}) -> LSTM(3, relu, use_bias=False) -> Dense",
+        },
+        check,
+    )
 
 
 def case_keras2_1_6_lstm(out: Path, rng) -> Golden:
@@ -691,16 +975,30 @@ def case_keras2_0_8_lstm_implicit_defaults(out: Path, rng) -> Golden:
     u1, u2 = 4, 3
     k1, r1, b1 = _w(rng, FEATURES, 4 * u1), _w(rng, u1, 4 * u1), _w(rng, 4 * u1, scale=0.3)
     k2, r2, b2 = _w(rng, u1, 4 * u2), _w(rng, u2, 4 * u2), _w(rng, 4 * u2, scale=0.3)
-    minimal1 = {"class_name": "LSTM", "config": {"name": "lstm_1", "trainable": True,
-                                                  "batch_input_shape": [None, TIMESTEPS, FEATURES], "dtype": "float32",
-                                                  "units": u1, "return_sequences": True}}
+    minimal1 = {
+        "class_name": "LSTM",
+        "config": {
+            "name": "lstm_1",
+            "trainable": True,
+            "batch_input_shape": [None, TIMESTEPS, FEATURES],
+            "dtype": "float32",
+            "units": u1,
+            "return_sequences": True,
+        },
+    }
     minimal2 = {"class_name": "LSTM", "config": {"name": "lstm_2", "trainable": True, "units": u2}}
     config = sequential([minimal1, minimal2], "2.0.8")
     path = out / "keras2_0_8_lstm_implicit_defaults.h5"
-    write_model_h5(path, config, [
-        ("lstm_1", [("lstm_1/kernel:0", k1), ("lstm_1/recurrent_kernel:0", r1), ("lstm_1/bias:0", b1)]),
-        ("lstm_2", [("lstm_2/kernel:0", k2), ("lstm_2/recurrent_kernel:0", r2), ("lstm_2/bias:0", b2)]),
-    ], keras_version="2.0.8", backend="tensorflow")
+    write_model_h5(
+        path,
+        config,
+        [
+            ("lstm_1", [("lstm_1/kernel:0", k1), ("lstm_1/recurrent_kernel:0", r1), ("lstm_1/bias:0", b1)]),
+            ("lstm_2", [("lstm_2/kernel:0", k2), ("lstm_2/recurrent_kernel:0", r2), ("lstm_2/bias:0", b2)]),
+        ],
+        keras_version="2.0.8",
+        backend="tensorflow",
+    )
     x = _float_inputs(rng)
     y1 = lstm_forward(np.float64(x), gates_from_packed(*_f64(k1, r1, b1), "ifco"), "tanh", "hard_sigmoid", True)
     y2 = lstm_forward(y1, gates_from_packed(*_f64(k2, r2, b2), "ifco"), "tanh", "hard_sigmoid", False)
@@ -709,20 +1007,35 @@ def case_keras2_0_8_lstm_implicit_defaults(out: Path, rng) -> Golden:
         import tf_keras as K
 
         # tf_keras' own default is sigmoid, so the Keras 2.0.8 default is spelled out here.
-        model = K.Sequential([
-            K.layers.LSTM(u1, recurrent_activation="hard_sigmoid", return_sequences=True, name="lstm_1",
-                          input_shape=(TIMESTEPS, FEATURES)),
-            K.layers.LSTM(u2, recurrent_activation="hard_sigmoid", name="lstm_2"),
-        ])
+        model = K.Sequential(
+            [
+                K.layers.LSTM(
+                    u1,
+                    recurrent_activation="hard_sigmoid",
+                    return_sequences=True,
+                    name="lstm_1",
+                    input_shape=(TIMESTEPS, FEATURES),
+                ),
+                K.layers.LSTM(u2, recurrent_activation="hard_sigmoid", name="lstm_2"),
+            ]
+        )
         model.load_weights(str(golden.files["model"]))
         return tf_keras_layer_outputs(model, golden.inputs)
 
-    return Golden({"model": path}, x, {"lstm_1": y1, "lstm_2": y2}, {
-        "generation": "keras2.0-2.2", "keras_version": "2.0.8", "written_by": "h5py, Keras 2.0.8 layout, minimal configs",
-        "cross_check": "tf_keras Sequential(LSTM(recurrent_activation='hard_sigmoid') x2).load_weights(file)",
-        "description": "Keras 2.0.8 with configs lacking activation / recurrent_activation: the defaults of "
-                       "Keras < 2.3 (tanh / hard_sigmoid) apply",
-    }, check)
+    return Golden(
+        {"model": path},
+        x,
+        {"lstm_1": y1, "lstm_2": y2},
+        {
+            "generation": "keras2.0-2.2",
+            "keras_version": "2.0.8",
+            "written_by": "h5py, Keras 2.0.8 layout, minimal configs",
+            "cross_check": "tf_keras Sequential(LSTM(recurrent_activation='hard_sigmoid') x2).load_weights(file)",
+            "description": "Keras 2.0.8 with configs lacking activation / recurrent_activation: the defaults of "
+            "Keras < 2.3 (tanh / hard_sigmoid) apply",
+        },
+        check,
+    )
 
 
 def case_keras2_2_4_gru(out: Path, rng) -> Golden:
@@ -731,23 +1044,46 @@ def case_keras2_2_4_gru(out: Path, rng) -> Golden:
     k1, r1, b1 = _w(rng, FEATURES, 3 * u1), _w(rng, u1, 3 * u1), _w(rng, 3 * u1, scale=0.3)
     k2, r2, b2 = _w(rng, u1, 3 * u2), _w(rng, u2, 3 * u2), _w(rng, 2, 3 * u2, scale=0.3)
     dk, db = _w(rng, u2, 2), _w(rng, 2, scale=0.3)
-    config = sequential([
-        k2_recurrent("GRU", "gru_1", u1, return_sequences=True, reset_after=False,
-                     batch_input_shape=[None, TIMESTEPS, FEATURES]),
-        k2_recurrent("GRU", "gru_2", u2, recurrent_activation="sigmoid", reset_after=True, go_backwards=True),
-        k2_dense("dense_1", 2, "linear"),
-    ], "2.2.4")
+    config = sequential(
+        [
+            k2_recurrent(
+                "GRU",
+                "gru_1",
+                u1,
+                return_sequences=True,
+                reset_after=False,
+                batch_input_shape=[None, TIMESTEPS, FEATURES],
+            ),
+            k2_recurrent("GRU", "gru_2", u2, recurrent_activation="sigmoid", reset_after=True, go_backwards=True),
+            k2_dense("dense_1", 2, "linear"),
+        ],
+        "2.2.4",
+    )
     path = out / "keras2_2_4_gru.h5"
-    write_model_h5(path, config, [
-        ("gru_1", [("gru_1/kernel:0", k1), ("gru_1/recurrent_kernel:0", r1), ("gru_1/bias:0", b1)]),
-        ("gru_2", [("gru_2/kernel:0", k2), ("gru_2/recurrent_kernel:0", r2), ("gru_2/bias:0", b2)]),
-        ("dense_1", [("dense_1/kernel:0", dk), ("dense_1/bias:0", db)]),
-    ], keras_version="2.2.4", backend="tensorflow")
+    write_model_h5(
+        path,
+        config,
+        [
+            ("gru_1", [("gru_1/kernel:0", k1), ("gru_1/recurrent_kernel:0", r1), ("gru_1/bias:0", b1)]),
+            ("gru_2", [("gru_2/kernel:0", k2), ("gru_2/recurrent_kernel:0", r2), ("gru_2/bias:0", b2)]),
+            ("dense_1", [("dense_1/kernel:0", dk), ("dense_1/bias:0", db)]),
+        ],
+        keras_version="2.2.4",
+        backend="tensorflow",
+    )
     x = _float_inputs(rng)
-    y1 = gru_forward(np.float64(x), gates_from_packed(*_f64(k1, r1, b1), "zrh"), "tanh", "hard_sigmoid", True,
-                     reset_after=False)
-    y2 = gru_forward(y1, gates_from_keras2_gru_reset_after(*_f64(k2, r2, b2)), "tanh", "sigmoid", False,
-                     reset_after=True, go_backwards=True)
+    y1 = gru_forward(
+        np.float64(x), gates_from_packed(*_f64(k1, r1, b1), "zrh"), "tanh", "hard_sigmoid", True, reset_after=False
+    )
+    y2 = gru_forward(
+        y1,
+        gates_from_keras2_gru_reset_after(*_f64(k2, r2, b2)),
+        "tanh",
+        "sigmoid",
+        False,
+        reset_after=True,
+        go_backwards=True,
+    )
     y3 = dense_forward(y2, *_f64(dk, db), "linear")
 
     def check(golden: Golden):
@@ -756,17 +1092,28 @@ def case_keras2_2_4_gru(out: Path, rng) -> Golden:
         model = K.models.load_model(str(golden.files["model"]), compile=False)
         return tf_keras_layer_outputs(model, golden.inputs)
 
-    return Golden({"model": path}, x, {"gru_1": y1, "gru_2": y2, "dense_1": y3}, {
-        "generation": "keras2.0-2.2", "keras_version": "2.2.4", "written_by": "h5py, Keras 2.2.4 layout",
-        "cross_check": "tf_keras.models.load_model(file)",
-        "description": "Keras 2.2.4: GRU(3, seq, reset_after=False, hard_sigmoid) -> GRU(2, reset_after=True, "
-                       "sigmoid, go_backwards) -> Dense",
-    }, check)
+    return Golden(
+        {"model": path},
+        x,
+        {"gru_1": y1, "gru_2": y2, "dense_1": y3},
+        {
+            "generation": "keras2.0-2.2",
+            "keras_version": "2.2.4",
+            "written_by": "h5py, Keras 2.2.4 layout",
+            "cross_check": "tf_keras.models.load_model(file)",
+            "description": "Keras 2.2.4: GRU(3, seq, reset_after=False, hard_sigmoid) -> GRU(2, reset_after=True, "
+            "sigmoid, go_backwards) -> Dense",
+        },
+        check,
+    )
 
 
 def _cudnn_weights(rng, features, units, n_gates):
-    return (_w(rng, features, n_gates * units), _w(rng, units, n_gates * units),
-            _w(rng, 2 * n_gates * units, scale=0.3))
+    return (
+        _w(rng, features, n_gates * units),
+        _w(rng, units, n_gates * units),
+        _w(rng, 2 * n_gates * units, scale=0.3),
+    )
 
 
 def _check_cudnn_through_tf_keras(golden: Golden, layer_specs, weights_path: Path) -> dict[str, np.ndarray]:
@@ -809,31 +1156,57 @@ def case_cudnn_keras2_2_4(out: Path, rng) -> Golden:
     k1, r1, b1 = _cudnn_weights(rng, FEATURES, u1, 4)
     k2, r2, b2 = _cudnn_weights(rng, u1, u2, 3)
     dk, db = _w(rng, u2, 2), _w(rng, 2, scale=0.3)
-    config = sequential([
-        k2_cudnn("CuDNNLSTM", "cu_dnnlstm_1", u1, return_sequences=True, batch_input_shape=[None, TIMESTEPS, FEATURES]),
-        k2_cudnn("CuDNNGRU", "cu_dnngru_1", u2),
-        k2_dense("dense_1", 2, "linear"),
-    ], "2.2.4")
+    config = sequential(
+        [
+            k2_cudnn(
+                "CuDNNLSTM", "cu_dnnlstm_1", u1, return_sequences=True, batch_input_shape=[None, TIMESTEPS, FEATURES]
+            ),
+            k2_cudnn("CuDNNGRU", "cu_dnngru_1", u2),
+            k2_dense("dense_1", 2, "linear"),
+        ],
+        "2.2.4",
+    )
     path = out / "cudnn_keras2_2_4.h5"
-    write_model_h5(path, config, [
-        ("cu_dnnlstm_1", [("cu_dnnlstm_1/kernel:0", k1), ("cu_dnnlstm_1/recurrent_kernel:0", r1),
-                          ("cu_dnnlstm_1/bias:0", b1)]),
-        ("cu_dnngru_1", [("cu_dnngru_1/kernel:0", k2), ("cu_dnngru_1/recurrent_kernel:0", r2),
-                         ("cu_dnngru_1/bias:0", b2)]),
-        ("dense_1", [("dense_1/kernel:0", dk), ("dense_1/bias:0", db)]),
-    ], keras_version="2.2.4", backend="tensorflow")
+    write_model_h5(
+        path,
+        config,
+        [
+            (
+                "cu_dnnlstm_1",
+                [("cu_dnnlstm_1/kernel:0", k1), ("cu_dnnlstm_1/recurrent_kernel:0", r1), ("cu_dnnlstm_1/bias:0", b1)],
+            ),
+            (
+                "cu_dnngru_1",
+                [("cu_dnngru_1/kernel:0", k2), ("cu_dnngru_1/recurrent_kernel:0", r2), ("cu_dnngru_1/bias:0", b2)],
+            ),
+            ("dense_1", [("dense_1/kernel:0", dk), ("dense_1/bias:0", db)]),
+        ],
+        keras_version="2.2.4",
+        backend="tensorflow",
+    )
     x = _float_inputs(rng)
     y1 = lstm_forward(np.float64(x), gates_from_cudnn(*_f64(k1, r1, b1), "ifco"), "tanh", "sigmoid", True)
     y2 = gru_forward(y1, gates_from_cudnn(*_f64(k2, r2, b2), "zrh"), "tanh", "sigmoid", False, reset_after=True)
     y3 = dense_forward(y2, *_f64(dk, db), "linear")
-    specs = [("LSTM", "cu_dnnlstm_1", u1, {"return_sequences": True}), ("GRU", "cu_dnngru_1", u2, {"reset_after": True}),
-             ("Dense", "dense_1", 2, {})]
-    return Golden({"model": path}, x, {"cu_dnnlstm_1": y1, "cu_dnngru_1": y2, "dense_1": y3}, {
-        "generation": "cudnn", "keras_version": "2.2.4", "written_by": "h5py, Keras 2.2.4 CuDNNLSTM/CuDNNGRU layout",
-        "cross_check": "tf_keras LSTM/GRU(reset_after=True) with the arrays converted by tf_keras' "
-                       "preprocess_weights_for_loading, and the same model after load_weights(file)",
-        "description": "Keras 2.2.4: CuDNNLSTM(4, seq) -> CuDNNGRU(3) -> Dense; bias (8u,) / (6u,)",
-    }, lambda g: _check_cudnn_through_tf_keras(g, specs, path))
+    specs = [
+        ("LSTM", "cu_dnnlstm_1", u1, {"return_sequences": True}),
+        ("GRU", "cu_dnngru_1", u2, {"reset_after": True}),
+        ("Dense", "dense_1", 2, {}),
+    ]
+    return Golden(
+        {"model": path},
+        x,
+        {"cu_dnnlstm_1": y1, "cu_dnngru_1": y2, "dense_1": y3},
+        {
+            "generation": "cudnn",
+            "keras_version": "2.2.4",
+            "written_by": "h5py, Keras 2.2.4 CuDNNLSTM/CuDNNGRU layout",
+            "cross_check": "tf_keras LSTM/GRU(reset_after=True) with the arrays converted by tf_keras' "
+            "preprocess_weights_for_loading, and the same model after load_weights(file)",
+            "description": "Keras 2.2.4: CuDNNLSTM(4, seq) -> CuDNNGRU(3) -> Dense; bias (8u,) / (6u,)",
+        },
+        lambda g: _check_cudnn_through_tf_keras(g, specs, path),
+    )
 
 
 def case_cudnn_tf_keras(out: Path, rng) -> Golden:
@@ -843,12 +1216,15 @@ def case_cudnn_tf_keras(out: Path, rng) -> Golden:
     from tf_keras.src.layers.rnn.cudnn_lstm import CuDNNLSTM
 
     u1, u2 = 4, 3
-    model = K.Sequential([
-        K.Input((TIMESTEPS, FEATURES), name="input"),
-        CuDNNLSTM(u1, return_sequences=True, go_backwards=True, name="enc"),
-        CuDNNGRU(u2, name="dec"),
-        K.layers.Dense(2, name="head"),
-    ], name="cudnn_tf_keras")
+    model = K.Sequential(
+        [
+            K.Input((TIMESTEPS, FEATURES), name="input"),
+            CuDNNLSTM(u1, return_sequences=True, go_backwards=True, name="enc"),
+            CuDNNGRU(u2, name="dec"),
+            K.layers.Dense(2, name="head"),
+        ],
+        name="cudnn_tf_keras",
+    )
     k1, r1, b1 = _cudnn_weights(rng, FEATURES, u1, 4)
     k2, r2, b2 = _cudnn_weights(rng, u1, u2, 3)
     dk, db = _w(rng, u2, 2), _w(rng, 2, scale=0.3)
@@ -858,18 +1234,30 @@ def case_cudnn_tf_keras(out: Path, rng) -> Golden:
     path = out / "cudnn_tf_keras.h5"
     model.save(str(path), save_format="h5")
     x = _float_inputs(rng)
-    y1 = lstm_forward(np.float64(x), gates_from_cudnn(*_f64(k1, r1, b1), "ifco"), "tanh", "sigmoid", True,
-                      go_backwards=True)
+    y1 = lstm_forward(
+        np.float64(x), gates_from_cudnn(*_f64(k1, r1, b1), "ifco"), "tanh", "sigmoid", True, go_backwards=True
+    )
     y2 = gru_forward(y1, gates_from_cudnn(*_f64(k2, r2, b2), "zrh"), "tanh", "sigmoid", False, reset_after=True)
     y3 = dense_forward(y2, *_f64(dk, db), "linear")
-    specs = [("LSTM", "enc", u1, {"return_sequences": True, "go_backwards": True}),
-             ("GRU", "dec", u2, {"reset_after": True}), ("Dense", "head", 2, {})]
-    return Golden({"model": path}, x, {"enc": y1, "dec": y2, "head": y3}, {
-        "generation": "cudnn", "keras_version": K.__version__, "written_by": f"tf_keras {K.__version__} model.save (h5)",
-        "cross_check": "tf_keras LSTM/GRU(reset_after=True) with the arrays converted by tf_keras' "
-                       "preprocess_weights_for_loading, and the same model after load_weights(file)",
-        "description": "tf_keras: CuDNNLSTM(4, seq, go_backwards) -> CuDNNGRU(3) -> Dense, saved by tf_keras",
-    }, lambda g: _check_cudnn_through_tf_keras(g, specs, path))
+    specs = [
+        ("LSTM", "enc", u1, {"return_sequences": True, "go_backwards": True}),
+        ("GRU", "dec", u2, {"reset_after": True}),
+        ("Dense", "head", 2, {}),
+    ]
+    return Golden(
+        {"model": path},
+        x,
+        {"enc": y1, "dec": y2, "head": y3},
+        {
+            "generation": "cudnn",
+            "keras_version": K.__version__,
+            "written_by": f"tf_keras {K.__version__} model.save (h5)",
+            "cross_check": "tf_keras LSTM/GRU(reset_after=True) with the arrays converted by tf_keras' "
+            "preprocess_weights_for_loading, and the same model after load_weights(file)",
+            "description": "tf_keras: CuDNNLSTM(4, seq, go_backwards) -> CuDNNGRU(3) -> Dense, saved by tf_keras",
+        },
+        lambda g: _check_cudnn_through_tf_keras(g, specs, path),
+    )
 
 
 def case_lstm_arch_cudnn_weights(out: Path, rng) -> Golden:
@@ -878,18 +1266,32 @@ def case_lstm_arch_cudnn_weights(out: Path, rng) -> Golden:
     u1 = 4
     k1, r1, b1 = _cudnn_weights(rng, FEATURES, u1, 4)
     dk, db = _w(rng, u1, 2), _w(rng, 2, scale=0.3)
-    arch = sequential([
-        k2_recurrent("LSTM", "rnn", u1, return_sequences=True, recurrent_activation="sigmoid",
-                     batch_input_shape=[None, TIMESTEPS, FEATURES]),
-        k2_dense("head", 2, "linear"),
-    ], "2.2.4")
+    arch = sequential(
+        [
+            k2_recurrent(
+                "LSTM",
+                "rnn",
+                u1,
+                return_sequences=True,
+                recurrent_activation="sigmoid",
+                batch_input_shape=[None, TIMESTEPS, FEATURES],
+            ),
+            k2_dense("head", 2, "linear"),
+        ],
+        "2.2.4",
+    )
     arch.update({"keras_version": "2.2.4", "backend": "tensorflow"})
     arch_path, weights_path = out / "lstm_arch_cudnn_weights.json", out / "lstm_arch_cudnn_weights.h5"
     arch_path.write_text(json.dumps(arch))
-    write_weights_only_h5(weights_path, [
-        ("rnn", [("rnn/kernel:0", k1), ("rnn/recurrent_kernel:0", r1), ("rnn/bias:0", b1)]),
-        ("head", [("head/kernel:0", dk), ("head/bias:0", db)]),
-    ], "2.2.4", "tensorflow")
+    write_weights_only_h5(
+        weights_path,
+        [
+            ("rnn", [("rnn/kernel:0", k1), ("rnn/recurrent_kernel:0", r1), ("rnn/bias:0", b1)]),
+            ("head", [("head/kernel:0", dk), ("head/bias:0", db)]),
+        ],
+        "2.2.4",
+        "tensorflow",
+    )
     x = _float_inputs(rng)
     y1 = lstm_forward(np.float64(x), gates_from_cudnn(*_f64(k1, r1, b1), "ifco"), "tanh", "sigmoid", True)
     y2 = dense_forward(y1, *_f64(dk, db), "linear")
@@ -901,25 +1303,40 @@ def case_lstm_arch_cudnn_weights(out: Path, rng) -> Golden:
         model.load_weights(str(weights_path))  # tf_keras converts the cuDNN arrays for the LSTM
         return tf_keras_layer_outputs(model, golden.inputs)
 
-    return Golden({"arch": arch_path, "weights": weights_path}, x, {"rnn": y1, "head": y2}, {
-        "generation": "cudnn", "keras_version": "2.2.4", "written_by": "json + h5py, Keras 2.2.4 to_json / save_weights layout",
-        "cross_check": "tf_keras.models.model_from_json(arch).load_weights(weights)",
-        "description": "LSTM(4, seq, sigmoid) -> Dense architecture with weights saved from a CuDNNLSTM (bias (8u,))",
-    }, check)
+    return Golden(
+        {"arch": arch_path, "weights": weights_path},
+        x,
+        {"rnn": y1, "head": y2},
+        {
+            "generation": "cudnn",
+            "keras_version": "2.2.4",
+            "written_by": "json + h5py, Keras 2.2.4 to_json / save_weights layout",
+            "cross_check": "tf_keras.models.model_from_json(arch).load_weights(weights)",
+            "description": "LSTM(4, seq, sigmoid) -> Dense architecture with weights saved from a CuDNNLSTM (bias (8u,))",
+        },
+        check,
+    )
 
 
 def case_cudnn_arch_lstm_weights(out: Path, rng) -> Golden:
     """The reverse: a CuDNNLSTM architecture with weights saved from a plain LSTM (bias (4u,))."""
     u1 = 3
     k1, r1, b1 = _w(rng, FEATURES, 4 * u1), _w(rng, u1, 4 * u1), _w(rng, 4 * u1, scale=0.3)
-    arch = sequential([k2_cudnn("CuDNNLSTM", "rnn", u1, return_sequences=True,
-                                batch_input_shape=[None, TIMESTEPS, FEATURES])], "2.2.4")
+    arch = sequential(
+        [k2_cudnn("CuDNNLSTM", "rnn", u1, return_sequences=True, batch_input_shape=[None, TIMESTEPS, FEATURES])],
+        "2.2.4",
+    )
     arch.update({"keras_version": "2.2.4", "backend": "tensorflow"})
     arch_path, weights_path = out / "cudnn_arch_lstm_weights.json", out / "cudnn_arch_lstm_weights.h5"
     arch_path.write_text(json.dumps(arch))
-    write_weights_only_h5(weights_path, [
-        ("rnn", [("rnn/kernel:0", k1), ("rnn/recurrent_kernel:0", r1), ("rnn/bias:0", b1)]),
-    ], "2.2.4", "tensorflow")
+    write_weights_only_h5(
+        weights_path,
+        [
+            ("rnn", [("rnn/kernel:0", k1), ("rnn/recurrent_kernel:0", r1), ("rnn/bias:0", b1)]),
+        ],
+        "2.2.4",
+        "tensorflow",
+    )
     x = _float_inputs(rng)
     y1 = lstm_forward(np.float64(x), gates_from_packed(*_f64(k1, r1, b1), "ifco"), "tanh", "sigmoid", True)
 
@@ -941,12 +1358,20 @@ def case_cudnn_arch_lstm_weights(out: Path, rng) -> Golden:
         lstm.layers[0].set_weights(back)
         return tf_keras_layer_outputs(lstm, golden.inputs)
 
-    return Golden({"arch": arch_path, "weights": weights_path}, x, {"rnn": y1}, {
-        "generation": "cudnn", "keras_version": "2.2.4", "written_by": "json + h5py, Keras 2.2.4 to_json / save_weights layout",
-        "cross_check": "tf_keras model_from_json(CuDNNLSTM arch).load_weights(LSTM weights) then converted back with "
-                       "preprocess_weights_for_loading and run as a tf_keras LSTM",
-        "description": "CuDNNLSTM(3, seq) architecture with weights saved from an LSTM (bias (4u,))",
-    }, check)
+    return Golden(
+        {"arch": arch_path, "weights": weights_path},
+        x,
+        {"rnn": y1},
+        {
+            "generation": "cudnn",
+            "keras_version": "2.2.4",
+            "written_by": "json + h5py, Keras 2.2.4 to_json / save_weights layout",
+            "cross_check": "tf_keras model_from_json(CuDNNLSTM arch).load_weights(LSTM weights) then converted back with "
+            "preprocess_weights_for_loading and run as a tf_keras LSTM",
+            "description": "CuDNNLSTM(3, seq) architecture with weights saved from an LSTM (bias (4u,))",
+        },
+        check,
+    )
 
 
 CASES: dict[str, Callable[[Path, np.random.Generator], Golden]] = {

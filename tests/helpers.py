@@ -107,7 +107,9 @@ def assert_close(actual: Any, expected: Any, atol: float = ATOL["cpu_float32"], 
     assert err <= atol, f"{what}: max abs error {err:.3g} > {atol:g}"
 
 
-def assert_model_parity(klib, keras_model, tlp_model, inputs: Sequence[np.ndarray], atol: float = ATOL["cpu_float32"]) -> None:
+def assert_model_parity(
+    klib, keras_model, tlp_model, inputs: Sequence[np.ndarray], atol: float = ATOL["cpu_float32"]
+) -> None:
     """Compares the final outputs and every layer's output of a converted model with Keras."""
     expected_layers = keras_layer_outputs(klib, keras_model, inputs)
     acts = tlp.probe(tlp_model, list(inputs) if len(inputs) > 1 else inputs[0])

@@ -15,7 +15,9 @@ pytestmark = pytest.mark.keras
 
 def _scale_layer_class(klib):
     """A custom Keras layer with one weight: y = x * w (w per feature)."""
-    register = klib.saving.register_keras_serializable if hasattr(klib, "saving") else klib.utils.register_keras_serializable
+    register = (
+        klib.saving.register_keras_serializable if hasattr(klib, "saving") else klib.utils.register_keras_serializable
+    )
 
     @register(package="tests")
     class Scale(klib.layers.Layer):
@@ -73,7 +75,9 @@ def test_custom_converter_matches_keras(klib, tmp_path, fmt):
 
 def test_unknown_custom_class_shows_the_option(klib, tmp_path):
     path = save(_model(klib), tmp_path, "h5")
-    with pytest.raises(tlp.UnsupportedLayerError, match=r"layer 'scale' \(Scale\).*custom_layers=\{'Scale': converter\}"):
+    with pytest.raises(
+        tlp.UnsupportedLayerError, match=r"layer 'scale' \(Scale\).*custom_layers=\{'Scale': converter\}"
+    ):
         tlp.load_keras(path)
 
 

@@ -67,7 +67,10 @@ def test_unknown_layer_class_names_file_layer_and_supported(tmp_path):
         find_layer(config, "Dense")["class_name"] = "FancyAttention"
 
     path = rewrite_h5_config(H5, tmp_path / "m.h5", edit)
-    with pytest.raises(UnsupportedLayerError, match=r"m\.h5: layer 'dense_\d+' \(FancyAttention\).*Supported classes: .*LSTM.*custom_layers"):
+    with pytest.raises(
+        UnsupportedLayerError,
+        match=r"m\.h5: layer 'dense_\d+' \(FancyAttention\).*Supported classes: .*LSTM.*custom_layers",
+    ):
         tlp.load_keras(path)
 
 
@@ -75,10 +78,16 @@ def test_lambda_layer_is_refused_with_custom_layers_hint(tmp_path):
     def edit(config):
         layer = find_layer(config, "Activation")
         layer["class_name"] = "Lambda"
-        layer["config"] = {"name": layer["config"]["name"], "function": ["4wEAAAAAAAAA", None, None], "function_type": "lambda"}
+        layer["config"] = {
+            "name": layer["config"]["name"],
+            "function": ["4wEAAAAAAAAA", None, None],
+            "function_type": "lambda",
+        }
 
     path = rewrite_h5_config(H5, tmp_path / "m.h5", edit)
-    with pytest.raises(UnsupportedLayerError, match=r"\(Lambda\) holds Python code.*never executes code.*custom_layers"):
+    with pytest.raises(
+        UnsupportedLayerError, match=r"\(Lambda\) holds Python code.*never executes code.*custom_layers"
+    ):
         tlp.load_keras(path)
 
 
@@ -97,7 +106,9 @@ def test_unknown_config_key_is_refused(tmp_path):
         find_layer(config, "LSTM")["config"]["peephole_connections"] = True
 
     path = rewrite_h5_config(H5, tmp_path / "m.h5", edit)
-    with pytest.raises(UnsupportedOptionError, match=r"layer 'lstm' \(LSTM\).*'peephole_connections'.*Received.*True.*Expected keys"):
+    with pytest.raises(
+        UnsupportedOptionError, match=r"layer 'lstm' \(LSTM\).*'peephole_connections'.*Received.*True.*Expected keys"
+    ):
         tlp.load_keras(path)
 
 
@@ -181,9 +192,11 @@ def _h5_to_npz(src: Path, dst: Path, pickled_object=None) -> Path:
         blob = zin.read("model.weights.h5")
     store: dict[str, dict[str, np.ndarray]] = {}
     with h5py.File(io.BytesIO(blob), "r") as f:
+
         def visit(name, obj):
             if isinstance(obj, h5py.Group) and name.endswith("vars") and len(obj):
                 store[name[: -len("/vars")] if name != "vars" else "__root__"] = {k: obj[k][()] for k in obj}
+
         f.visititems(visit)
     members = {}
     for key, value in store.items():
@@ -243,7 +256,9 @@ def test_weights_of_another_architecture_name_both_shapes(tmp_path):
         find_layer(config, "LSTM")["config"]["units"] = 8
 
     path = rewrite_h5_config(H5_STACKED, tmp_path / "m.h5", edit)
-    with pytest.raises(WeightMismatchError, match=r"layer 'lstm' \(LSTM\): weight 'kernel' has shape \(5, 64\)\. Expected \(5, 32\)"):
+    with pytest.raises(
+        WeightMismatchError, match=r"layer 'lstm' \(LSTM\): weight 'kernel' has shape \(5, 64\)\. Expected \(5, 32\)"
+    ):
         tlp.load_keras(path)
 
 
@@ -306,7 +321,9 @@ def test_wrong_dtype(float_model, value, match):
 
 
 def test_token_out_of_range_names_layer_and_range(classifier):
-    with pytest.raises(InputError, match=r"layer 'embedding' \(Embedding\) has input_dim 20.*\[0, 19\].*Received indices from 0 to 25"):
+    with pytest.raises(
+        InputError, match=r"layer 'embedding' \(Embedding\) has input_dim 20.*\[0, 19\].*Received indices from 0 to 25"
+    ):
         classifier(np.array([[0, 1, 2, 3, 4, 25]]))
 
 

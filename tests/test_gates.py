@@ -50,8 +50,16 @@ def test_gate_paths_equal_the_oracle(path, mask_kind, go_backwards, zero_output)
         (seq, h, c), gates = m(x, initial_state=[h0, c0], mask=mask, return_gates=True)
         plain_seq, plain_h, plain_c = m(x, initial_state=[h0, c0], mask=mask)
     xr, mr = (x.flip(1), None if mask is None else mask.flip(1)) if go_backwards else (x, mask)
-    ref_seq, ref = lstm_reference(xr, m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0 + m.bias_hh_l0, h0=h0, c0=c0,
-                                  mask=mr, zero_output_for_mask=zero_output)
+    ref_seq, ref = lstm_reference(
+        xr,
+        m.weight_ih_l0,
+        m.weight_hh_l0,
+        m.bias_ih_l0 + m.bias_hh_l0,
+        h0=h0,
+        c0=c0,
+        mask=mr,
+        zero_output_for_mask=zero_output,
+    )
     for name in GATES:
         assert_close(getattr(gates, name), getattr(ref, name), 1e-12, f"gate {name}")
     for value in (seq, plain_seq):
@@ -165,9 +173,19 @@ def _gates_vs_reference(klib, keras_model, tlp_model, inputs, layer_names, masks
         weights = layer.get_weights()
         layer_input = _layer_input(klib, keras_model, layer, inputs)
         h0, c0 = (states or {}).get(name, (None, None))
-        ref = lstm_np(layer_input, weights[0], weights[1], weights[2] if cfg["use_bias"] else None,
-                      cfg["activation"], cfg["recurrent_activation"], major, mask=(masks or {}).get(name),
-                      go_backwards=cfg["go_backwards"], h0=h0, c0=c0)
+        ref = lstm_np(
+            layer_input,
+            weights[0],
+            weights[1],
+            weights[2] if cfg["use_bias"] else None,
+            cfg["activation"],
+            cfg["recurrent_activation"],
+            major,
+            mask=(masks or {}).get(name),
+            go_backwards=cfg["go_backwards"],
+            h0=h0,
+            c0=c0,
+        )
         keras_out = keras_acts.get(name, keras_acts.get(f"{name}:0"))
         expected = ref["seq"] if cfg["return_sequences"] else ref["seq"][:, -1]
         assert_close(expected, keras_out, ATOL["cpu_float32"], f"reference vs Keras, {name}")
@@ -192,11 +210,19 @@ def _layer_input(klib, model, layer, inputs):
 def test_gates_match_keras_verified_reference_stacked(klib, tmp_path, go_backwards, recurrent_activation):
     seed(klib)
     L = klib.layers
-    model = klib.Sequential([
-        L.InputLayer(input_shape=(7, 5)) if klib.__name__ == "tf_keras" else klib.Input((7, 5)),
-        L.LSTM(6, return_sequences=True, go_backwards=go_backwards, recurrent_activation=recurrent_activation, name="l1"),
-        L.LSTM(4, return_sequences=False, name="l2"),
-    ])
+    model = klib.Sequential(
+        [
+            L.InputLayer(input_shape=(7, 5)) if klib.__name__ == "tf_keras" else klib.Input((7, 5)),
+            L.LSTM(
+                6,
+                return_sequences=True,
+                go_backwards=go_backwards,
+                recurrent_activation=recurrent_activation,
+                name="l1",
+            ),
+            L.LSTM(4, return_sequences=False, name="l2"),
+        ]
+    )
     randomize_biases(model, np.random.default_rng(0))
     x = (np.random.default_rng(1).standard_normal((3, 7, 5)) * 2).astype(np.float32)
     converted = tlp.load_keras(save(model, tmp_path, "keras" if klib.__name__ == "keras" else "h5"))
@@ -245,7 +271,9 @@ def test_gates_start_from_initial_state(klib, tmp_path):
 def test_stateful_gates_start_from_carried_state(klib, tmp_path):
     seed(klib)
     L = klib.layers
-    first = L.InputLayer(batch_input_shape=(2, 5, 3)) if klib.__name__ == "tf_keras" else klib.Input(batch_shape=(2, 5, 3))
+    first = (
+        L.InputLayer(batch_input_shape=(2, 5, 3)) if klib.__name__ == "tf_keras" else klib.Input(batch_shape=(2, 5, 3))
+    )
     model = klib.Sequential([first, L.LSTM(4, stateful=True, return_sequences=True, name="s")])
     randomize_biases(model, np.random.default_rng(0))
     x1, x2 = (np.random.default_rng(k).standard_normal((2, 5, 3)).astype(np.float32) for k in (4, 5))

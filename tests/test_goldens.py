@@ -32,7 +32,7 @@ def check_golden(model: tlp.KerasModel, arrays: dict[str, np.ndarray], atol: flo
     layer_keys = [k for k in arrays if k.startswith("layer:")]
     assert layer_keys, "golden has no per-layer outputs"
     for key in layer_keys:
-        name = key[len("layer:"):]
+        name = key[len("layer:") :]
         assert name in acts, f"probe lacks {name!r}; has {sorted(acts)}"
         assert_close(acts[name], arrays[key], atol, f"layer {name}")
     with torch.inference_mode():

@@ -242,11 +242,28 @@ def test_legacy_golden_save_load_roundtrip(case: str, tmp_path: Path):
 
 def _keras1_lstm_spec(features=2, units=3, consume_less="cpu", **config):
     """A Keras 1 LSTM spec whose arrays are filled with a per-array constant (0, 1, 2, ...)."""
-    cfg = {"name": "lstm_1", "trainable": True, "return_sequences": False, "go_backwards": False,
-           "stateful": False, "unroll": False, "consume_less": consume_less, "input_dim": features,
-           "input_length": None, "output_dim": units, "init": "glorot_uniform", "inner_init": "orthogonal",
-           "forget_bias_init": "one", "activation": "tanh", "inner_activation": "hard_sigmoid",
-           "W_regularizer": None, "U_regularizer": None, "b_regularizer": None, "dropout_W": 0.0, "dropout_U": 0.0}
+    cfg = {
+        "name": "lstm_1",
+        "trainable": True,
+        "return_sequences": False,
+        "go_backwards": False,
+        "stateful": False,
+        "unroll": False,
+        "consume_less": consume_less,
+        "input_dim": features,
+        "input_length": None,
+        "output_dim": units,
+        "init": "glorot_uniform",
+        "inner_init": "orthogonal",
+        "forget_bias_init": "one",
+        "activation": "tanh",
+        "inner_activation": "hard_sigmoid",
+        "W_regularizer": None,
+        "U_regularizer": None,
+        "b_regularizer": None,
+        "dropout_W": 0.0,
+        "dropout_U": 0.0,
+    }
     cfg.update(config)
     shapes = [(features, units), (units, units), (units,)] * 4
     weights = tuple(np.full(s, float(k), dtype=np.float32) for k, s in enumerate(shapes))
@@ -259,9 +276,21 @@ def test_modernize_keras1_lstm_config_and_gate_order():
     assert spec.config["recurrent_activation"] == "hard_sigmoid"
     assert spec.config["activation"] == "tanh"
     assert spec.config["use_bias"] is True
-    for dropped in ("output_dim", "inner_activation", "consume_less", "init", "inner_init", "forget_bias_init",
-                    "W_regularizer", "U_regularizer", "b_regularizer", "dropout_W", "dropout_U", "input_dim",
-                    "input_length"):
+    for dropped in (
+        "output_dim",
+        "inner_activation",
+        "consume_less",
+        "init",
+        "inner_init",
+        "forget_bias_init",
+        "W_regularizer",
+        "U_regularizer",
+        "b_regularizer",
+        "dropout_W",
+        "dropout_U",
+        "input_dim",
+        "input_length",
+    ):
         assert dropped not in spec.config
     kernel, recurrent, bias = spec.weights
     assert kernel.shape == (2, 12) and recurrent.shape == (3, 12) and bias.shape == (12,)
@@ -293,8 +322,11 @@ def test_modernize_keras1_inner_activation_is_read_from_config():
 
 def test_modernize_keras1_gpu_layout_passes_through():
     features, units = 2, 3
-    weights = (np.ones((features, 4 * units), np.float32), np.ones((units, 4 * units), np.float32),
-               np.arange(4 * units, dtype=np.float32))
+    weights = (
+        np.ones((features, 4 * units), np.float32),
+        np.ones((units, 4 * units), np.float32),
+        np.arange(4 * units, dtype=np.float32),
+    )
     spec = dataclasses.replace(_keras1_lstm_spec(consume_less="gpu"), weights=weights)
     out = modernize_rnn(spec, ctx(KerasVersion(1)))
     assert all(a is b for a, b in zip(out.weights, weights))
@@ -304,15 +336,30 @@ def test_modernize_keras1_gru_and_simplernn():
     features, units = 2, 3
     shapes = [(features, units), (units, units), (units,)] * 3
     weights = tuple(np.full(s, float(k), np.float32) for k, s in enumerate(shapes))
-    cfg = {"name": "gru_1", "output_dim": units, "activation": "tanh", "inner_activation": "hard_sigmoid",
-           "consume_less": "mem", "init": "glorot_uniform", "inner_init": "orthogonal"}
+    cfg = {
+        "name": "gru_1",
+        "output_dim": units,
+        "activation": "tanh",
+        "inner_activation": "hard_sigmoid",
+        "consume_less": "mem",
+        "init": "glorot_uniform",
+        "inner_init": "orthogonal",
+    }
     out = modernize_rnn(LayerSpec("gru_1", "GRU", cfg, weights), ctx(KerasVersion(1, 2, 2)))
     assert out.config["reset_after"] is False
     kernel, recurrent, bias = out.weights
     assert [kernel[0, 3 * g] for g in range(3)] == [0, 3, 6]  # z, r, h kept in order
     assert [bias[3 * g] for g in range(3)] == [2, 5, 8]
-    rnn_cfg = {"name": "simplernn_1", "output_dim": units, "activation": "relu", "init": "glorot_uniform",
-               "inner_init": "orthogonal", "consume_less": "cpu", "dropout_W": 0.0, "dropout_U": 0.0}
+    rnn_cfg = {
+        "name": "simplernn_1",
+        "output_dim": units,
+        "activation": "relu",
+        "init": "glorot_uniform",
+        "inner_init": "orthogonal",
+        "consume_less": "cpu",
+        "dropout_W": 0.0,
+        "dropout_U": 0.0,
+    }
     rnn = modernize_rnn(LayerSpec("simplernn_1", "SimpleRNN", rnn_cfg, weights[:3]), ctx(KerasVersion(1)))
     assert rnn.config == {"name": "simplernn_1", "units": units, "activation": "relu", "use_bias": True}
     assert "recurrent_activation" not in rnn.config
@@ -320,8 +367,13 @@ def test_modernize_keras1_gru_and_simplernn():
 
 @pytest.mark.parametrize(
     "version, expected",
-    [(KerasVersion(2, 0, 8), "hard_sigmoid"), (KerasVersion(2, 2, 4), "hard_sigmoid"), (KerasVersion(2, 3, 0), None),
-     (KerasVersion(2, 21, 0), None), (KerasVersion(3, 15, 1), None)],
+    [
+        (KerasVersion(2, 0, 8), "hard_sigmoid"),
+        (KerasVersion(2, 2, 4), "hard_sigmoid"),
+        (KerasVersion(2, 3, 0), None),
+        (KerasVersion(2, 21, 0), None),
+        (KerasVersion(3, 15, 1), None),
+    ],
 )
 def test_recurrent_activation_default_depends_on_version(version, expected):
     spec = LayerSpec("lstm_1", "LSTM", {"name": "lstm_1", "units": 2}, ())
@@ -361,8 +413,17 @@ def test_modernize_converts_cudnn_layout(cls, n):
 
 
 def test_cudnn_class_spec_becomes_lstm():
-    cfg = {"name": "cu", "trainable": True, "units": 2, "return_sequences": True, "return_state": False,
-           "go_backwards": True, "stateful": False, "unit_forget_bias": True, "kernel_initializer": None}
+    cfg = {
+        "name": "cu",
+        "trainable": True,
+        "units": 2,
+        "return_sequences": True,
+        "return_state": False,
+        "go_backwards": True,
+        "stateful": False,
+        "unit_forget_bias": True,
+        "kernel_initializer": None,
+    }
     out = modernize_rnn(LayerSpec("cu", "CuDNNLSTM", cfg, ()), ctx(KerasVersion(2, 2, 4)))
     assert out.class_name == "LSTM"
     assert out.config["activation"] == "tanh" and out.config["recurrent_activation"] == "sigmoid"
@@ -399,8 +460,11 @@ def test_keras1_lstm_wrong_gate_shape_names_the_array(tmp_path: Path):
         g = f["model_weights"]["lstm_2"]
         del g["lstm_2_U_f:0"]
         g.create_dataset("lstm_2_U_f:0", data=np.zeros((2, 3), np.float32))
-    with pytest.raises(WeightMismatchError, match=r"layer 'lstm_2' \(LSTM\): Keras 1 weight U_f has shape \(2, 3\)\. "
-                       r"Expected \(2, 2\)"):
+    with pytest.raises(
+        WeightMismatchError,
+        match=r"layer 'lstm_2' \(LSTM\): Keras 1 weight U_f has shape \(2, 3\)\. "
+        r"Expected \(2, 2\)",
+    ):
         tlp.load_keras(bad)
 
 
@@ -408,8 +472,11 @@ def test_cudnn_gru_weights_refused_by_gru_reset_before():
     rng = np.random.default_rng(1)
     weights = (rng.standard_normal((4, 6)), rng.standard_normal((2, 6)), rng.standard_normal(12))
     spec = LayerSpec("gru_1", "GRU", {"name": "gru_1", "units": 2, "reset_after": False}, weights, path="gru_1")
-    with pytest.raises(WeightMismatchError, match=r"layer 'gru_1' \(GRU\): the bias has shape \(12,\), the layout of "
-                       r"CuDNNGRU weights, but the layer has reset_after=False"):
+    with pytest.raises(
+        WeightMismatchError,
+        match=r"layer 'gru_1' \(GRU\): the bias has shape \(12,\), the layout of "
+        r"CuDNNGRU weights, but the layer has reset_after=False",
+    ):
         modernize_rnn(spec, ctx(KerasVersion(2, 2, 4)))
     old = LayerSpec("gru_1", "GRU", {"name": "gru_1", "units": 2}, weights, path="gru_1")  # Keras 2.2 default
     with pytest.raises(WeightMismatchError, match="reset_after=False"):
@@ -479,9 +546,11 @@ def test_live_cudnn_conversion_equals_tf_keras(cls, n):
 
     rng = np.random.default_rng(7)
     features, units = 5, 3
-    stored = [rng.standard_normal((features, n * units)).astype(np.float32),
-              rng.standard_normal((units, n * units)).astype(np.float32),
-              rng.standard_normal(2 * n * units).astype(np.float32)]
+    stored = [
+        rng.standard_normal((features, n * units)).astype(np.float32),
+        rng.standard_normal((units, n * units)).astype(np.float32),
+        rng.standard_normal(2 * n * units).astype(np.float32),
+    ]
     layer = K.layers.LSTM(units) if cls == "LSTM" else K.layers.GRU(units, reset_after=True)
     layer.build((None, 7, features))
     expected = hdf5_format.preprocess_weights_for_loading(layer, list(stored), "2.2.4", "tensorflow")

@@ -180,8 +180,9 @@ def test_json_plus_weights_match_by_order_when_names_differ(tf_keras, tmp_path):
     L = tf_keras.layers
 
     def build():
-        return tf_keras.Sequential([L.InputLayer(input_shape=(6, 3)), L.LSTM(4, return_sequences=True),
-                                    L.Dropout(0.2), L.LSTM(2), L.Dense(1)])
+        return tf_keras.Sequential(
+            [L.InputLayer(input_shape=(6, 3)), L.LSTM(4, return_sequences=True), L.Dropout(0.2), L.LSTM(2), L.Dense(1)]
+        )
 
     first, second = build(), build()  # second gets names lstm_2, lstm_3, dense_1 ...
     assert [layer.name for layer in first.layers] != [layer.name for layer in second.layers]
@@ -205,7 +206,9 @@ def test_trained_model_with_optimizer_state(klib, tmp_path, fmt):
     seed(klib)
     L = klib.layers
     first = L.InputLayer(input_shape=(6,)) if library_name(klib) == "tf_keras" else klib.Input((6,))
-    model = klib.Sequential([first, L.Embedding(20, 4, mask_zero=True), L.Bidirectional(L.LSTM(3)), L.Dense(1, activation="sigmoid")])
+    model = klib.Sequential(
+        [first, L.Embedding(20, 4, mask_zero=True), L.Bidirectional(L.LSTM(3)), L.Dense(1, activation="sigmoid")]
+    )
     rng = np.random.default_rng(0)
     x = rng.integers(0, 20, (16, 6))
     model.compile("adam", "binary_crossentropy")

@@ -18,7 +18,11 @@ def _call_output(klib, layer, n):
     """The output tensor(s) of the n-th call of a Keras layer."""
     if hasattr(layer, "get_output_at"):
         return layer.get_output_at(n)
-    return layer._inbound_nodes[n].output_tensors if len(layer._inbound_nodes[n].output_tensors) > 1 else layer._inbound_nodes[n].output_tensors[0]
+    return (
+        layer._inbound_nodes[n].output_tensors
+        if len(layer._inbound_nodes[n].output_tensors) > 1
+        else layer._inbound_nodes[n].output_tensors[0]
+    )
 
 
 def _keras_values(klib, model, tensors, inputs):
@@ -39,7 +43,9 @@ def shared_model(klib):
 
 def nested_model(klib):
     L = klib.layers
-    inner = klib.Sequential([L.LSTM(4, return_sequences=True, name="in_lstm"), L.Dense(3, name="in_dense")], name="inner")
+    inner = klib.Sequential(
+        [L.LSTM(4, return_sequences=True, name="in_lstm"), L.Dense(3, name="in_dense")], name="inner"
+    )
     f_in = klib.Input((6, 3))
     func = klib.Model(f_in, L.LSTM(2, name="f_lstm")(f_in), name="func")
     inp = klib.Input((6, 3), name="x")
@@ -62,7 +68,12 @@ def decoder_step_model(klib):
     return klib.Model([tok, h, c], [L.Dense(6, name="proj")(y), h2, c2])
 
 
-BUILDERS = {"shared": shared_model, "nested": nested_model, "seq2seq": seq2seq_model, "decoder_step": decoder_step_model}
+BUILDERS = {
+    "shared": shared_model,
+    "nested": nested_model,
+    "seq2seq": seq2seq_model,
+    "decoder_step": decoder_step_model,
+}
 
 
 @pytest.mark.parametrize("fmt", ["keras", "h5"])
@@ -152,7 +163,9 @@ def test_unsupported_op_names_its_path(keras3, tmp_path):
     inp = keras.Input((4, 3))
     y = keras.ops.cumsum(inp, axis=1)
     model = keras.Model(inp, keras.layers.LSTM(2)(y))
-    with pytest.raises(tlp.UnsupportedLayerError, match=r"layer 'cumsum' \(Cumsum\).*keras\.src\.ops\.numpy\.Cumsum.*Supported ops"):
+    with pytest.raises(
+        tlp.UnsupportedLayerError, match=r"layer 'cumsum' \(Cumsum\).*keras\.src\.ops\.numpy\.Cumsum.*Supported ops"
+    ):
         tlp.load_keras(save(model, tmp_path, "keras"))
 
 

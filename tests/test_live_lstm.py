@@ -119,9 +119,19 @@ COMBINED_CASES: list[tuple[str, int, dict[str, Any], float]] = [
         2.0,
     ),
     ("state_back_seq", 4, {"return_state": True, "go_backwards": True, "return_sequences": True}, 1.0),
-    ("state_last_softsign_tanh", 2, {"return_state": True, "activation": "softsign", "recurrent_activation": "tanh"}, 1.0),
+    (
+        "state_last_softsign_tanh",
+        2,
+        {"return_state": True, "activation": "softsign", "recurrent_activation": "tanh"},
+        1.0,
+    ),
     ("u1_nofb_elu_seq", 1, {"unit_forget_bias": False, "activation": "elu", "return_sequences": True}, 1.0),
-    ("hardsig_both_back", 5, {"activation": "hard_sigmoid", "recurrent_activation": "hard_sigmoid", "go_backwards": True}, 2.0),
+    (
+        "hardsig_both_back",
+        5,
+        {"activation": "hard_sigmoid", "recurrent_activation": "hard_sigmoid", "go_backwards": True},
+        2.0,
+    ),
 ]
 
 
@@ -147,7 +157,11 @@ def test_single_lstm(klib, tmp_path, units, options, scale):
         pytest.param("batch_shape", {"return_sequences": True}, id="fixed_seq"),
         pytest.param("free_time_batch", {"return_sequences": True}, id="free_seq"),
         pytest.param("free_time_batch", {"return_state": True, "return_sequences": True}, id="free_state_seq"),
-        pytest.param("batch_shape", {"go_backwards": True, "return_sequences": True, "activation": "relu"}, id="fixed_back_seq_relu"),
+        pytest.param(
+            "batch_shape",
+            {"go_backwards": True, "return_sequences": True, "activation": "relu"},
+            id="fixed_back_seq_relu",
+        ),
     ],
 )
 def test_time_major_tf_keras(tf_keras, tmp_path, input_form, options):

@@ -156,7 +156,6 @@ def is_identity(name: str) -> bool:
     return name == "linear"
 
 
-
 _INPLACE: dict[str, Callable[[torch.Tensor], object]] = {
     "sigmoid": torch.Tensor.sigmoid_,
     "tanh": torch.Tensor.tanh_,

@@ -119,7 +119,9 @@ def _make_multiple(message: str, errors: tuple[TorchLstmProbeError, ...]) -> Mul
     return combined
 
 
-def combine_errors(errors: list[TorchLstmProbeError] | tuple[TorchLstmProbeError, ...], header: str) -> TorchLstmProbeError:
+def combine_errors(
+    errors: list[TorchLstmProbeError] | tuple[TorchLstmProbeError, ...], header: str
+) -> TorchLstmProbeError:
     """One exception for several: the error itself when there is one, else a :class:`MultipleErrors`.
 
     Combined errors inside ``errors`` are flattened, so nesting never repeats headers. The combined

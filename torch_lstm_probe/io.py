@@ -64,7 +64,11 @@ def _check_sizes(path: Path, config: Any, tensors: dict[str, torch.Tensor]) -> N
     if expected != stored:
         missing = sorted(set(expected) - set(stored))
         unexpected = sorted(set(stored) - set(expected))
-        wrong = sorted(f"{k}: {stored[k]} (expected {expected[k]})" for k in set(expected) & set(stored) if expected[k] != stored[k])
+        wrong = sorted(
+            f"{k}: {stored[k]} (expected {expected[k]})"
+            for k in set(expected) & set(stored)
+            if expected[k] != stored[k]
+        )
         raise WeightMismatchError(
             f"{path}: the tensors do not fit the model config. Missing: {missing[:20]}; unexpected: {unexpected[:20]}; "
             f"wrong shapes: {wrong[:20]}."
@@ -99,7 +103,9 @@ def load(path: str | os.PathLike[str], device: torch.device | str | None = None)
     except Exception as err:  # safetensors raises its own SafetensorError for damaged files
         raise KerasFileError(f"{path}: not a readable safetensors file ({err}).") from err
     if CONFIG_KEY not in meta:
-        raise KerasFileError(f"{path}: a safetensors file without a torch_lstm_probe model config (not written by tlp.save).")
+        raise KerasFileError(
+            f"{path}: a safetensors file without a torch_lstm_probe model config (not written by tlp.save)."
+        )
     try:
         config = json.loads(meta[CONFIG_KEY])
     except (ValueError, RecursionError) as err:
@@ -122,5 +128,5 @@ def load(path: str | os.PathLike[str], device: torch.device | str | None = None)
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as err:
         raise WeightMismatchError(f"{path}: the tensors do not fit the model config: {err}") from err
-    model.source_info = {k[len("source."):]: v for k, v in meta.items() if k.startswith("source.")}  # type: ignore[assignment]
+    model.source_info = {k[len("source.") :]: v for k, v in meta.items() if k.startswith("source.")}  # type: ignore[assignment]
     return model.to(device=device).eval()

@@ -120,9 +120,7 @@ def _before(blocks: Blocks, y: torch.Tensor) -> torch.Tensor:
     return t[None, :] < blocks.start[:, None]
 
 
-def unshift_states(
-    y: torch.Tensor, blocks: Blocks, initial: torch.Tensor, final: torch.Tensor
-) -> torch.Tensor:
+def unshift_states(y: torch.Tensor, blocks: Blocks, initial: torch.Tensor, final: torch.Tensor) -> torch.Tensor:
     """A per-step state back in place: the initial state before a block, the final one after."""
     rel, inside, after = _unshift_index(blocks, y.shape[1], y.device)
     back = y if blocks.right_aligned else _gather_time(y, rel)

@@ -448,9 +448,7 @@ class KerasModel(nn.Module):
         name = spec["name"]
         if isinstance(value, np.ndarray):
             if value.dtype.kind not in "biuf":
-                raise InputError(
-                    f"Input {name!r} must be numeric. Received a numpy array of dtype {value.dtype}."
-                )
+                raise InputError(f"Input {name!r} must be numeric. Received a numpy array of dtype {value.dtype}.")
             value = torch.from_numpy(np.ascontiguousarray(value))
         elif not isinstance(value, torch.Tensor):
             try:
@@ -464,7 +462,8 @@ class KerasModel(nn.Module):
         if shape is not None:
             expected = tuple(shape)
             ok = value.dim() == len(expected) and all(
-                e is None or e == g or (k == 0 and not spec.get("fixed_batch")) for k, (e, g) in enumerate(zip(expected, value.shape))
+                e is None or e == g or (k == 0 and not spec.get("fixed_batch"))
+                for k, (e, g) in enumerate(zip(expected, value.shape))
             )
             if not ok:
                 raise InputError(

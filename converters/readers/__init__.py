@@ -54,8 +54,13 @@ def read_json_with_weights(arch: Path | str, weights: Path | str) -> ModelSpec:
         version = parse_version(version_text)
         backend = config.get("backend") or text_attr(f, "backend")
         source = weights_source_for_h5(f)
-        options = dict(source=f"{arch} + {weights}", keras_version=version, file_format="json+h5",
-                       backend=backend, library=library_of(config, version))
+        options = dict(
+            source=f"{arch} + {weights}",
+            keras_version=version,
+            file_format="json+h5",
+            backend=backend,
+            library=library_of(config, version),
+        )
         if isinstance(source, LegacyH5Weights):
             layout = parse_model_config(config, weights=None, **options)  # names and classes only
             source = LegacyH5Weights(source.group, source.source, _match_by_order(layout, source, weights))
@@ -65,11 +70,37 @@ def read_json_with_weights(arch: Path | str, weights: Path | str) -> ModelSpec:
 # Layer classes that hold no weights, for matching a weights file to an architecture by order.
 _WEIGHTLESS = frozenset(
     {
-        "InputLayer", "Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
-        "Activation", "Flatten", "Reshape", "Permute", "RepeatVector", "Masking", "ZeroPadding1D",
-        "Cropping1D", "UpSampling1D", "MaxPooling1D", "AveragePooling1D", "GlobalMaxPooling1D",
-        "GlobalAveragePooling1D", "Concatenate", "Add", "Subtract", "Multiply", "Average", "Maximum",
-        "Minimum", "Dot", "Softmax", "ReLU", "LeakyReLU", "ELU",
+        "InputLayer",
+        "Dropout",
+        "SpatialDropout1D",
+        "GaussianNoise",
+        "GaussianDropout",
+        "AlphaDropout",
+        "Activation",
+        "Flatten",
+        "Reshape",
+        "Permute",
+        "RepeatVector",
+        "Masking",
+        "ZeroPadding1D",
+        "Cropping1D",
+        "UpSampling1D",
+        "MaxPooling1D",
+        "AveragePooling1D",
+        "GlobalMaxPooling1D",
+        "GlobalAveragePooling1D",
+        "Concatenate",
+        "Add",
+        "Subtract",
+        "Multiply",
+        "Average",
+        "Maximum",
+        "Minimum",
+        "Dot",
+        "Softmax",
+        "ReLU",
+        "LeakyReLU",
+        "ELU",
     }
 )
 
@@ -153,7 +184,9 @@ def _dispatch(path: Path, weights: Path | None) -> ModelSpec:
     head = _head(path)
     if weights is not None:
         if head.lstrip()[:1] != b"{":
-            raise KerasFileError(f"{path}: weights= was given, so this must be an architecture JSON file; it is not JSON.")
+            raise KerasFileError(
+                f"{path}: weights= was given, so this must be an architecture JSON file; it is not JSON."
+            )
         return read_json_with_weights(path, weights)
     if head[:2] == b"PK":
         return read_keras_zip(path)
@@ -167,4 +200,3 @@ def _dispatch(path: Path, weights: Path | None) -> ModelSpec:
         f"{path}: not a Keras model file. Expected a .keras zip archive, an HDF5 .h5 file, or an architecture "
         f"JSON with weights=. The file starts with {head[:8]!r}."
     )
-

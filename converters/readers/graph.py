@@ -44,7 +44,9 @@ class LayerLocation:
 class WeightSource(Protocol):
     """Gives each layer its arrays in Keras ``get_weights()`` order."""
 
-    def weights_for(self, location: LayerLocation, class_name: str, config: Mapping[str, Any]) -> tuple[np.ndarray, ...]: ...
+    def weights_for(
+        self, location: LayerLocation, class_name: str, config: Mapping[str, Any]
+    ) -> tuple[np.ndarray, ...]: ...
 
 
 class _Counter:
@@ -158,7 +160,9 @@ def _parse_inbound_nodes(raw: Any, where: str) -> tuple[CallSpec, ...]:
             if not isinstance(raw_args, (list, tuple)):
                 raise KerasFileError(f"{where}: the args of a call are {short_repr(raw_args)}; expected a list.")
             args = tuple(_parse_keras3_arg(a) for a in raw_args)
-            kwargs = {k: _parse_keras3_arg(v) for k, v in _mapping(node.get("kwargs"), "the kwargs of a call", where).items()}
+            kwargs = {
+                k: _parse_keras3_arg(v) for k, v in _mapping(node.get("kwargs"), "the kwargs of a call", where).items()
+            }
             calls.append(CallSpec(args, kwargs))
         elif isinstance(node, (list, tuple)):  # Keras 1/2: [[name, node, tensor, {kwargs}], ...]
             if node and isinstance(node[0], str):
@@ -174,7 +178,11 @@ def _parse_inbound_nodes(raw: Any, where: str) -> tuple[CallSpec, ...]:
                     refs.append(entry[2])
                 else:
                     refs.append(
-                        TensorRef(str(entry[0]), _index(entry[1], "node index", where), _index(entry[2], "tensor index", where))
+                        TensorRef(
+                            str(entry[0]),
+                            _index(entry[1], "node index", where),
+                            _index(entry[2], "tensor index", where),
+                        )
                     )
                 if len(entry) > 3 and entry[3]:
                     call_kwargs = _mapping(entry[3], "the kwargs of a call", where)
@@ -198,9 +206,13 @@ def _io_refs(raw: Any, where: str = "") -> tuple[TensorRef, ...]:
         if isinstance(item, Mapping) and item.get("class_name") == "__keras_tensor__":
             refs.append(_history_ref(item, where))
         elif isinstance(item, (list, tuple)) and len(item) >= 3:
-            refs.append(TensorRef(str(item[0]), _index(item[1], "node index", where), _index(item[2], "tensor index", where)))
+            refs.append(
+                TensorRef(str(item[0]), _index(item[1], "node index", where), _index(item[2], "tensor index", where))
+            )
         else:
-            raise KerasFileError(f"{where + ': ' if where else ''}malformed model input/output reference {short_repr(item)}.")
+            raise KerasFileError(
+                f"{where + ': ' if where else ''}malformed model input/output reference {short_repr(item)}."
+            )
     return tuple(refs)
 
 
@@ -220,7 +232,9 @@ class _Parser:
         self.version = version
         self.weights = weights
 
-    def layer_weights(self, location: LayerLocation, class_name: str, config: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
+    def layer_weights(
+        self, location: LayerLocation, class_name: str, config: Mapping[str, Any]
+    ) -> tuple[np.ndarray, ...]:
         if self.weights is None:
             return ()
         return self.weights.weights_for(location, class_name, config)
@@ -254,7 +268,9 @@ class _Parser:
             "save a Functional or Sequential model instead."
         )
 
-    def _layer(self, entry: Mapping[str, Any], names: tuple[str, ...], keras3_path: str, calls: tuple[CallSpec, ...]) -> LayerSpec:
+    def _layer(
+        self, entry: Mapping[str, Any], names: tuple[str, ...], keras3_path: str, calls: tuple[CallSpec, ...]
+    ) -> LayerSpec:
         class_name = str(entry.get("class_name"))
         registered = entry.get("registered_name")
         if ">" in class_name:  # Keras 3's legacy h5 writes a registered class as "package>Class"
@@ -337,7 +353,9 @@ class _Parser:
             cfg = entry.get("config", {}) if isinstance(entry.get("config"), Mapping) else {}
             if class_name == "InputLayer":
                 if inputs or layers:
-                    raise KerasFileError(f"{self.source}: Sequential model {model_name!r} has an InputLayer after its first layer.")
+                    raise KerasFileError(
+                        f"{self.source}: Sequential model {model_name!r} has an InputLayer after its first layer."
+                    )
                 spec = _input_spec_from_input_layer(entry)
                 inputs.append(spec)
                 previous = TensorRef(spec.name, 0, 0)
@@ -365,7 +383,9 @@ class _Parser:
             "outputs": (TensorRef(layers[-1].name, 0, 0),),
         }
 
-    def functional(self, config: Mapping[str, Any], class_name: str, names: tuple[str, ...], keras3_path: str) -> dict[str, Any]:
+    def functional(
+        self, config: Mapping[str, Any], class_name: str, names: tuple[str, ...], keras3_path: str
+    ) -> dict[str, Any]:
         model_name = config.get("name", "model")
         counter = _Counter()
         layers: list[LayerSpec] = []
@@ -447,7 +467,7 @@ def parse_model_config(
 
 
 def library_of(model_config: Mapping[str, Any], version: KerasVersion) -> str:
-    """"tf_keras" for configs written by tf_keras/tf.keras, else "keras".
+    """ "tf_keras" for configs written by tf_keras/tf.keras, else "keras".
 
     tf.keras wrote "2.2.4-tf"/"2.3.0-tf" before its version numbers left standalone Keras'
     behind (2.4); standalone Keras 2.0-2.3 wrote the bare number.

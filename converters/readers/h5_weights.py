@@ -36,7 +36,9 @@ def _names(obj: Any, key: str, source: str) -> list[str]:
     except (TypeError, UnicodeDecodeError) as err:
         raise KerasFileError(f"{source}: attribute {key!r} of {obj.name!r} is not a list of names ({err}).") from err
     if not all(isinstance(n, str) and _is_utf8(n) for n in names):
-        raise KerasFileError(f"{source}: attribute {key!r} of {obj.name!r} holds {short_repr(names)}; expected UTF-8 names.")
+        raise KerasFileError(
+            f"{source}: attribute {key!r} of {obj.name!r} holds {short_repr(names)}; expected UTF-8 names."
+        )
     return names
 
 
@@ -70,7 +72,9 @@ class LegacyH5Weights:
             if isinstance(self.group.get(n), h5py.Group) and _names(self.group[n], "weight_names", self.source)
         ]
 
-    def weights_for(self, location: LayerLocation, class_name: str, config: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
+    def weights_for(
+        self, location: LayerLocation, class_name: str, config: Mapping[str, Any]
+    ) -> tuple[np.ndarray, ...]:
         top = self.renamed.get(location.names[0], location.names[0])
         if top not in self.group:
             return ()
@@ -106,7 +110,9 @@ class Keras3H5Weights:
         self.root = root
         self.source = source
 
-    def weights_for(self, location: LayerLocation, class_name: str, config: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
+    def weights_for(
+        self, location: LayerLocation, class_name: str, config: Mapping[str, Any]
+    ) -> tuple[np.ndarray, ...]:
         path = location.keras3_path
         group = self.root.get(path)
         recorded = self._recorded_name(group)

@@ -25,7 +25,9 @@ class _LayerObjects:
     def __init__(self, model: Any) -> None:
         self.model = model
 
-    def weights_for(self, location: LayerLocation, class_name: str, config: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
+    def weights_for(
+        self, location: LayerLocation, class_name: str, config: Mapping[str, Any]
+    ) -> tuple[np.ndarray, ...]:
         obj = self.model
         for name in location.names:
             # "layer" after a wrapper (TimeDistributed(model)) is the wrapped object itself.
@@ -45,7 +47,9 @@ def read_in_memory(model: Any) -> ModelSpec:
 
         version, library = keras.__version__, "keras"
     else:
-        raise KerasFileError(f"Expected a keras.Model or tf_keras Model. Received {type(model).__module__}.{type(model).__name__}.")
+        raise KerasFileError(
+            f"Expected a keras.Model or tf_keras Model. Received {type(model).__module__}.{type(model).__name__}."
+        )
     try:
         config = json.loads(model.to_json())
     except NotImplementedError as err:

@@ -38,7 +38,9 @@ def _empty_reconstruct(reconstruct: Any) -> Any:
 
     def build(subtype: Any, shape: Any, dtype: Any) -> Any:
         if subtype is not np.ndarray or tuple(shape) != (0,):
-            raise pickle.UnpicklingError(f"refusing an array shell of type {subtype!r} and shape {short_text(repr(shape))}")
+            raise pickle.UnpicklingError(
+                f"refusing an array shell of type {subtype!r} and shape {short_text(repr(shape))}"
+            )
         return reconstruct(subtype, shape, dtype)
 
     return build
@@ -63,7 +65,9 @@ def _read_member(raw: bytes, member: str, source: str) -> dict[str, np.ndarray]:
         else:
             header = np.lib.format.read_array_header_2_0(buf)  # (shape, fortran, dtype)
     except (ValueError, SyntaxError, TypeError, EOFError) as err:
-        raise KerasFileError(f"{source}: weights member {member!r} is not a .npy array ({short_text(str(err))}).") from err
+        raise KerasFileError(
+            f"{source}: weights member {member!r} is not a .npy array ({short_text(str(err))})."
+        ) from err
     shape, _, dtype = header
     if dtype != np.dtype(object):
         if not shape:
@@ -113,7 +117,9 @@ class Keras3NpzWeights:
         self.store = store
         self.source = source
 
-    def weights_for(self, location: LayerLocation, class_name: str, config: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
+    def weights_for(
+        self, location: LayerLocation, class_name: str, config: Mapping[str, Any]
+    ) -> tuple[np.ndarray, ...]:
         path = location.keras3_path
         if not any(key == path or key.startswith(path + "/") for key in self.store):
             return ()
@@ -124,9 +130,11 @@ class Keras3NpzWeights:
         try:
             arrays = [own[k] for k in sorted(own, key=int)]
         except ValueError as err:
-            raise WeightMismatchError(f"{self.source}: variables at {path!r} are not numbered ({sorted(own)}).") from err
+            raise WeightMismatchError(
+                f"{self.source}: variables at {path!r} are not numbered ({sorted(own)})."
+            ) from err
         prefix = path + "/"
-        children = sorted({key[len(prefix):].split("/", 1)[0] for key in self.store if key.startswith(prefix)})
+        children = sorted({key[len(prefix) :].split("/", 1)[0] for key in self.store if key.startswith(prefix)})
         order = CHILD_ORDER.get(class_name or "", ())
         children.sort(key=lambda k: (order.index(k) if k in order else len(order), k))
         for child in children:

@@ -58,7 +58,9 @@ class HookPoint(nn.Identity):
         return bool(self._forward_hooks or self._forward_pre_hooks)
 
 
-def check_float_input(layer: ConfigMixin, x: torch.Tensor, rank: int | tuple[int, ...], last: int | None, what: str) -> None:
+def check_float_input(
+    layer: ConfigMixin, x: torch.Tensor, rank: int | tuple[int, ...], last: int | None, what: str
+) -> None:
     """Raises InputError unless ``x`` is a floating tensor of the given rank and last-axis size."""
     ranks = (rank,) if isinstance(rank, int) else rank
     if x.dim() not in ranks:

@@ -337,9 +337,7 @@ class LSTM(RecurrentMixin, ConfigMixin, nn.LSTM):
         seq = unshift_outputs(y, blocks, final_out, self.config.zero_output_for_mask)
         return seq, h, c, seq[:, -1], gates  # type: ignore[return-value]
 
-    def _gates_from_outputs(
-        self, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, seq: torch.Tensor
-    ) -> LSTMGates:
+    def _gates_from_outputs(self, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, seq: torch.Tensor) -> LSTMGates:
         """Gates of an unmasked call from the fused kernel's outputs.
 
         Every ``h_{t-1}`` is known once the fused pass has run, so all pre-activations are one
@@ -414,8 +412,17 @@ def lstm_reference(
         c, h = torch.where(m, c_new, c), torch.where(m, h_new, h)
         out = torch.where(m, h_new, zero if zero_output_for_mask else prev)
         prev = out
-        for k, v in enumerate((torch.where(m, i, zero), torch.where(m, f, zero), torch.where(m, g, zero),
-                               torch.where(m, o, zero), c, h, out)):
+        for k, v in enumerate(
+            (
+                torch.where(m, i, zero),
+                torch.where(m, f, zero),
+                torch.where(m, g, zero),
+                torch.where(m, o, zero),
+                c,
+                h,
+                out,
+            )
+        ):
             rows[k].append(v)
     stacked = [torch.stack(r, dim=1) for r in rows]
     return stacked[6], LSTMGates(*stacked[:6])
