@@ -794,7 +794,8 @@ def _write_zip(path: Path, members: dict[str, bytes], extra: Sequence[tuple[str,
         warnings.simplefilter("ignore")  # duplicate names on purpose
         with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
             for name, data in list(members.items()) + list(extra):
-                zf.writestr(name, data)
+                # A fixed timestamp: the same seed and index must give the same bytes.
+                zf.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data, zipfile.ZIP_DEFLATED)
 
 
 def _set_zip_method(data: bytes, member: str, method: int) -> bytes:

@@ -12,7 +12,8 @@ import torch  # noqa: E402
 
 from tests.helpers import ATOL  # noqa: E402,F401
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Under pytest-xdist (-n 2) each worker gets one thread, so workers do not fight over the cores.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, os.cpu_count() or 1)))
 
 
 def pytest_collection_modifyitems(config, items):

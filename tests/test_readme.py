@@ -23,6 +23,6 @@ def test_readme_starts_with_the_two_commands():
     text = README.read_text()
     commands = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
     assert commands[0].strip() == "bash scripts/setup_env.sh && .venv/bin/torch-lstm-probe demo"
-    assert commands[1].strip() == "bash scripts/setup_env.sh test && .venv/bin/python -m pytest -q"
+    assert commands[1].strip() == "bash scripts/setup_env.sh test && .venv/bin/python -m pytest -q -n 2"
     ci = (README.parent / ".ci" / "run").read_text()
     assert commands[1].strip() in ci
