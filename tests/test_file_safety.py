@@ -787,3 +787,16 @@ def test_limits_can_be_raised_and_misconfiguration_is_named(monkeypatch):
     monkeypatch.setenv("TORCH_LSTM_PROBE_READ_TIMEOUT", "soon")
     with pytest.raises(FileLimitError, match=r"TORCH_LSTM_PROBE_READ_TIMEOUT='soon' is not a number"):
         limits.read_timeout_s(0)
+
+
+@pytest.mark.parametrize(
+    "value", [np.bytes_(b"not weights"), np.array([b"a", b"b"]), np.zeros(3, dtype=[("a", "<f4"), ("b", "<i4")])]
+)
+def test_weights_that_are_not_numbers_name_the_dataset(tmp_path, value):
+    path = tmp_path / "text_weights.h5"
+    shutil.copy(H5, path)
+    with h5py.File(path, "r+") as f:
+        del f[KERNEL]
+        f[KERNEL] = value
+    with pytest.raises(KerasFileError, match=r"weights .*kernel:0 hold .* values\. Expected numbers"):
+        tlp.load_keras(path)

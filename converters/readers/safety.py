@@ -568,11 +568,17 @@ def read_dataset(dataset: Any, source: str, where: str) -> np.ndarray:
         raise KerasFileError(f"{source}: cannot read weights {where}: {short_text(str(err))}.") from err
     charge_bytes(nbytes, f"weights {where}", source)
     try:
-        return np.asarray(dataset[()])
+        array = np.asarray(dataset[()])
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as err:
         raise KerasFileError(
             f"{source}: cannot read weights {where}: {short_text(str(err))}. The file may be truncated."
         ) from err
+    if array.dtype.kind not in "biuf":  # text, objects, compounds: no Keras weight is stored so
+        raise KerasFileError(
+            f"{source}: weights {where} hold {array.dtype} values. Expected numbers (Keras stores weights as "
+            "float or integer arrays); the file is damaged or was not written by Keras."
+        )
+    return array
 
 
 # ---------------------------------------------------------------- the boundary
