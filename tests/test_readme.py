@@ -26,3 +26,23 @@ def test_readme_starts_with_the_two_commands():
     assert commands[1].strip() == "bash scripts/setup_env.sh test && .venv/bin/python -m pytest -q -n 2"
     ci = (README.parent / ".ci" / "run").read_text()
     assert commands[1].strip() in ci
+
+
+def test_readme_probe_key_table_is_the_grammar():
+    """The README's table of probe keys is the one the code uses (capture/keys.py), word for word."""
+    from torch_lstm_probe.capture.keys import key_table
+
+    assert key_table() in README.read_text(encoding="utf-8")
+
+
+def test_probe_help_lists_every_key_pattern(capsys):
+    from torch_lstm_probe.capture.keys import KEY_GRAMMAR
+    from torch_lstm_probe.cli import build_parser
+
+    try:
+        build_parser().parse_args(["probe", "--help"])
+    except SystemExit:
+        pass
+    text = capsys.readouterr().out
+    for pattern, _ in KEY_GRAMMAR:
+        assert pattern in text

@@ -201,13 +201,16 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-KEY_MEANINGS = {
-    "<layer>": "output of a layer with one output",
-    "<layer>:<k>": "k-th output of a layer with several outputs (return_state: 0 output, 1 h, 2 c)",
-    "<layer>@<n>": "n-th call of a shared layer",
-    "<layer>/gates/<g>": "LSTM gate or state g in i f g o c h, (batch, time, units), processing order",
-    "<layer>/mask": "bool (batch, time) mask the recurrent layer applied",
-}
+def _key_meanings() -> dict[str, str]:
+    from .capture.keys import KEY_GRAMMAR
+
+    return dict(KEY_GRAMMAR)
+
+
+def _key_help() -> str:
+    from .capture.keys import KEY_GRAMMAR
+
+    return "probe keys:\n" + "\n".join(f"  {pattern}\n      {meaning}" for pattern, meaning in KEY_GRAMMAR)
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
@@ -231,7 +234,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         "source_sha256": _sha256(args.file),
         "keras_version": str(info.get("keras_version", "")),
         "layer_names": json.dumps(model.layer_names),
-        "key_meanings": json.dumps(KEY_MEANINGS),
+        "key_meanings": json.dumps(_key_meanings()),
         "keys": json.dumps(keys),  # every probe key, in probe order
         "aliases": json.dumps(aliases),  # key -> stored key holding its tensor
     }
@@ -313,8 +316,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}", help="print the version")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def verb(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
+    def verb(name: str, help_text: str, epilog: str | None = None) -> argparse.ArgumentParser:
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         _debug_flag(p, argparse.SUPPRESS)  # keeps a --debug given before the verb
         return p
 
@@ -324,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--custom-layers", metavar="MODULE:NAME", help=CUSTOM_LAYERS_HELP)
     p.set_defaults(func=_cmd_inspect)
 
-    p = verb("probe", "write layer outputs (and gates) for given inputs to a safetensors file")
+    p = verb("probe", "write layer outputs (and gates) for given inputs to a safetensors file", _key_help())
     p.add_argument("file", help="a .keras, .h5, or architecture .json file")
     p.add_argument("--weights", help="weights-only .h5 for an architecture .json")
     p.add_argument(
