@@ -1,0 +1,1 @@
+"""Extraction over whole datasets: data sources, the streaming loop, shards and their reader."""
