@@ -352,11 +352,11 @@ class _StreamColumn(_Column):
     ) -> None:
         self.name, self.path, self.member, self.extra = name, path, member, extra
         self.np_dtype, self.shape = dtype, shape
-        self.dtype = _numpy_dtype_name(dtype, f"Member {member!r} of {path}")
+        self.dtype = _numpy_dtype_name(dtype, f"Member {extra['member']!r} of {path}")
         self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
 
     def reader(self, stack: ExitStack) -> _Reader:
-        where = f"Member {self.member!r} of {self.path}"
+        where = f"Member {self.extra['member']!r} of {self.path}"
         archive = stack.enter_context(zipfile.ZipFile(self.path))
         stream = stack.enter_context(archive.open(self.member))
         _read_npy_header(stream, where)
@@ -774,8 +774,8 @@ class DataLoaderSource(Source):
         sequential = isinstance(loader.batch_sampler, BatchSampler) and isinstance(
             loader.batch_sampler.sampler, SequentialSampler
         )
-        if sequential and not isinstance(loader.dataset, IterableDataset):
-            total = len(loader.dataset)  # type: ignore[arg-type]
+        if sequential and not isinstance(loader.dataset, IterableDataset) and hasattr(loader.dataset, "__len__"):
+            total = len(loader.dataset)
             step = loader.batch_sampler.batch_size  # type: ignore[union-attr]
             self.num_samples = total // step * step if loader.drop_last else total
             if self.num_samples == 0:
