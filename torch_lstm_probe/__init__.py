@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from . import layers
-from .api import load, load_keras, probe, save
+from .api import extract, load, load_keras, open_activations, probe, save
 from .errors import (
     FileLimitError,
     GraphError,
@@ -30,6 +30,8 @@ __version__ = "0.1.0"
 __all__ = [
     "load_keras",
     "probe",
+    "extract",
+    "open_activations",
     "save",
     "load",
     "KerasModel",

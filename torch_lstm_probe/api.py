@@ -1,4 +1,4 @@
-"""The public entry points: load_keras, probe, save, load."""
+"""The public entry points: load_keras, probe, extract, open_activations, save, load."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from .extract import extract, open_activations
 from .io import load, save
 from .model import KerasModel
 from .probe import probe
 
-__all__ = ["load_keras", "probe", "save", "load"]
+__all__ = ["load_keras", "probe", "extract", "open_activations", "save", "load"]
 
 
 def load_keras(
