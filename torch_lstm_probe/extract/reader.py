@@ -362,7 +362,7 @@ class Activations:
         self._num_samples = 0
         self._keys: dict[str, _Key] = {}
         self._key_order: list[str] = []
-        self._time_steps: dict[str, int] = {}
+        self._time_steps: dict[str, int | None] = {}  # None: the time axis varies between blocks
         self._shards: list[_Shard] = []
         self._parse()
         self._starts = [s.start for s in self._shards]
@@ -403,7 +403,10 @@ class Activations:
         for layer, spec in masks.items():
             if not isinstance(spec, dict):
                 raise _fail(where, f"field 'masks.{layer}' is not an object. Received: {spec!r}.", _REWRITE)
-            self._time_steps[layer] = _int_field(spec.get("time_steps"), where, f"masks.{layer}.time_steps")
+            steps = spec.get("time_steps")
+            self._time_steps[layer] = (
+                None if steps is None else _int_field(steps, where, f"masks.{layer}.time_steps")
+            )
         shards = _field(index, "shards", list, where)
         expected_start = 0
         files: set[str] = set()

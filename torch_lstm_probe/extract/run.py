@@ -565,6 +565,7 @@ def _write_index(
 ) -> None:
     shards = []
     shapes: dict[str, list[int | None]] = {spec.key: list(spec.sample_shape) for spec in layout.keys}
+    steps: dict[str, int | None] = dict(layout.time_steps)
     for number in range(-(-total_batches // per_shard)):
         path = folder / shard_name(number)
         if not path.is_file():
@@ -575,6 +576,10 @@ def _write_index(
         entry["bytes"] = path.stat().st_size
         entry["data_sha256"] = meta["data_sha256"]
         shards.append(entry)
+        for mask, blocks in entry["masks"].items():
+            for name, _, _ in blocks:
+                if header[name]["shape"][1] != steps.get(mask):
+                    steps[mask] = None  # the time axis varies between blocks
         packed = {spec.key for spec in layout.keys if spec.packed}
         for key, blocks in entry["tensors"].items():  # an axis whose size differs between blocks is None
             for name, _, _ in blocks:
@@ -601,7 +606,7 @@ def _write_index(
         "num_samples": total,
         "keys": keys,
         "key_order": [spec.key for spec in layout.keys],
-        "masks": {name: {"time_steps": layout.time_steps[name]} for name in layout.masks},
+        "masks": {name: {"time_steps": steps[name]} for name in layout.masks},
         "shards": shards,
         "run": manifest,
     }
