@@ -220,7 +220,8 @@ def _prepare_folder(out: Path, manifest: dict[str, Any], resume: bool, overwrite
             old = json.loads(old_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
             raise ExtractionMismatchError(f"{old_path}: unreadable manifest ({err}). Fix: overwrite=True.") from err
-        diffs = _differences(old, manifest)
+        # Where the model file lives is information, not identity: its weights hash is compared.
+        diffs = [d for d in _differences(old, manifest) if not d.startswith("model.source:")]
         if diffs:
             raise ExtractionMismatchError(
                 f"Output folder {str(out)!r} holds an extraction of another model, data or arguments: "
