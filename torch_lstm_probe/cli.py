@@ -248,6 +248,162 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+DATA_SUFFIXES = (".npy", ".npz", ".safetensors")
+DEFAULT_SHARD_MB = 256.0  # extract --shard-mb: tlp.extract's DEFAULT_SHARD_BYTES, in MiB (kept equal by a test)
+
+
+def _data_path(value: str) -> Path:
+    """``DATA`` as an existing ``.npy``/``.npz``/``.safetensors`` file (checked before the model is loaded)."""
+    path = Path(value)
+    if not path.exists():
+        raise FileNotFoundError(f"DATA file not found: {path}. Expected a {'/'.join(DATA_SUFFIXES)} file.")
+    if path.suffix.lower() not in DATA_SUFFIXES:
+        raise InputError(f"DATA {path}: expected a {'/'.join(DATA_SUFFIXES)} file. Received {path.name!r}.")
+    return path
+
+
+def _device(value: str | None) -> str | None:
+    """``--device`` checked against the devices this machine has (a user error, not a crash, when absent)."""
+    if value is None:
+        return None
+    import torch
+
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError) as err:
+        raise _CommandLineError(f"--device {value!r}: not a device name. Expected cpu, cuda or cuda:N.") from err
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise _CommandLineError(f"--device {value}: no CUDA device is available here. Fix: --device cpu.")
+        if device.index is not None and device.index >= count:
+            raise _CommandLineError(
+                f"--device {value}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}."
+            )
+    elif device.type != "cpu":
+        raise _CommandLineError(f"--device {value!r}: expected cpu, cuda or cuda:N.")
+    return value
+
+
+def _size(nbytes: int) -> str:
+    """``nbytes`` exactly, then in binary units: ``1,234,567 bytes (1.2 MiB)``."""
+    value, unit = float(nbytes), "bytes"
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    shown = f"{nbytes:,} bytes"
+    return shown if unit == "bytes" else f"{shown} ({value:.1f} {unit})"
+
+
+def _cmd_extract(args: argparse.Namespace) -> int:
+    import time
+
+    from .api import extract, load_keras
+    from .extract import ExtractionMismatchError, distributed
+
+    data = _data_path(args.data)
+    device = _device(args.device)
+    if args.shard_mb <= 0:
+        raise _CommandLineError(f"--shard-mb {args.shard_mb:g}: expected a positive number of MiB.")
+    model = load_keras(args.model, weights=args.weights, custom_layers=_custom_layers(args.custom_layers))
+    layers = [s for s in args.layers.split(",") if s] if args.layers else None
+    out = Path(args.out)
+    complete = (out / "index.json").is_file() and not args.overwrite
+    start = time.perf_counter()
+    try:
+        acts = extract(
+            model,
+            data,
+            out=out,
+            layers=layers,
+            gates=args.gates,
+            batch_size=args.batch_size,
+            device=device,
+            dtype=args.dtype,
+            resume=not args.no_resume,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+            packed=args.packed,
+            shard_bytes=max(1, int(args.shard_mb * 2**20)),
+        )
+    except ExtractionMismatchError as err:  # the library names its keyword arguments; name the flags too
+        raise ExtractionMismatchError(
+            f"{err} On the command line: --overwrite replaces it, another --out starts afresh, and the same "
+            "command without --no-resume finishes it."
+        ) from err
+    seconds = time.perf_counter() - start
+    if distributed.world()[1] != 0:  # under torchrun, rank 0 speaks for every rank
+        return EXIT_OK
+    shards = acts.index.get("shards", [])
+    nbytes = sum(int(s.get("bytes", 0)) for s in shards)
+    rate = "already complete, nothing computed" if complete else f"{len(acts) / max(seconds, 1e-9):,.0f} samples/s"
+    print(
+        f"extracted {len(acts):,} samples, {len(acts.keys())} keys, {len(shards)} shard(s), {_size(nbytes)}; "
+        f"{rate} ({seconds:.2f} s)"
+    )
+    print(f"folder: {acts.path}  (torch-lstm-probe inspect-activations {acts.path})")
+    return EXIT_OK
+
+
+def _shape(shape: Sequence[int | None]) -> str:
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _activations_summary(acts: Any) -> dict[str, Any]:
+    """What ``inspect-activations --json`` prints: the index without its per-shard lists, keys in probe order."""
+    index = acts.index
+    run = acts.run
+    return {
+        "folder": str(acts.path),
+        "num_samples": len(acts),
+        "num_shards": len(index.get("shards", [])),
+        "bytes": sum(int(s.get("bytes", 0)) for s in index.get("shards", [])),
+        "model": run.get("model", {}),
+        "request": run.get("request", {}),
+        "data": run.get("data", {}),
+        "masks": index.get("masks", {}),
+        "keys": [{"key": key, **index["keys"][key]} for key in acts.keys()],
+    }
+
+
+def _cmd_inspect_activations(args: argparse.Namespace) -> int:
+    from .api import open_activations
+
+    summary = _activations_summary(open_activations(args.folder))
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return EXIT_OK
+    model, request, data = summary["model"], summary["request"], summary["data"]
+
+    def yes(value: Any) -> str:
+        return "yes" if value else "no"
+
+    layers = request.get("layers")
+    source = data.get("file") or data.get("kind", "?")
+    lines = [
+        f"folder   {summary['folder']}",
+        f"samples  {summary['num_samples']:,} in {summary['num_shards']} shard(s), {_size(summary['bytes'])}",
+        f"model    {model.get('name', '?')} from {model.get('source') or '?'} "
+        f"(Keras {model.get('keras_version') or '?'}), weights sha256 {str(model.get('weights_sha256', ''))[:12]}",
+        f"request  layers {','.join(layers) if layers else 'all'}; gates {yes(request.get('gates'))}; "
+        f"dtype {request.get('dtype') or 'as the model'}; packed {yes(request.get('packed'))}; "
+        f"batch size {request.get('batch_size')}",
+        f"data     {data.get('kind', '?')} {source}",
+    ]
+    if summary["masks"]:
+        masks = ", ".join(f"{name} ({spec.get('time_steps')} steps)" for name, spec in summary["masks"].items())
+        lines.append(f"masks    {masks}")
+    rows = [("key", "per sample", "dtype", "packed", "meaning")]
+    for spec in summary["keys"]:
+        rows.append((spec["key"], _shape(spec["sample_shape"]), spec["dtype"], yes(spec["packed"]), spec["meaning"]))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines.append("")
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4] for row in rows]
+    print("\n".join(lines))
+    return EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     import torch
     from safetensors.numpy import load_file
@@ -349,6 +505,52 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--custom-layers", metavar="MODULE:NAME", help=CUSTOM_LAYERS_HELP)
     p.set_defaults(func=_cmd_probe)
+
+    p = verb(
+        "extract",
+        "run a model over a whole dataset and stream layer outputs (and gates) to sharded safetensors in a folder",
+        f"{_key_help()}\n\nRe-running the same command resumes an interrupted extraction; "
+        "read the folder with tlp.open_activations(DIR).",
+    )
+    p.add_argument("model", metavar="MODEL", help="a .keras, .h5, or architecture .json file")
+    p.add_argument("data", metavar="DATA", help="the inputs: a .npy, .npz or .safetensors file, samples first")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    p.add_argument("--weights", help="weights-only .h5 for an architecture .json")
+    p.add_argument("--custom-layers", metavar="MODULE:NAME", help=CUSTOM_LAYERS_HELP)
+    p.add_argument("--layers", help="comma-separated layer names or probe keys (default: every layer)")
+    p.add_argument("--gates", action="store_true", help="also store every recurrent layer's gates (LSTM: i f g o c h)")
+    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="samples per forward pass (default 256)")
+    p.add_argument("--device", help="where to run: cpu, cuda or cuda:N (default: cpu, where the model is loaded)")
+    p.add_argument(
+        "--dtype",
+        choices=("float16", "bfloat16", "float32", "float64"),
+        help="storage dtype of floating values (default: the model's dtype); masks stay bool",
+    )
+    p.add_argument(
+        "--packed",
+        action="store_true",
+        help="store only the valid (unmasked) steps of gate keys of masked layers, with per-sample offsets",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace whatever extraction the folder holds")
+    p.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="refuse a folder that already holds part of this extraction instead of finishing it",
+    )
+    p.add_argument(
+        "--shard-mb",
+        type=float,
+        default=DEFAULT_SHARD_MB,
+        metavar="N",
+        help=f"size a shard aims at, in MiB (default {DEFAULT_SHARD_MB:g}; whole batches, at least one a shard)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=_cmd_extract)
+
+    p = verb("inspect-activations", "print what a folder written by extract holds: samples, model, request, keys")
+    p.add_argument("folder", metavar="DIR", help="a folder written by extract (or its index.json)")
+    p.add_argument("--json", action="store_true", help="print the index summary (without per-shard lists) as JSON")
+    p.set_defaults(func=_cmd_inspect_activations)
 
     p = verb("demo", "convert the bundled example sentence classifier and check parity with Keras")
     p.add_argument("--full", action="store_true", help="print every value of each LSTM output vector")
