@@ -8,6 +8,7 @@ line on stderr; ``--debug``, anywhere on the command line, adds the traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import importlib
 import importlib.util
@@ -591,6 +592,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print("torch-lstm-probe: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (``| head``): stop quietly, as Unix tools do
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (no flush error at exit)
+        return EXIT_OK
     except Exception as err:
         code = _exit_code(err, args.command)
         if debug:

@@ -11,7 +11,7 @@ import os
 
 import torch
 
-__all__ = ["world", "barrier"]
+__all__ = ["world", "barrier", "local_device"]
 
 
 def _env_world() -> int:
@@ -41,3 +41,12 @@ def barrier() -> None:
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
+
+
+def local_device(device: torch.device | str) -> torch.device:
+    """``device``, with a bare ``"cuda"`` meaning this rank's GPU (``LOCAL_RANK``) under torchrun."""
+    device = torch.device(device)
+    dist = torch.distributed
+    if device.type == "cuda" and device.index is None and dist.is_available() and dist.is_initialized():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device

@@ -259,6 +259,7 @@ class _Work:
     steps: dict[str, torch.Tensor]  # host int64 (n,)
     digest: str
     event: Any  # a CUDA event to wait for before reading the host tensors (None on CPU)
+    raw: bool = False  # values are the probe's CPU tensors, still to be cast and packed (by the writer thread)
 
 
 def _to_host(t: torch.Tensor, pinned: bool) -> torch.Tensor:
@@ -302,7 +303,8 @@ def _prepare_batch(values: dict[str, torch.Tensor], layout: Layout, batch: Batch
 class _Writer:
     """The writer thread: appends batches to their shards and finishes each shard when the next begins."""
 
-    def __init__(self, folder: Path, batches_per_shard: int) -> None:
+    def __init__(self, folder: Path, batches_per_shard: int, layout: Layout) -> None:
+        self.layout = layout
         self.folder = folder
         self.per_shard = batches_per_shard
         self.queue: queue.Queue[_Work | None] = queue.Queue(maxsize=_QUEUE_BATCHES)
@@ -337,6 +339,8 @@ class _Writer:
                     self._finish()
                 if self._builder is None:
                     self._builder = ShardBuilder(self.folder, number, work.batch.start)
+                if work.raw:  # on CPU the cast and packing run here, beside the next batch's forward
+                    work = _prepare_batch(work.values, self.layout, work.batch, work.digest, False)
                 self._builder.add(work.batch.size, work.values, work.masks, work.steps)
                 self._hashes.append(work.digest)
         except BaseException as err:  # handed to the main thread
@@ -460,13 +464,13 @@ def extract(
     if isinstance(shard_bytes, bool) or not isinstance(shard_bytes, int) or shard_bytes < 1:
         raise InputError(f"shard_bytes must be a positive int. Received {shard_bytes!r}.")
     _refuse_stateful(model)
+    world, rank = dist.world()  # before placing the model: under torchrun it picks this rank's GPU
     if device is not None:
-        model.to(device)
+        model.to(dist.local_device(device))
     model.eval()
     run_device = model._device_dtype()[0]
     source = as_source(data, model.input_names, batch_size)
     plan = plan_capture(model, layers, gates, masks=True)
-    world, rank = dist.world()
 
     per_shard = 0  # known once the first batch has shown how large a sample's values are
 
@@ -497,7 +501,7 @@ def extract(
     done = {int(p.name[6:-12]) for p in folder.glob("shard-*.safetensors")}  # finished shards
 
     meter = _progress(source.num_samples, progress)
-    writer = _Writer(folder, per_shard)
+    writer = _Writer(folder, per_shard, layout)
     pinned = run_device.type == "cuda"
     sizes: dict[int, int] = {}
     check: dict[int, list[str]] = {}
@@ -513,7 +517,10 @@ def extract(
             else:
                 inputs = [x.to(run_device, non_blocking=True) for x in batch.inputs]
                 values = run_plan(model, plan, inputs)
-                writer.put(_prepare_batch(values, layout, batch, digest, pinned))
+                if pinned:  # cast (and pack) on the device, then copy to pinned host memory without waiting
+                    writer.put(_prepare_batch(values, layout, batch, digest, pinned))
+                else:
+                    writer.put(_Work(batch, values, {}, {}, digest, None, raw=True))
             if meter is not None:
                 meter.update(batch.size)
         writer.close()
