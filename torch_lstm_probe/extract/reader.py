@@ -404,9 +404,7 @@ class Activations:
             if not isinstance(spec, dict):
                 raise _fail(where, f"field 'masks.{layer}' is not an object. Received: {spec!r}.", _REWRITE)
             steps = spec.get("time_steps")
-            self._time_steps[layer] = (
-                None if steps is None else _int_field(steps, where, f"masks.{layer}.time_steps")
-            )
+            self._time_steps[layer] = None if steps is None else _int_field(steps, where, f"masks.{layer}.time_steps")
         shards = _field(index, "shards", list, where)
         expected_start = 0
         files: set[str] = set()
