@@ -115,7 +115,7 @@ def layout_of(
         n = inputs[0].shape[0]
         one = {k: v[:1] if v.dim() and v.shape[0] == n else v for k, v in full.items()}
         two = {k: v[:2] if v.dim() and v.shape[0] == n and n >= 2 else v for k, v in full.items()}
-    modules = {t.path: t for t in plan.targets if not t.sub}
+    layers = {t.path: t.module for t in plan.targets if not t.sub}
     mask_keys = {k[: -len("/mask")]: k for k in one if k.endswith("/mask")}
     keys: list[KeyLayout] = []
     sample_bytes = 0
@@ -141,11 +141,9 @@ def layout_of(
         if "/gates/" in sub:
             base = path  # "lstm" or "lstm@1"
             mask = base if base in mask_keys else None
-            owner = modules.get(base.split("@")[0] if base not in modules else base)
-            cell, flip = _cell_of(owner.module if owner is not None else None, sub)
+            owner = layers.get(base) or layers.get(base.rsplit("@", 1)[0])  # "lstm@1" is a call of "lstm"
+            cell, flip = _cell_of(owner, sub)
         is_packed = packed and mask is not None and len(sample_shape) >= 1
-        if is_packed:
-            sample_shape = (sample_shape[0], *sample_shape[1:])
         keys.append(KeyLayout(key, axis, sample_shape, stored, mask, flip, is_packed, cell))
         sample_bytes += _numel(sample_shape) * torch.empty((), dtype=stored).element_size()
     masks = tuple(sorted(mask_keys))
