@@ -20,11 +20,12 @@ batches of ``--batch`` with torch pinned to ``--threads`` threads:
 - ``lstm_alone`` (with ``--device cuda``): the embedding and two ``nn.LSTM`` layers alone
   (cuDNN), the fastest anything can run these recurrences; every row then shows its fraction.
 
-``--memory`` extracts float16 gates of a dataset sized to ``--memory-gb`` (read from a memory-
-mapped ``.npy``), once at an eighth of that size and once at the full size, and prints peak
-resident memory (total, anonymous, file-backed) against the bytes written and the bytes of one
-batch: the claim under test is that peak host memory is bounded by a few batches whatever the
-dataset size. Outputs go to a temporary folder that is deleted afterwards.
+``--memory`` extracts float16 gates of datasets sized to an eighth, a half and all of
+``--memory-gb`` (read from a memory-mapped ``.npy``) and prints peak resident memory (total,
+anonymous, file-backed, and with glibc what malloc holds live and keeps free at the peak) against
+the bytes written and the bytes of one batch: the claim under test is that peak host memory is
+bounded by a few batches whatever the dataset size (the half and full runs are both past the
+first shards, where the pipeline fills up). Outputs go to a temporary folder that is deleted afterwards.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ LABELS = {
     "lstm_alone": "    nn.LSTM x2 alone (cuDNN)",
 }
 TARGETS = {"outputs": 0.85, "gates": 0.55}  # throughput ratio to the plain forward, from the design
+MEMORY_FRACTIONS = (1 / 8, 1 / 2, 1)  # of --memory-gb: one under a shard or two, then two past the start-up
 RESULT = "RESULT "
 MIB = 2**20
 VOCAB, DIM = 20000, 100
@@ -102,18 +104,48 @@ def _reset_peak() -> bool:
         return False
 
 
+def _malloc_heap() -> Callable[[], dict[str, int]] | None:
+    """glibc's ``mallinfo2`` over every arena (bytes in live blocks, free bytes it keeps); None elsewhere."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [
+            (name, ctypes.c_size_t)
+            for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks")
+            + ("uordblks", "fordblks", "keepcost")
+        ]
+
+    try:
+        mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return None
+    mallinfo2.restype = MallInfo2
+
+    def heap() -> dict[str, int]:
+        info = mallinfo2()
+        return {"live": info.uordblks + info.hblkhd, "kept_free": info.fordblks}
+
+    return heap
+
+
 class _Sampler:
-    """Samples anonymous and file-backed resident memory every few milliseconds and keeps the peaks."""
+    """Samples anonymous and file-backed resident memory every few milliseconds and keeps the peaks;
+    with glibc, also the malloc heap (live blocks, free bytes kept) at the moment of peak anonymous memory."""
 
     def __init__(self, every: float = 0.005) -> None:
         self.every = every
         self.peak: dict[str, int] = {}
+        self.heap_at_peak: dict[str, int] = {}
+        self._heap = _malloc_heap()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            for name, value in _status().items():
+            status = _status()
+            if self._heap is not None and status.get("RssAnon", 0) > self.peak.get("RssAnon", -1):
+                self.heap_at_peak = self._heap()
+            for name, value in status.items():
                 self.peak[name] = max(self.peak.get(name, 0), value)
             self._stop.wait(self.every)
 
@@ -322,6 +354,8 @@ def run_memory(args: argparse.Namespace) -> dict[str, Any]:
     np.save(data, make_tokens(samples, args.steps).numpy())  # (N, T) int32, read back memory-mapped
     out = work / "acts"
     base = _status()
+    heap = _malloc_heap()
+    base_heap = heap() if heap is not None else {}
     _reset_peak()
     with _Sampler() as sampler:
         start = time.perf_counter()
@@ -342,6 +376,8 @@ def run_memory(args: argparse.Namespace) -> dict[str, Any]:
         "base": base,
         "peak_rss": _peak_rss(),
         "peak": sampler.peak,
+        "heap_before": base_heap,
+        "heap_at_peak": sampler.heap_at_peak,
         "torch": torch.__version__,
     }
 
@@ -436,36 +472,46 @@ def print_table(args: argparse.Namespace, results: dict[str, dict[str, Any]]) ->
     )
 
 
-def print_memory(small: dict[str, Any], big: dict[str, Any]) -> None:
-    """Peak memory of a small and a large extraction against bytes written and one batch's bytes."""
-    batch = big["batch_bytes"] // big["sample_bytes"]
+def print_memory(runs: list[dict[str, Any]]) -> None:
+    """Peak memory of extractions of growing size against bytes written and one batch's bytes."""
+    last = runs[-1]
+    batch = last["batch_bytes"] // last["sample_bytes"]
     print(
-        f"memory: float16 gates and outputs of every layer, {big['sample_bytes']:,} bytes a sample, batch {batch} = "
-        f"{_size(big['batch_bytes'])} float16 ({_size(2 * big['batch_bytes'])} as computed in float32); data "
-        f"read from a memory-mapped .npy; torch {big['torch']}"
+        f"memory: float16 gates and outputs of every layer, {last['sample_bytes']:,} bytes a sample, batch {batch} = "
+        f"{_size(last['batch_bytes'])} float16 ({_size(2 * last['batch_bytes'])} as computed in float32); data "
+        f"read from a memory-mapped .npy; torch {last['torch']}"
     )
     header = (
         f"{'samples':>8s} {'written':>10s} {'shards':>6s} {'seconds':>7s} {'MiB/s':>6s} {'RSS before':>10s} "
-        f"{'peak RSS':>10s} {'+run':>9s} {'batches':>7s} {'peak anon':>10s} {'peak file':>10s}"
+        f"{'peak RSS':>10s} {'+run':>9s} {'batches':>7s} {'peak anon':>10s} {'peak file':>10s} "
+        f"{'+live':>9s} {'kept free':>10s}"
     )
     print(header + "\n" + "-" * len(header))
     extras = []
-    for r in (small, big):
+    for r in runs:
         base = r["base"].get("VmRSS", 0)
         extra = r["peak_rss"] - base
         extras.append(extra)
+        heap, heap_before = r.get("heap_at_peak") or {}, r.get("heap_before") or {}
+        live = _size(heap["live"] - heap_before.get("live", 0)) if heap else "?"
+        kept = _size(heap["kept_free"]) if heap else "?"
         print(
             f"{r['samples']:8d} {_size(r['bytes']):>10s} {r['shards']:6d} {r['seconds']:7.1f} "
             f"{r['bytes'] / r['seconds'] / MIB:6.0f} {_size(base):>10s} {_size(r['peak_rss']):>10s} "
             f"{_size(extra):>9s} {extra / r['batch_bytes']:7.1f} {_size(r['peak'].get('RssAnon', 0)):>10s} "
-            f"{_size(r['peak'].get('RssFile', 0)):>10s}"
+            f"{_size(r['peak'].get('RssFile', 0)):>10s} {live:>9s} {kept:>10s}"
         )
-    grow = extras[1] - extras[0]
+    half, full = runs[-2], runs[-1]
+    grow = extras[-1] - extras[-2]
     print(
         "+run: peak RSS above the RSS before the extraction; batches: +run over one float16 batch; peak anon/file: "
-        f"sampled every 5 ms. Writing {big['bytes'] / max(1, small['bytes']):.1f}x the bytes "
-        f"({_size(small['bytes'])} -> {_size(big['bytes'])}) changed +run by {_size(grow)} "
-        f"({grow / max(1, big['bytes'] - small['bytes']):+.2%} of the extra bytes written)."
+        "sampled every 5 ms; +live / kept free: malloc's live blocks above those before the run, and the free "
+        "bytes it keeps, at the peak of anonymous memory (glibc)."
+    )
+    print(
+        f"Writing {full['bytes'] / max(1, half['bytes']):.1f}x the bytes ({_size(half['bytes'])} -> "
+        f"{_size(full['bytes'])}) changed +run by {'-' if grow < 0 else '+'}{_size(abs(grow))} "
+        f"({grow / max(1, full['bytes'] - half['bytes']):+.2%} of the extra bytes written)."
     )
 
 
@@ -511,12 +557,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_extract_", dir=parent))
     try:
         if args.memory:
-            small = _measure(args, "memory", work / "small", memory_gb=args.memory_gb / 8)
-            big = _measure(args, "memory", work / "big")
-            for r in (small, big):
+            runs = [
+                _measure(args, "memory", work / f"size{k}", memory_gb=args.memory_gb * fraction)
+                for k, fraction in enumerate(MEMORY_FRACTIONS)
+            ]
+            for r in runs:
                 if "skipped" in r:
                     raise SystemExit(f"memory run {r['skipped']}")
-            print_memory(small, big)
+            print_memory(runs)
             return
         results: dict[str, dict[str, Any]] = {}
         for name in names:

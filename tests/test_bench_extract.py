@@ -85,12 +85,13 @@ def test_torchlens_reported_absent_or_measured(tmp_path):
         assert row
 
 
-def test_memory_mode_compares_peak_rss_of_two_dataset_sizes(tmp_path):
-    text = _run([*TINY, "--in-process", "--memory", "--memory-gb", "0.0005", "--out-dir", str(tmp_path)])
+def test_memory_mode_compares_peak_rss_of_growing_dataset_sizes(tmp_path):
+    text = _run([*TINY, "--in-process", "--memory", "--memory-gb", "0.001", "--out-dir", str(tmp_path)])
     lines = text.splitlines()
-    rows = [line.split() for line in lines[3:5]]
+    rows = [line.split() for line in lines[3 : 3 + len(bench.MEMORY_FRACTIONS)]]
     samples = [int(r[0]) for r in rows]
-    assert samples[1] > samples[0] >= 16 and all(s % 16 == 0 for s in samples)
+    assert samples == sorted(set(samples)) and samples[0] >= 16 and all(s % 16 == 0 for s in samples)
+    assert all(r[2] in ("KiB", "MiB") and float(r[1]) > 0 for r in rows)  # bytes written
     assert "batch 16 =" in lines[0] and "changed +run by" in lines[-1]
     assert list(tmp_path.iterdir()) == []
 
