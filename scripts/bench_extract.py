@@ -59,7 +59,7 @@ LABELS = {
     "probe_outputs": "    ceiling: probe outputs, no storage",
     "probe_gates": "    ceiling: probe gates, no storage",
     "torchlens": "(e) torchlens.extract_dataset",
-    "lstm_alone": "    nn.LSTM x2 alone (cuDNN)",
+    "lstm_alone": "    nn.LSTM x2 alone (cuDNN on CUDA)",
 }
 TARGETS = {"outputs": 0.85, "gates": 0.55}  # throughput ratio to the plain forward, from the design
 MEMORY_FRACTIONS = (1 / 8, 1 / 2, 1)  # of --memory-gb: one under a shard or two, then two past the start-up
@@ -303,7 +303,12 @@ def _variant_run(name: str, args: argparse.Namespace, model: Any, x: Any, work: 
 
 
 def run_variant(args: argparse.Namespace) -> dict[str, Any]:
-    """Times one variant in this process: ``--warmup`` untimed passes, then the median of ``--repeats``."""
+    """Times one variant in this process: ``--warmup`` untimed passes, then the median of ``--repeats``.
+
+    Each pass of a variant other than ``plain`` is paired with a plain-forward pass in the same
+    process (their order alternating), so its ratio to the plain forward is the median of per-pair
+    ratios: drift on a shared machine (other processes, frequency) hits both sides of a pair alike.
+    """
     import torch
 
     model = build_model(args.steps, args.units, args.device)
@@ -312,29 +317,43 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"variant": args.variant, "samples": args.samples}
     try:
         run = _variant_run(args.variant, args, model, x, work)
+        plain = _variant_run("plain", args, model, x, work) if args.variant != "plain" else None
         base = _status().get("VmRSS", 0)
         reset = _reset_peak()
         times: list[float] = []
+        ratios: list[float] = []
         written = 0
         for k in range(args.warmup + args.repeats):
             out = work / f"{args.variant}-{k}"
+            plain_time = _timed(plain, out) if plain is not None and k % 2 else None
             start = time.perf_counter()
             written = run(out)
             elapsed = time.perf_counter() - start
             shutil.rmtree(out, ignore_errors=True)
+            if plain is not None and plain_time is None:
+                plain_time = _timed(plain, out)
             if k >= args.warmup:
                 times.append(elapsed)
+                if plain_time is not None:
+                    ratios.append(plain_time / elapsed)
     except Skip as skip:
         return {**result, "skipped": str(skip)}
     result.update(
         times=times,
         median=statistics.median(times),
+        ratio=statistics.median(ratios) if ratios else 1.0,
         bytes=written,
         peak_rss=_peak_rss(),
         base_rss=base if reset else 0,
         torch=torch.__version__,
     )
     return result
+
+
+def _timed(run: Callable[[Path], int], out: Path) -> float:
+    start = time.perf_counter()
+    run(out)
+    return time.perf_counter() - start
 
 
 def run_memory(args: argparse.Namespace) -> dict[str, Any]:
@@ -438,7 +457,6 @@ def print_table(args: argparse.Namespace, results: dict[str, dict[str, Any]]) ->
         f"{args.threads} thread(s); median of {args.repeats} after {args.warmup} warm-up; torch {torch_version}; "
         + ("all in this process (--in-process: peaks mix)" if args.in_process else "each variant in a fresh process")
     )
-    plain = ok.get("plain")
     alone = ok.get("lstm_alone")
     header = (
         f"{'variant':38s} {'samples/s':>9s} {'vs (a)':>6s} {'target':>7s} {'vs ceil':>7s} {'peak RSS':>10s} "
@@ -450,10 +468,10 @@ def print_table(args: argparse.Namespace, results: dict[str, dict[str, Any]]) ->
         if "skipped" in r:
             print(f"{label:38s} {r['skipped']}")
             continue
-        ratio = f"{plain['median'] / r['median']:.2f}x" if plain else "-"
+        ratio = f"{r['ratio']:.2f}x"
         target = f">={TARGETS[name]:.2f}" if name in TARGETS else ""
         ceiling = ok.get(CEILINGS.get(name, ""))
-        of_ceiling = f"{ceiling['median'] / r['median']:.2f}x" if ceiling else ""
+        of_ceiling = f"{r['ratio'] / ceiling['ratio']:.2f}x" if ceiling else ""
         extra = _size(r["peak_rss"] - r["base_rss"]) if r["base_rss"] else "?"
         written = _size(r["bytes"]) if r["bytes"] else "-"
         speed = f"{r['bytes'] / r['median'] / MIB:,.0f}" if r["bytes"] else "-"
@@ -462,10 +480,11 @@ def print_table(args: argparse.Namespace, results: dict[str, dict[str, Any]]) ->
             f"{_size(r['peak_rss']):>10s} {extra:>9s} {written:>10s} {speed:>6s}"
         )
         if alone:
-            row += f" {alone['median'] / r['median']:10.2f}"
+            row += f" {r['ratio'] / alone['ratio']:10.2f}"
         print(row)
     print(
-        "vs (a): throughput over the plain forward's; vs ceil: over the same probe loop storing nothing; +run: peak "
+        "vs (a): throughput over the plain forward's, median of passes paired with a plain pass in the same "
+        "process; vs ceil: the same over the probe loop storing nothing's; +run: peak "
         "RSS above the RSS before the first pass (model and data built); written: one pass, every file"
         + ("; of nn.LSTM: throughput over the nn.LSTM layers alone" if alone else "")
         + "."

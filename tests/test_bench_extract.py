@@ -74,8 +74,9 @@ def test_child_result_line_holds_timings_peak_rss_and_bytes(tmp_path):
     assert not any((tmp_path / "w").iterdir())
 
 
-def test_torchlens_reported_absent_or_measured(tmp_path):
-    text = _run([*TINY, "--in-process", "--out-dir", str(tmp_path), "--variants", "plain,torchlens"])
+def test_torchlens_reported_absent_or_measured_and_the_lstm_alone_fraction(tmp_path):
+    variants = "plain,torchlens,lstm_alone"
+    text = _run([*TINY, "--in-process", "--out-dir", str(tmp_path), "--variants", variants])
     row = " ".join(_row(text, "torchlens"))
     try:
         import torchlens  # noqa: F401
@@ -83,6 +84,8 @@ def test_torchlens_reported_absent_or_measured(tmp_path):
         assert row == "not installed"
     else:
         assert row
+    assert "of nn.LSTM" in text and _row(text, "lstm_alone")[-1] == "1.00"
+    assert 0 < float(_row(text, "plain")[-1]) < 10  # plain forward's throughput over the nn.LSTM layers'
 
 
 def test_memory_mode_compares_peak_rss_of_growing_dataset_sizes(tmp_path):
