@@ -2,12 +2,14 @@
 
 Usage:
     python scripts/bench_extract.py [--threads 1] [--samples 2048] [--steps 50] [--units 128] [--batch 256]
-                                    [--repeats 5] [--device cpu|cuda] [--variants plain,outputs,...]
+                                    [--repeats 3] [--device cpu|cuda] [--variants plain,outputs,...]
     python scripts/bench_extract.py --memory [--memory-gb 2]
 
 Each variant runs in a fresh process of this script (``--variant NAME``), so that its peak
-resident memory is its own; the parent prints one table. Variants, all over the same data in
-batches of ``--batch`` with torch pinned to ``--threads`` threads:
+resident memory is its own; the parent prints one table. Inside a process every timed pass of
+a variant is paired with a plain-forward pass, and its ratio to the plain forward is the median
+of the per-pair ratios, which keeps the ratios steady on a shared machine. Variants, all over the
+same data in batches of ``--batch`` with torch pinned to ``--threads`` threads:
 
 - ``plain``: ``model(x)`` per batch under ``inference_mode`` (the reference, ratio 1.00).
 - ``outputs``: ``tlp.extract`` of every layer's outputs, stored as float16.
@@ -16,7 +18,8 @@ batches of ``--batch`` with torch pinned to ``--threads`` threads:
   float16, ``torch.save`` of each batch's dict.
 - ``probe_outputs`` / ``probe_gates``: ``tlp.probe`` per batch with nothing stored: the compute
   ceiling of ``outputs`` / ``gates`` (what the storage path costs is the difference).
-- ``torchlens``: ``torchlens.extract_dataset`` where ``import torchlens`` works.
+- ``torchlens``: ``torchlens.extract_dataset(model, loader, folder)`` where ``import torchlens``
+  works; a version without it, or with another signature, is reported as skipped.
 - ``lstm_alone`` (with ``--device cuda``): the embedding and two ``nn.LSTM`` layers alone
   (cuDNN), the fastest anything can run these recurrences; every row then shows its fraction.
 
