@@ -68,6 +68,7 @@ class KeyLayout:
     flip: bool  # processing order reversed against the mask
     packed: bool
     cell: str | None  # LSTM / GRU / SimpleRNN for gate keys
+    activation: str | None  # the layer's activation (gate keys)
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,8 @@ class Layout:
     time_steps: dict[str, int]  # mask name -> its time axis in the first batch
 
 
-def _cell_of(module: Any, sub: str) -> tuple[str | None, bool]:
-    """(cell kind, go_backwards) of the recurrent layer (or Bidirectional half) a gate key belongs to."""
+def _cell_of(module: Any, sub: str) -> tuple[str | None, bool, str | None]:
+    """(cell kind, go_backwards, activation) of the recurrent layer (or Bidirectional half) of a gate key."""
     if sub.startswith("/forward/"):
         module = getattr(module, "forward_layer", module)
     elif sub.startswith("/backward/"):
@@ -90,7 +91,8 @@ def _cell_of(module: Any, sub: str) -> tuple[str | None, bool]:
     config = getattr(module, "config", None)
     kinds = {"LSTM": "LSTM", "GRU": "GRU", "SimpleRNN": "SimpleRNN"}
     kind = next((v for k, v in kinds.items() if k in type(module).__name__), None)
-    return kind, bool(getattr(config, "go_backwards", False))
+    activation = getattr(config, "activation", None)
+    return kind, bool(getattr(config, "go_backwards", False)), activation if isinstance(activation, str) else None
 
 
 def layout_of(
@@ -137,14 +139,14 @@ def layout_of(
         path, sub = split_key(key)
         mask = None
         flip = False
-        cell = None
+        cell = activation = None
         if "/gates/" in sub:
             base = path  # "lstm" or "lstm@1"
             mask = base if base in mask_keys else None
             owner = layers.get(base) or layers.get(base.rsplit("@", 1)[0])  # "lstm@1" is a call of "lstm"
-            cell, flip = _cell_of(owner, sub)
+            cell, flip, activation = _cell_of(owner, sub)
         is_packed = packed and mask is not None and len(sample_shape) >= 1
-        keys.append(KeyLayout(key, axis, sample_shape, stored, mask, flip, is_packed, cell))
+        keys.append(KeyLayout(key, axis, sample_shape, stored, mask, flip, is_packed, cell, activation))
         sample_bytes += _numel(sample_shape) * torch.empty((), dtype=stored).element_size()
     masks = tuple(sorted(mask_keys))
     steps = {name: int(one[mask_keys[name]].shape[1]) for name in masks}
