@@ -19,6 +19,7 @@ from torch_lstm_probe.extract.ray_data import (
     _error_from,
     _pack,
     _shipment,
+    _task_blocks,
     _unpack,
     extract_ray,
 )
@@ -95,6 +96,16 @@ def test_payload_round_trip_keeps_order_dtypes_and_empty_tensors():
         assert list(back) == list(sent)
         for key in sent:
             assert back[key].dtype == sent[key].dtype and torch.equal(back[key], sent[key]), key
+
+
+@pytest.mark.parametrize(
+    ("total", "batch_bytes", "actors", "per_task"),
+    [(1, 10, 2, 1), (157, 2**20, 1, 40), (157, 2**20, 2, 20), (1000, 2**20, 2, 64), (9, 2**30, 2, 1)],
+)
+def test_task_blocks_cover_every_batch_in_order_in_bounded_runs(total, batch_bytes, actors, per_task):
+    blocks = _task_blocks(total, batch_bytes, actors)
+    assert np.concatenate(blocks).tolist() == list(range(total))
+    assert max(len(b) for b in blocks) == per_task  # <= 64 MiB of values a task, >= 4 tasks an actor when it can
 
 
 class _OneBadItem(torch.utils.data.Dataset):

@@ -50,6 +50,8 @@ __all__ = ["extract_ray"]
 
 _INSTALL_HINT = "pip install 'torch-lstm-probe[ray]' (or 'ray[data]>=2.9')"
 _GROUPS = (("t", "values"), ("m", "masks"), ("s", "steps"))  # payload group -> _Work field
+_TASK_BYTES = 64 * 2**20  # the stored bytes one actor task aims at (whole batches; at least one)
+_TASKS_PER_ACTOR = 4  # at least this many tasks per actor when the data allows, to balance the load
 
 
 # ---------------------------------------------------------------------------------------------- payload
@@ -269,6 +271,17 @@ def _shipment(
     }
 
 
+def _task_blocks(total_batches: int, batch_bytes: int, concurrency: int) -> list[np.ndarray]:
+    """Batch numbers in runs, one Ray block (one actor task) each.
+
+    A task's results wait in the object store until the driver has written every batch before
+    them, so a run is small (about ``_TASK_BYTES`` of values); runs of several small batches spare
+    Ray a task per batch, whose overhead would exceed a small model's forward pass.
+    """
+    per_task = max(1, min(_TASK_BYTES // max(1, batch_bytes), -(-total_batches // (_TASKS_PER_ACTOR * concurrency))))
+    return [np.arange(a, min(a + per_task, total_batches), dtype=np.int64) for a in range(0, total_batches, per_task)]
+
+
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InputError(f"{name} must be a positive int. Received {value!r}.")
@@ -398,7 +411,7 @@ def extract_ray(
         # The dataset snapshots the context when it is made (older Ray reads it while running).
         context.execution_options.preserve_order = True  # results in batch order: the writer needs them so
         context.enable_progress_bars = bool(progress)
-        numbers = ray.data.from_numpy([np.array([j], dtype=np.int64) for j in range(total_batches)])  # a block each
+        numbers = ray.data.from_numpy(_task_blocks(total_batches, layout.sample_bytes * first.size, concurrency))
         results = numbers.map_batches(
             _BatchExtractor,
             fn_constructor_kwargs={"bundle": bundle},
