@@ -35,9 +35,9 @@ EXAMPLE = ROOT / "torch_lstm_probe" / "examples" / "sentiment_lstm.keras"
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """One small local Ray instance for the module (starting one takes seconds)."""
+    """A small Ray instance of its own for the module (never one found running); starting it takes seconds."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
 
