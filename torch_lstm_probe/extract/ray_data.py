@@ -240,7 +240,7 @@ def _shippable(data: Any) -> Any:
     if isinstance(data, dict):
         return {k: _shippable(v) for k, v in data.items()}
     if isinstance(data, (list, tuple)):
-        return type(data)(_shippable(v) for v in data)
+        return [_shippable(v) for v in data]  # inputs in Keras order, as a list or a tuple is read
     return data
 
 
@@ -386,6 +386,7 @@ def extract_ray(
         "dtype": str(storage).replace("torch.", "") if storage is not None else None,
         "packed": bool(packed),
         "shard_bytes": shard_bytes,
+        "stats": False,
     }
     manifest = _manifest(model, source, request, layout, per_shard)
     folder = Path(out)
