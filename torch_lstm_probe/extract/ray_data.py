@@ -312,6 +312,7 @@ def extract_ray(
     files are those ``extract`` writes with the same arguments (same layout, same bytes when the
     actors compute on the same kind of device), and a run of either can be resumed by the other.
     Join a cluster first with ``ray.init(address=...)``; otherwise a local Ray instance starts.
+    Gate statistics (``extract(stats=True)``) are not computed here.
 
     Args:
         model: a converted model (stateful layers are refused). Each actor rebuilds it from its
