@@ -264,7 +264,12 @@ import torch_lstm_probe as tlp
 
 torch.set_num_threads(1)
 model = tlp.load_keras(sys.argv[2])
-tlp.extract(model, np.load(sys.argv[1]), out=sys.argv[3], gates=True, batch_size=4, shard_bytes=4000, progress=False)
+x = np.load(sys.argv[1])
+tlp.extract(model, x, out=sys.argv[3], gates=True, batch_size=4, shard_bytes=4000, stats=True, progress=False)
+stats = tlp.gate_stats(model, x, batch_size=4, progress=False)  # batches split over ranks, partials merged
+dist = torch.distributed
+if not (dist.is_initialized() and dist.get_rank() > 0):
+    stats.save(sys.argv[3] + ".gate_stats.json")
 """
 
 
@@ -286,7 +291,16 @@ def test_torchrun_two_processes_write_what_one_process_writes(tmp_path):
     assert len([n for n in files if n.startswith("shard-")]) >= 3
     assert files == _files(tmp_path / "one")
     index = json.loads(files["index.json"])
-    assert index["num_samples"] == 50
+    assert index["num_samples"] == 50 and "stats.json" in files  # statistics merged shard by shard: same bytes
+    one_stats = tlp.GateStats.load(str(tmp_path / "one") + ".gate_stats.json")
+    two_stats = tlp.GateStats.load(str(tmp_path / "two") + ".gate_stats.json")
+    assert list(one_stats) == list(two_stats) == [k for k in index["key_order"] if "/gates/" in k]
+    for key in one_stats:
+        for name, value in one_stats[key].items():
+            if isinstance(value, torch.Tensor):
+                torch.testing.assert_close(two_stats[key][name], value, rtol=1e-12, atol=1e-12)
+            else:
+                assert two_stats[key][name] == value
 
 
 @pytest.mark.gpu

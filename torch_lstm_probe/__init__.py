@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from . import layers
+from .analysis import GateStats, gate_stats
 from .api import extract, load, load_keras, open_activations, probe, save
 from .errors import (
     FileLimitError,
@@ -32,6 +33,8 @@ __all__ = [
     "probe",
     "extract",
     "open_activations",
+    "gate_stats",
+    "GateStats",
     "save",
     "load",
     "KerasModel",

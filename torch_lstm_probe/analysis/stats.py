@@ -36,6 +36,7 @@ TIMESCALE_BINS = 40
 TIMESCALE_RANGE = (0.0, 4.0)  # log10 steps: 1 to 10^4
 _F_EPS = 1e-6
 _SAT_LOW, _SAT_HIGH = 0.1, 0.9
+_FLOAT_FIELDS = ("mean", "m2", "min", "max", "tau_sum", "step_sum")
 
 
 def gate_range(cell: str | None, gate: str, activation: str | None = None) -> tuple[float, float]:
@@ -186,6 +187,28 @@ class StatsAccumulator:
                 self._moments[key].merge(moments)
             else:
                 self._moments[key] = moments
+
+    def state(self) -> dict[str, Any]:
+        """The partial result as plain JSON (exact: floats round-trip), e.g. one shard's or one rank's."""
+        moments = {}
+        for key, m in self._moments.items():
+            moments[key] = {
+                name: (value.tolist() if isinstance(value, torch.Tensor) else value) for name, value in vars(m).items()
+            }
+        return {"keys": [[k, list(v)] for k, v in self.keys.items()], "moments": moments}  # keys in order
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> StatsAccumulator:
+        acc = cls({k: tuple(v) for k, v in state["keys"]})  # type: ignore[misc]
+        for key, fields in state["moments"].items():
+            m = _Moments.__new__(_Moments)
+            for name, value in fields.items():
+                if isinstance(value, list):
+                    kind = torch.float64 if name in _FLOAT_FIELDS else torch.int64
+                    value = torch.tensor(value, dtype=kind)
+                setattr(m, name, value)
+            acc._moments[key] = m
+        return acc
 
     def result(self) -> GateStats:
         cells = {key: spec[0] or "" for key, spec in self.keys.items()}

@@ -648,6 +648,16 @@ class Activations:
             self._lengths = lengths
         return self._lengths
 
+    @property
+    def stats(self) -> Any:
+        """The gate statistics computed with ``tlp.extract(..., stats=True)`` (a ``GateStats``), else None."""
+        name = self.index.get("stats")
+        if not name:
+            return None
+        from ..analysis.stats import GateStats  # lazy: the analysis package builds on this one
+
+        return GateStats.load(self.path / "stats.json")
+
     def __repr__(self) -> str:
         return f"Activations({self._num_samples} samples, {len(self._key_order)} keys, folder={str(self.path)!r})"
 

@@ -43,8 +43,10 @@ __all__ = ["extract", "DEFAULT_SHARD_BYTES", "Layout", "layout_of", "ExtractionM
 FORMAT = "torch_lstm_probe.activations"
 VERSION = 1
 DEFAULT_SHARD_BYTES = 256 * 2**20
-_QUEUE_BATCHES = 2  # batches waiting for the writer (plus one being written, one computing)
-_OWN_FILE = re.compile(r"^(index\.json|manifest\.json|shard-[0-9]{5,}\.safetensors|\..*\.(tmp|spool))$")
+_QUEUE_BATCHES = 1  # batches waiting for the writer (plus one being written, one computing)
+_OWN_FILE = re.compile(
+    r"^(index\.json|manifest\.json|stats\.json|(shard|stats)-[0-9]{5,}\.(safetensors|json)|\..*\.(tmp|spool))$"
+)
 _STORAGE_DTYPES = {
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,
@@ -260,6 +262,7 @@ class _Work:
     digest: str
     event: Any  # a CUDA event to wait for before reading the host tensors (None on CPU)
     raw: bool = False  # values are the probe's CPU tensors, still to be cast and packed (by the writer thread)
+    stats: Any = None  # the shard's statistics sink (stats=True); raw values are folded in by the writer thread
 
 
 def _to_host(t: torch.Tensor, pinned: bool) -> torch.Tensor:
@@ -272,7 +275,26 @@ def _to_host(t: torch.Tensor, pinned: bool) -> torch.Tensor:
     return t.to("cpu")
 
 
-def _prepare_batch(values: dict[str, torch.Tensor], layout: Layout, batch: Batch, digest: str, pinned: bool) -> _Work:
+def _cast(value: torch.Tensor, dtype: torch.dtype, pool: dict[str, torch.Tensor] | None, key: str) -> torch.Tensor:
+    """``value`` as a contiguous tensor of ``dtype`` in one pass; on the host, into a buffer reused across batches
+    (the writer copies each batch out before the next arrives), since first writes to fresh memory are slow."""
+    if pool is None:
+        return value.to(dtype).contiguous()
+    buffer = pool.get(key)
+    if buffer is None or buffer.shape != value.shape or buffer.dtype != dtype:
+        buffer = pool[key] = torch.empty(value.shape, dtype=dtype)
+    return buffer.copy_(value)
+
+
+def _prepare_batch(
+    values: dict[str, torch.Tensor],
+    layout: Layout,
+    batch: Batch,
+    digest: str,
+    pinned: bool,
+    pool: dict[str, torch.Tensor] | None = None,
+) -> _Work:
+    """Casts (and packs) one batch's values for storage, sample-first; on CUDA starts the copy to pinned memory."""
     masks: dict[str, torch.Tensor] = {}
     steps: dict[str, torch.Tensor] = {}
     for name in layout.masks:
@@ -284,12 +306,10 @@ def _prepare_batch(values: dict[str, torch.Tensor], layout: Layout, batch: Batch
         value = values[spec.key]
         if spec.batch_axis:
             value = value.movedim(spec.batch_axis, 0)
-        if value.dtype != spec.dtype:
-            value = value.to(spec.dtype)
         if spec.packed and spec.mask is not None:
             mask = masks[spec.mask]
             value = value[mask.flip(1) if spec.flip else mask]  # (valid steps, ...) in sample order
-        stored[spec.key] = value
+        stored[spec.key] = _cast(value, spec.dtype, pool, spec.key)
     event = None
     host = {k: _to_host(v, pinned) for k, v in stored.items()}
     host_masks = {k: _to_host(v, pinned) for k, v in masks.items()}
@@ -311,6 +331,9 @@ class _Writer:
         self.error: BaseException | None = None
         self._builder: ShardBuilder | None = None
         self._hashes: list[str] = []
+        self._stats: Any = None  # the current shard's statistics sink
+        self._pool: dict[str, torch.Tensor] = {}
+        self._finisher: threading.Thread | None = None  # lays out, fsyncs and renames the previous shard
         self.thread = threading.Thread(target=self._run, name="tlp-shard-writer", daemon=True)
         self.thread.start()
 
@@ -339,8 +362,11 @@ class _Writer:
                     self._finish()
                 if self._builder is None:
                     self._builder = ShardBuilder(self.folder, number, work.batch.start)
-                if work.raw:  # on CPU the cast and packing run here, beside the next batch's forward
-                    work = _prepare_batch(work.values, self.layout, work.batch, work.digest, False)
+                self._stats = work.stats
+                if work.raw:  # on CPU the statistics, cast and packing run here, beside the next batch's forward
+                    if work.stats is not None:
+                        _fold(work.stats, work.values, self.layout)
+                    work = _prepare_batch(work.values, self.layout, work.batch, work.digest, False, self._pool)
                 self._builder.add(work.batch.size, work.values, work.masks, work.steps)
                 self._hashes.append(work.digest)
         except BaseException as err:  # handed to the main thread
@@ -354,16 +380,49 @@ class _Writer:
                     break
 
     def _finish(self) -> None:
+        """Hands the shard to a finisher thread (one at a time), so its fsync overlaps the next shard's batches."""
+        self._wait_finisher()
         if self._builder is not None:
-            self._builder.finish(_combine(self._hashes))
+            args = (self._builder, _combine(self._hashes), self._stats)
+            self._finisher = threading.Thread(target=self._finish_shard, args=args, name="tlp-shard-finisher")
+            self._finisher.start()
         self._builder = None
         self._hashes = []
+        self._stats = None
+
+    def _finish_shard(self, builder: ShardBuilder, digest: str, stats: Any) -> None:
+        try:
+            if stats is not None:  # before the shard: a shard on disk always has its statistics beside it
+                write_json_atomic(self.folder / _stats_name(builder.number), stats.state())
+            builder.finish(digest)
+        except BaseException as err:
+            self.error = self.error or err
+            builder.abort()
+
+    def _wait_finisher(self) -> None:
+        if self._finisher is not None:
+            self._finisher.join()
+            self._finisher = None
+        if self.error is not None:
+            raise self.error
 
     def close(self) -> None:
         self.put(None)
         self.thread.join()
+        if self._finisher is not None:
+            self._finisher.join()
         if self.error is not None:
             raise self.error
+
+
+def _stats_name(number: int) -> str:
+    return f"stats-{number:05d}.json"
+
+
+def _fold(accumulator: Any, values: Any, layout: Layout) -> None:
+    from ..analysis.gate_stats import fold
+
+    fold(accumulator, values, layout)
 
 
 def _combine(hashes: Sequence[str]) -> str:
@@ -425,6 +484,7 @@ def extract(
     progress: bool = True,
     packed: bool = False,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
+    stats: bool = False,
 ) -> Any:
     """Runs ``model`` over a whole dataset and streams the probe keys to sharded safetensors under ``out``.
 
@@ -447,6 +507,9 @@ def extract(
         packed: store only the valid (unmasked) steps of gate keys of masked layers, concatenated,
             with per-sample offsets; ``acts[key][i]`` is then ``(valid steps, units)``.
         shard_bytes: the size a shard aims at (whole batches; at least one batch a shard).
+        stats: also compute :func:`torch_lstm_probe.gate_stats` of the gates asked for in the same
+            pass (from the full-precision values, before any storage cast), kept per shard so that
+            resumed and ``torchrun`` runs merge them; ``acts.stats`` reads the result.
 
     Returns:
         :func:`torch_lstm_probe.open_activations` of ``out``.
@@ -490,6 +553,7 @@ def extract(
         "dtype": str(storage).replace("torch.", "") if storage is not None else None,
         "packed": bool(packed),
         "shard_bytes": shard_bytes,
+        "stats": bool(stats),
     }
     manifest = _manifest(model, source, request, layout, per_shard)
     folder = Path(out)
@@ -503,6 +567,7 @@ def extract(
     meter = _progress(source.num_samples, progress)
     writer = _Writer(folder, per_shard, layout)
     pinned = run_device.type == "cuda"
+    sinks: dict[int, Any] = {}  # shard -> its statistics sink (stats=True)
     sizes: dict[int, int] = {}
     check: dict[int, list[str]] = {}
     try:
@@ -517,10 +582,17 @@ def extract(
             else:
                 inputs = [x.to(run_device, non_blocking=True) for x in batch.inputs]
                 values = run_plan(model, plan, inputs)
+                if stats and shard not in sinks:
+                    sinks[shard] = _stats_sink(layout)
+                sink = sinks.get(shard)
                 if pinned:  # cast (and pack) on the device, then copy to pinned host memory without waiting
-                    writer.put(_prepare_batch(values, layout, batch, digest, pinned))
+                    if sink is not None:
+                        _fold(sink, values, layout)
+                    work = _prepare_batch(values, layout, batch, digest, pinned)
+                    work.stats = sink
+                    writer.put(work)
                 else:
-                    writer.put(_Work(batch, values, {}, {}, digest, None, raw=True))
+                    writer.put(_Work(batch, values, {}, {}, digest, None, raw=True, stats=sink))
             if meter is not None:
                 meter.update(batch.size)
         writer.close()
@@ -540,7 +612,7 @@ def extract(
     dist.barrier()
     if rank == 0:
         total_batches = max(sizes) + 1 if sizes else 0
-        _write_index(folder, manifest, layout, total_batches, per_shard, sum(sizes.values()))
+        _write_index(folder, manifest, layout, total_batches, per_shard, sum(sizes.values()), stats)
     dist.barrier()
     return open_activations(folder)
 
@@ -568,8 +640,35 @@ def _refuse_stateful(model: KerasModel) -> None:
                 )
 
 
+def _stats_sink(layout: Layout) -> Any:
+    from ..analysis.gate_stats import accumulator_for
+
+    return accumulator_for(layout)
+
+
+def _merge_stats(folder: Path, shards: int) -> None:
+    """Merges every shard's statistics, in shard order, into ``stats.json``."""
+    from ..analysis.stats import StatsAccumulator
+
+    merged = None
+    for number in range(shards):
+        path = folder / _stats_name(number)
+        if not path.is_file():
+            raise InputError(f"{path} is missing: shard {number} was written without its statistics.")
+        part = StatsAccumulator.from_state(json.loads(path.read_text(encoding="utf-8")))
+        merged = part if merged is None else (merged.merge(part) or merged)
+    if merged is not None:
+        write_json_atomic(folder / "stats.json", merged.result().to_dict())
+
+
 def _write_index(
-    folder: Path, manifest: dict[str, Any], layout: Layout, total_batches: int, per_shard: int, total: int
+    folder: Path,
+    manifest: dict[str, Any],
+    layout: Layout,
+    total_batches: int,
+    per_shard: int,
+    total: int,
+    stats: bool = False,
 ) -> None:
     shards = []
     shapes: dict[str, list[int | None]] = {spec.key: list(spec.sample_shape) for spec in layout.keys}
@@ -617,6 +716,9 @@ def _write_index(
         "masks": {name: {"time_steps": steps[name]} for name in layout.masks},
         "shards": shards,
         "run": manifest,
+        "stats": "stats.json" if stats else None,
     }
+    if stats:
+        _merge_stats(folder, len(shards))
     write_json_atomic(folder / "index.json", index)
     fsync_dir(folder)
