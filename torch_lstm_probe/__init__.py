@@ -23,6 +23,7 @@ from .errors import (
     UnsupportedOptionError,
     WeightMismatchError,
 )
+from .extract import extract_ray
 from .layers.recurrent import LSTMGates
 from .model import KerasModel
 
@@ -33,6 +34,7 @@ __all__ = [
     "probe",
     "extract",
     "open_activations",
+    "extract_ray",
     "gate_stats",
     "GateStats",
     "save",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from .ray_data import extract_ray
 from .reader import Activations, Column, MaskColumn, open_activations
 from .run import DEFAULT_SHARD_BYTES, ExtractionMismatchError, extract
 
 __all__ = [
     "extract",
+    "extract_ray",
     "open_activations",
     "Activations",
     "Column",

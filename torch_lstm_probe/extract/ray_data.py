@@ -32,7 +32,6 @@ from .run import (
     ExtractionMismatchError,
     Layout,
     _combine,
-    _manifest,
     _prepare_batch,
     _prepare_folder,
     _refuse_stateful,
@@ -41,7 +40,7 @@ from .run import (
     _Work,
     _write_index,
     _Writer,
-    layout_of,
+    plan_run,
 )
 from .shards import shard_name
 from .sources import Batch, Source, as_source, hash_inputs
@@ -378,18 +377,9 @@ def extract_ray(
     batches.close()  # type: ignore[attr-defined]
     if first.inputs is None:
         raise InputError("The data holds no samples. Expected at least one.")
-    layout = layout_of(model, plan, [x.to(run_device) for x in first.inputs], storage, packed, gates)
-    per_shard = max(1, shard_bytes // (layout.sample_bytes * max(1, first.size)))
-    request = {
-        "layers": [layers] if isinstance(layers, str) else (list(layers) if layers is not None else None),
-        "gates": bool(gates),
-        "batch_size": source.batch_size,
-        "dtype": str(storage).replace("torch.", "") if storage is not None else None,
-        "packed": bool(packed),
-        "shard_bytes": shard_bytes,
-        "stats": False,
-    }
-    manifest = _manifest(model, source, request, layout, per_shard)
+    layout, per_shard, manifest = plan_run(
+        model, plan, source, first, layers, gates, storage, packed, shard_bytes, False, run_device
+    )
     folder = Path(out)
     _prepare_folder(folder, manifest, resume, overwrite, 0)
     if (folder / "index.json").is_file():

@@ -544,18 +544,9 @@ def extract(
     first = next(batches, None)
     if first is None or first.inputs is None:
         raise InputError("The data holds no samples. Expected at least one.")
-    layout = layout_of(model, plan, [x.to(run_device) for x in first.inputs], storage, packed, gates)
-    per_shard = max(1, shard_bytes // (layout.sample_bytes * max(1, first.size)))
-    request = {
-        "layers": [layers] if isinstance(layers, str) else (list(layers) if layers is not None else None),
-        "gates": bool(gates),
-        "batch_size": source.batch_size,
-        "dtype": str(storage).replace("torch.", "") if storage is not None else None,
-        "packed": bool(packed),
-        "shard_bytes": shard_bytes,
-        "stats": bool(stats),
-    }
-    manifest = _manifest(model, source, request, layout, per_shard)
+    layout, per_shard, manifest = plan_run(
+        model, plan, source, first, layers, gates, storage, packed, shard_bytes, stats, run_device
+    )
     folder = Path(out)
     if rank == 0:
         _prepare_folder(folder, manifest, resume, overwrite, rank)
@@ -615,6 +606,37 @@ def extract(
         _write_index(folder, manifest, layout, total_batches, per_shard, sum(sizes.values()), stats)
     dist.barrier()
     return open_activations(folder)
+
+
+def plan_run(
+    model: KerasModel,
+    plan: CapturePlan,
+    source: Source,
+    first: Batch,
+    layers: Sequence[str] | str | None,
+    gates: bool,
+    storage: torch.dtype | None,
+    packed: bool,
+    shard_bytes: int,
+    stats: bool,
+    device: torch.device,
+) -> tuple[Layout, int, dict[str, Any]]:
+    """The layout (from the first batch), batches per shard and manifest of a run: every engine that writes a
+    folder (``extract``, ``extract_ray``) plans through here, so the same arguments give the same files."""
+    if first.inputs is None:
+        raise InputError("The first batch holds no inputs.")
+    layout = layout_of(model, plan, [x.to(device) for x in first.inputs], storage, packed, gates)
+    per_shard = max(1, shard_bytes // (layout.sample_bytes * max(1, first.size)))
+    request = {
+        "layers": [layers] if isinstance(layers, str) else (list(layers) if layers is not None else None),
+        "gates": bool(gates),
+        "batch_size": source.batch_size,
+        "dtype": str(storage).replace("torch.", "") if storage is not None else None,
+        "packed": bool(packed),
+        "shard_bytes": shard_bytes,
+        "stats": bool(stats),
+    }
+    return layout, per_shard, _manifest(model, source, request, layout, per_shard)
 
 
 def _storage_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
