@@ -205,3 +205,15 @@ def test_model_without_token_input(tmp_path):
     arrays, _ = load_golden("keras_lstm_go_backwards")
     with pytest.raises(InputError, match="no integer \\(batch, time\\) token input"):
         export_lstmvis(model, golden_inputs(arrays)[0], tmp_path, progress=False)
+
+
+def test_npy_file_equals_array(example, tmp_path):
+    model, x = example
+    np.save(tmp_path / "ids.npy", x)
+    a = export_lstmvis(model, x, tmp_path / "a", states="h", batch_size=16, progress=False)
+    b = export_lstmvis(model, str(tmp_path / "ids.npy"), tmp_path / "b", states="h", batch_size=5, progress=False)
+    (states_a, ids_a, offsets_a), (states_b, ids_b, offsets_b) = _read(a.out_dir), _read(b.out_dir)
+    np.testing.assert_array_equal(ids_a, ids_b)
+    np.testing.assert_array_equal(offsets_a, offsets_b)
+    assert_close(states_a["lstm/gates/h"], states_b["lstm/gates/h"], what="h by batch size")
+    assert a.dict_file.read_text() == b.dict_file.read_text() == "".join(f"{i} {i}\n" for i in np.unique(x))

@@ -182,16 +182,17 @@ def export_lstmvis(
             )
             offsets[0] = 0
             for batch in source.batches():
-                inputs = [x.to(run_device, non_blocking=True) for x in batch.inputs or ()]
+                host = batch.inputs or []  # CPU tensors in Keras input order
+                inputs = [x.to(run_device, non_blocking=True) for x in host]
                 first = not keys
                 if first:
-                    token_input = _token_input(batch.inputs or [], model)
+                    token_input = _token_input(host, model)
                     keys = _plan_keys(model, plan, inputs, requests, wanted, layers)
                 values = run_plan(model, plan, inputs)
                 if first:
                     for k in keys:
                         _create_states(states_h5, k, int(values[k.key].shape[-1]))
-                tokens = batch.inputs[token_input]  # (n, T) integer ids, CPU  # type: ignore[index]
+                tokens = host[token_input]  # (n, T) integer ids, CPU
                 valid = _valid_steps(values, keys, tokens.shape)  # (n, T) bool, input order
                 ids = tokens[valid].to(torch.int64)  # (k,) valid ids, sample by sample
                 _append(word_ids, ids.numpy())
