@@ -52,7 +52,10 @@ def main(argv: list[str] | None = None) -> list[Path]:
     acts = tlp.probe(model, sample, gates=True)
     cell = acts["lstm/gates/c"][0]  # (4, 64)
     tanh_c = torch.tanh(cell)  # (4, 64)
-    unit = int(torch.argmax(tanh_c.amax(dim=0) - tanh_c.amin(dim=0)))  # the unit that moves most along the text
+    # the unit whose final tanh(c) best separates the positive sentences from the negative ones
+    final = torch.tanh(tlp.probe(model, ids, gates=True)["lstm/gates/c"][:, -1])  # (10, 64)
+    positive = torch.as_tensor(meta["labels"]) == 1  # (10,)
+    unit = int(torch.argmax((final[positive].mean(dim=0) - final[~positive].mean(dim=0)).abs()))
 
     figures = {
         "saturation.png": saturation_scatter(stats),
@@ -61,7 +64,12 @@ def main(argv: list[str] | None = None) -> list[Path]:
         "heatmap_c.png": heatmap(cell, tokens=tokens, title="lstm: cell state c"),
         "heatmap_f.png": heatmap(acts["lstm/gates/f"][0], tokens=tokens, title="lstm: forget gate f"),
         "tokens_tanh_c.png": token_figure(
-            tanh_c, tokens, unit=unit, title=f"lstm: tanh(c) of unit {unit}", signed=True, width=5.0
+            tanh_c,
+            tokens,
+            unit=unit,
+            title=f"lstm: tanh(c) of unit {unit}, the most sentiment-selective, on a negative text",
+            signed=True,
+            width=6.0,
         ),
     }
     written = []

@@ -68,11 +68,14 @@ def test_saturation_scatter_draws_each_units_fractions(stats_by_case, case):
     stats = stats_by_case[case]
     fig = plots.saturation_scatter(stats)
     expected_gates = ["i", "f", "o"] + (["z", "r"] if case == "masked" else [])
-    titles = [ax.get_title() for ax in fig.axes]
-    assert titles == [plots.GATE_NAMES[g] for g in expected_gates]
-    for ax, gate in zip(fig.axes, expected_gates):
+    panels = fig.axes[: len(expected_gates)]
+    assert [ax.get_title().split("\n")[0] for ax in panels] == [plots.GATE_NAMES[g] for g in expected_gates]
+    for ax, gate in zip(panels, expected_gates):
         keys = [k for k in stats if k.endswith(f"/gates/{gate}")]
         assert len(ax.collections) == len(keys)
+        units = sum(int(stats[k]["sat_low"].shape[0]) for k in keys)
+        never = sum(int(((stats[k]["sat_low"] + stats[k]["sat_high"]) == 0).sum()) for k in keys)
+        assert ax.get_title().split("\n")[1] == f"{never} of {units} units never saturated"
         for key in keys:
             entry = stats[key]
             points = layer_points(ax, stats.layers[key])  # (units, 2)
@@ -81,7 +84,9 @@ def test_saturation_scatter_draws_each_units_fractions(stats_by_case, case):
         assert ax.get_xlim()[0] <= 0 and ax.get_xlim()[1] >= 1
         boundary = ax.lines[0].get_xydata()
         np.testing.assert_allclose(boundary, [[0, 1], [1, 0]])
-        assert ax.get_legend() is not None
+    legend = fig.axes[-1].get_legend()
+    layers = list(dict.fromkeys(stats.layers[k] for k in stats if "sat_low" in stats[k]))
+    assert [t.get_text().split(" (")[0] for t in legend.get_texts()] == layers
     if case == "masked":  # both Bidirectional halves are layers of their own, in their own colours
         f_axis = fig.axes[1]
         halves = [c for c in f_axis.collections if c.get_gid().startswith("bidirectional/")]
@@ -91,7 +96,7 @@ def test_saturation_scatter_draws_each_units_fractions(stats_by_case, case):
 
 def test_saturation_scatter_selects_gates(stats_by_case):
     fig = plots.saturation_scatter(stats_by_case["masked"], gates=["f", "z"])
-    assert [ax.get_title() for ax in fig.axes] == [plots.GATE_NAMES["f"], plots.GATE_NAMES["z"]]
+    assert [ax.get_title().split("\n")[0] for ax in fig.axes[:-1]] == [plots.GATE_NAMES[g] for g in ("f", "z")]
     with pytest.raises(InputError, match=r"gates \['n'\] have no saturation statistics"):
         plots.saturation_scatter(stats_by_case["masked"], gates=["n"])
 

@@ -114,7 +114,8 @@ def saturation_scatter(stats: GateStats, gates: Sequence[str] | None = None) -> 
 
     One panel per sigmoid gate type present (LSTM ``i f o``, GRU ``z r``), x = ``sat_low`` (fraction
     of valid steps the gate is below 0.1), y = ``sat_high`` (above 0.9), one point per unit, one
-    colour per layer (a Bidirectional layer's halves are separate layers, e.g. ``"bi/forward"``).
+    colour per layer (a Bidirectional layer's halves are separate layers, e.g. ``"bi/forward"``),
+    one legend below the panels.
     Points lie on or below the dashed line x + y = 1; a unit near (0, 0) is never saturated, near
     the line always is, and near (0, 1) is almost always open.
 
@@ -123,8 +124,9 @@ def saturation_scatter(stats: GateStats, gates: Sequence[str] | None = None) -> 
         gates: gate letters to draw (e.g. ``["f"]``); ``None`` draws every sigmoid gate present.
 
     Returns:
-        The figure; in each panel, layer ``L``'s points are the collection with gid ``L`` (its legend
-        label adds the number of units and of those never saturated) and its ``get_offsets()`` are ``(sat_low, sat_high)`` per unit.
+        The figure: ``fig.axes[:panels]`` are the panels, whose titles count the units never
+        saturated; in each, layer ``L``'s points are the collection with gid ``L``, and its
+        ``get_offsets()`` are ``(sat_low, sat_high)`` per unit. The last axes holds the legend.
 
     Raises:
         InputError: ``stats`` has no sigmoid gate (SimpleRNN layers have none), or a letter of
@@ -153,36 +155,46 @@ def saturation_scatter(stats: GateStats, gates: Sequence[str] | None = None) -> 
                 f"{present}."
             )
         present = [g for g in present if g in wanted]
+        keys = [k for k in keys if _gate_of(k) in present]
     layers = stats.layers
-    colours = _layer_colours(_unique([layers[k] for k in keys]))
-    fig = _figure(3.4 * len(present) + 0.4, 3.8)
-    axes = fig.subplots(1, len(present), squeeze=False)[0]
+    names = _unique([layers[k] for k in keys])
+    colours = _layer_colours(names)
+    units = {layers[k]: int(stats[k]["sat_low"].shape[0]) for k in keys}
+    legend_labels = [f"{name} ({units[name]} units)" for name in names]
+    width = 3.4 * len(present) + 0.4
+    columns = max(1, min(len(names), int(width / (0.1 * max(len(t) for t in legend_labels) + 0.6))))
+    legend_height = 0.3 * math.ceil(len(names) / columns) + 0.2
+    fig = _figure(width, 3.9 + legend_height)
+    grid = fig.add_gridspec(2, len(present), height_ratios=(3.9, legend_height))
+    axes = [fig.add_subplot(grid[0, j]) for j in range(len(present))]
     for ax, gate in zip(axes, present):
         ax.plot([0, 1], [1, 0], linestyle="--", color="0.6", linewidth=1, label="_boundary")
+        total = never = 0
         for key in keys:
             if _gate_of(key) != gate:
                 continue
             layer = layers[key]
-            low = _numpy(stats[key]["sat_low"])
-            high = _numpy(stats[key]["sat_high"])
-            points = ax.scatter(
-                low,
-                high,
-                s=16,
-                alpha=0.75,
-                color=colours[layer],
-                label=f"{layer}: {low.shape[0]} units, {int(((low + high) == 0).sum())} never saturated",
-                linewidths=0,
-            )
+            low = _numpy(stats[key]["sat_low"])  # (units,)
+            high = _numpy(stats[key]["sat_high"])  # (units,)
+            points = ax.scatter(low, high, s=16, alpha=0.75, color=colours[layer], label=layer, linewidths=0)
             points.set_gid(layer)
+            total += low.shape[0]
+            never += int(((low + high) == 0).sum())
         ax.set_xlim(-0.03, 1.03)
         ax.set_ylim(-0.03, 1.03)
         ax.set_aspect("equal")
-        ax.set_title(GATE_NAMES[gate])
+        ax.set_title(f"{GATE_NAMES[gate]}\n{never} of {total} units never saturated", fontsize="medium")
         ax.set_xlabel("fraction left-saturated (< 0.1)")
         ax.grid(True, linewidth=0.4, alpha=0.5)
-        ax.legend(loc="upper right", fontsize="small", frameon=True)  # x + y > 1 is always empty
     axes[0].set_ylabel("fraction right-saturated (> 0.9)")
+    from matplotlib.lines import Line2D
+
+    holder = fig.add_subplot(grid[1, :])
+    holder.axis("off")
+    handles = [
+        Line2D([], [], linestyle="none", marker="o", markersize=5, color=colours[name], alpha=0.75) for name in names
+    ]
+    holder.legend(handles, legend_labels, loc="center", ncols=columns, fontsize="small", frameon=False)
     return fig
 
 
@@ -474,9 +486,10 @@ def token_figure(
         ends = ["#ffffff", _blend(_UNSIGNED, _STRENGTH)]
         norm = Normalize(0.0, 1.0)
     bar = fig.add_axes((0.3, 0.32 / height, 0.4, 0.14 / height))
-    fig.colorbar(
+    colorbar = fig.colorbar(
         ScalarMappable(norm, LinearSegmentedColormap.from_list("tokens", ends)), cax=bar, orientation="horizontal"
     )
+    colorbar.set_ticks([-1.0, -0.5, 0.0, 0.5, 1.0] if is_signed else [0.0, 0.5, 1.0])
     bar.tick_params(labelsize="x-small")
     return fig
 
@@ -604,7 +617,8 @@ def mean_by_step(stats: GateStats, gate: str = "f") -> Figure:
     layers = stats.layers
     colours = _layer_colours([layers[k] for k in keys])
     longest = max(int(stats[k]["mean_by_step"].shape[0]) for k in keys)
-    fig = _figure(min(max(4.6, 0.25 * longest + 3.0), 12.0), 3.4)
+    legend_width = 0.075 * max(len(layers[k]) for k in keys) + 0.6  # inches beside the plot
+    fig = _figure(min(max(4.0, 0.25 * longest + 2.6), 12.0) + legend_width, 3.4)
     ax = fig.subplots()
     for key in keys:
         means = _numpy(stats[key]["mean_by_step"])  # (T,)
@@ -627,7 +641,7 @@ def mean_by_step(stats: GateStats, gate: str = "f") -> Figure:
     ax.set_ylabel(f"mean {gate}")
     ax.set_title(f"mean {GATE_NAMES.get(gate, gate)} by step")
     ax.grid(True, linewidth=0.4, alpha=0.5)
-    ax.legend(fontsize="small", loc="best")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # never over a line
     return fig
 
 
