@@ -2,7 +2,8 @@
 
 Every plotting function returns a :class:`matplotlib.figure.Figure` made without ``pyplot``, so
 nothing is shown, no backend is switched and no global figure registry grows; save it with
-``fig.savefig("x.png")``. :func:`token_html` returns an HTML fragment and needs no matplotlib.
+``fig.savefig("x.png")``, or :func:`save_png` for a small palette PNG, or all at once with
+:func:`save_all`. :func:`token_html` returns an HTML fragment and needs no matplotlib.
 matplotlib is an optional dependency: ``pip install 'torch-lstm-probe[plots]'``.
 
 The figures follow Karpathy, Johnson and Fei-Fei, "Visualizing and Understanding Recurrent
