@@ -250,7 +250,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 
 DATA_SUFFIXES = (".npy", ".npz", ".safetensors")
-DEFAULT_SHARD_MB = 256.0  # extract --shard-mb: tlp.extract's DEFAULT_SHARD_BYTES, in MiB (kept equal by a test)
+DEFAULT_SHARD_MB = 64.0  # extract --shard-mb: tlp.extract's DEFAULT_SHARD_BYTES, in MiB (kept equal by a test)
 
 
 def _data_path(value: str) -> Path:

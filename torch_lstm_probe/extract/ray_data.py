@@ -36,6 +36,7 @@ from .run import (
     _prepare_folder,
     _refuse_stateful,
     _shard_meta,
+    _shard_sizes,
     _storage_dtype,
     _Work,
     _write_index,
@@ -396,7 +397,7 @@ def extract_ray(
     bundle = [ray.put(shipped)]  # once in the object store, read by every actor
     context = DataContext.get_current()
     saved = (context.execution_options.preserve_order, context.enable_progress_bars)
-    writer = _Writer(folder, per_shard, layout)
+    writer = _Writer(folder, per_shard, layout, _shard_sizes(source, per_shard))
     sizes: dict[int, int] = {}
     check: dict[int, list[str]] = {}
     try:

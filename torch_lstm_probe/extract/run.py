@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -42,7 +42,7 @@ __all__ = ["extract", "DEFAULT_SHARD_BYTES", "Layout", "layout_of", "ExtractionM
 
 FORMAT = "torch_lstm_probe.activations"
 VERSION = 1
-DEFAULT_SHARD_BYTES = 256 * 2**20
+DEFAULT_SHARD_BYTES = 64 * 2**20  # small enough that the last shard's fsync (which nothing overlaps) is short
 _QUEUE_BATCHES = 1  # batches waiting for the writer (plus one being written, one computing)
 _OWN_FILE = re.compile(
     r"^(index\.json|manifest\.json|stats\.json|(shard|stats)-[0-9]{5,}\.(safetensors|json)|\..*\.(tmp|spool))$"
@@ -323,8 +323,15 @@ def _prepare_batch(
 class _Writer:
     """The writer thread: appends batches to their shards and finishes each shard when the next begins."""
 
-    def __init__(self, folder: Path, batches_per_shard: int, layout: Layout) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        batches_per_shard: int,
+        layout: Layout,
+        shard_size: Callable[[int], int | None] | None = None,
+    ) -> None:
         self.layout = layout
+        self.shard_size = shard_size  # samples of shard n, where known before it is written
         self.folder = folder
         self.per_shard = batches_per_shard
         self.queue: queue.Queue[_Work | None] = queue.Queue(maxsize=_QUEUE_BATCHES)
@@ -336,6 +343,25 @@ class _Writer:
         self._finisher: threading.Thread | None = None  # lays out, fsyncs and renames the previous shard
         self.thread = threading.Thread(target=self._run, name="tlp-shard-writer", daemon=True)
         self.thread.start()
+
+    def _new_shard(self, number: int, start: int) -> ShardBuilder:
+        """A shard builder; where the shard's size is known ahead (array-like data), its fixed-shape keys are
+        laid out in the file at once and written in place."""
+        builder = ShardBuilder(self.folder, number, start)
+        size = self.shard_size(number) if self.shard_size is not None else None
+        if not size:
+            return builder
+        fixed = {
+            spec.key: (spec.sample_shape, spec.dtype)
+            for spec in self.layout.keys
+            if not spec.packed and spec.dtype != torch.bool and _width(spec.dtype) >= 2
+        }
+        spooled = [_width(spec.dtype) for spec in self.layout.keys if spec.packed]
+        if not fixed or (spooled and max(spooled) > min(_width(d) for _, d in fixed.values())):
+            return builder  # in-place regions would leave a spooled tensor unaligned
+        reserve = 8192 + 512 * (len(self.layout.keys) + 2 * len(self.layout.masks))
+        builder.preallocate(size, fixed, self.layout.masks, reserve)
+        return builder
 
     def put(self, work: _Work | None) -> None:
         while True:
@@ -361,7 +387,7 @@ class _Writer:
                 if self._builder is not None and self._builder.number != number:
                     self._finish()
                 if self._builder is None:
-                    self._builder = ShardBuilder(self.folder, number, work.batch.start)
+                    self._builder = self._new_shard(number, work.batch.start)
                 self._stats = work.stats
                 if work.raw:  # on CPU the statistics, cast and packing run here, beside the next batch's forward
                     if work.stats is not None:
@@ -413,6 +439,10 @@ class _Writer:
             self._finisher.join()
         if self.error is not None:
             raise self.error
+
+
+def _width(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
 
 
 def _stats_name(number: int) -> str:
@@ -556,7 +586,7 @@ def extract(
     done = {int(p.name[6:-12]) for p in folder.glob("shard-*.safetensors")}  # finished shards
 
     meter = _progress(source.num_samples, progress)
-    writer = _Writer(folder, per_shard, layout)
+    writer = _Writer(folder, per_shard, layout, _shard_sizes(source, per_shard))
     pinned = run_device.type == "cuda"
     sinks: dict[int, Any] = {}  # shard -> its statistics sink (stats=True)
     sizes: dict[int, int] = {}
@@ -606,6 +636,15 @@ def extract(
         _write_index(folder, manifest, layout, total_batches, per_shard, sum(sizes.values()), stats)
     dist.barrier()
     return open_activations(folder)
+
+
+def _shard_sizes(source: Source, per_shard: int) -> Callable[[int], int | None] | None:
+    """Samples in shard n, for data whose batches all have the same shape and whose length is known."""
+    total = source.num_samples
+    if total is None or source.kind not in ("arrays", "npy", "npz", "safetensors"):
+        return None
+    span = per_shard * source.batch_size
+    return lambda n: max(0, min(span, total - n * span))
 
 
 def plan_run(

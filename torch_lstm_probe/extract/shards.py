@@ -16,7 +16,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -82,6 +82,8 @@ class _Block:
     stop: int
     rows: int = 0  # first-axis length (samples, or packed steps)
     pieces: list[_Piece] = field(default_factory=list)
+    region: int | None = None  # position in the data section when written in place (preallocated)
+    filled: int = 0  # samples written into the region so far
 
 
 class ShardBuilder:
@@ -101,6 +103,49 @@ class ShardBuilder:
         self._blocks: dict[str, list[_Block]] = {}  # tensor group -> blocks, group = "t:<key>" / "m:<mask>"
         self._names = 0
         self._offsets: dict[str, list[int]] = {}  # mask -> cumulative valid steps (packed)
+        self._regions: dict[str, _Block] = {}  # group -> its block, written in place in the shard file
+        self._region_offsets: dict[str, int] = {}  # mask -> position of its offsets tensor in the data section
+        self._data = 0  # where the data section starts in the shard file (regions only)
+        self._out: Any = None  # the shard's temporary file, open from the start (regions only)
+
+    def preallocate(
+        self,
+        size: int,
+        keys: Mapping[str, tuple[tuple[int, ...], torch.dtype]],
+        offset_masks: Sequence[str],
+        reserve: int,
+    ) -> None:
+        """Lays out the shard before its first batch: each key in ``keys`` (per-sample shape, dtype) gets a
+        region of ``size`` samples in the shard file, written in place as batches come (no second copy), with
+        its writeback started at once so the final fsync finds little left to do. Other groups (packed keys,
+        masks) still go through the spool. ``reserve`` bytes are kept for the header.
+
+        The caller makes sure every region's element is at least as wide as any spooled tensor's (other
+        than bool), so every tensor stays aligned.
+        """
+        self._data = 8 + reserve + (-(8 + reserve) % 8)
+        position = 0
+        items: list[tuple[str, tuple[int, ...], torch.dtype]] = [
+            (f"o:{name}", (), torch.int64) for name in sorted(offset_masks)
+        ]
+        items += [(f"t:{key}", rest, dtype) for key, (rest, dtype) in keys.items()]
+        items.sort(key=lambda item: -_itemsize(item[2]))  # stable: offsets first among the 8-byte ones
+        for group, rest, dtype in items:
+            rows = size + 1 if group.startswith("o:") else size
+            if group.startswith("o:"):
+                self._region_offsets[group[2:]] = position
+            else:
+                block = _Block(f"t{self._names}", dtype, rest, 0, size)
+                self._names += 1
+                block.region = position
+                block.rows = size
+                self._regions[group] = block
+                self._blocks[group] = [block]
+            position += rows * _numel(list(rest)) * _itemsize(dtype)
+        self._region_bytes = position
+        tmp = self.folder / f".{shard_name(self.number)}.tmp"
+        self._out = open(tmp, "w+b", buffering=0)  # noqa: SIM115 (closed in finish/abort)
+        self._out.truncate(self._data + position)
 
     # ------------------------------------------------------------------ adding
     def add(
@@ -134,6 +179,19 @@ class ShardBuilder:
     def _append(self, group: str, value: torch.Tensor, size: int) -> None:
         value = value.contiguous()
         rest = tuple(value.shape[1:])
+        region = self._regions.get(group)
+        if region is not None:
+            if rest != region.rest or value.dtype != region.dtype or region.filled + value.shape[0] > region.rows:
+                raise ValueError(
+                    f"shard {self.number}: {group[2:]!r} got {tuple(value.shape)} {value.dtype} after "
+                    f"{region.filled} of {region.rows} samples of {region.rest} {region.dtype}"
+                )
+            row = _numel(list(rest)) * value.element_size()
+            where = self._data + region.region + region.filled * row  # type: ignore[operator]
+            _pwrite_all(self._out, value.reshape(-1).view(torch.uint8).numpy(), where)
+            _start_writeback(self._out, where, value.shape[0] * row)
+            region.filled += value.shape[0]
+            return
         blocks = self._blocks.setdefault(group, [])
         last = blocks[-1] if blocks else None
         if last is None or last.rest != rest or last.dtype != value.dtype:
@@ -179,6 +237,8 @@ class ShardBuilder:
         offset_tensors = {
             entry["offsets"][name]: torch.tensor(values, dtype=torch.int64) for name, values in self._offsets.items()
         }
+        if self._out is not None:
+            return self._finish_in_place(entry, offset_tensors, data_sha256)
         # Lay out: widest element first, so every tensor starts aligned to its element size.
         layout: list[tuple[str, torch.dtype, list[int], Any]] = []
         for blocks in self._blocks.values():
@@ -187,8 +247,43 @@ class ShardBuilder:
         for name, tensor in offset_tensors.items():
             layout.append((name, torch.int64, list(tensor.shape), tensor))
         layout.sort(key=lambda item: (-_itemsize(item[1]), _name_order(item[0])))
+        header = self._header(layout, 0, entry, data_sha256)
+        text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        text += b" " * (-(8 + len(text)) % 8)  # data starts 8-byte aligned
+        final = self.folder / shard_name(self.number)
+        tmp = self.folder / f".{final.name}.tmp"
+        self._spool.flush()
+        with open(tmp, "wb", buffering=0) as out:  # unbuffered: kernel copies go to the same position
+            _write_all(out, len(text).to_bytes(8, "little") + text)
+            for _, _, _, source in layout:
+                if isinstance(source, torch.Tensor):
+                    _write_all(out, source.view(torch.uint8).numpy().tobytes())
+                    continue
+                for piece in source.pieces:
+                    _copy(self._spool, out, piece.offset, piece.nbytes)
+            out.flush()
+            os.fsync(out.fileno())
+        return self._publish(tmp, entry, data_sha256)
+
+    def _header(
+        self, layout: list[tuple[str, torch.dtype, list[int], Any]], position: int, entry: dict, data_sha256: str
+    ) -> dict[str, Any]:
+        """The safetensors header of ``layout`` laid out from ``position`` on (regions already placed)."""
         header: dict[str, Any] = {}
-        position = 0
+        for block in self._regions.values():
+            nbytes = block.rows * _numel(list(block.rest)) * _itemsize(block.dtype)
+            header[block.name] = {
+                "dtype": SAFETENSORS_DTYPES[block.dtype],
+                "shape": [block.rows, *block.rest],
+                "data_offsets": [block.region, block.region + nbytes],  # type: ignore[operator]
+            }
+        for name, at in self._region_offsets.items():
+            nbytes = (self.size + 1) * 8
+            header[entry["offsets"][name]] = {
+                "dtype": "I64",
+                "shape": [self.size + 1],
+                "data_offsets": [at, at + nbytes],
+            }
         for name, dtype, shape, _ in layout:
             nbytes = _numel(shape) * _itemsize(dtype)
             header[name] = {
@@ -205,21 +300,51 @@ class ShardBuilder:
             "data_sha256": data_sha256,
             "entry": json.dumps(entry, sort_keys=True),
         }
+        return header
+
+    def _finish_in_place(self, entry: dict, offset_tensors: dict[str, torch.Tensor], data_sha256: str) -> dict:
+        """Regions are in the file already: append the spooled groups, write the offsets and the header."""
+        for group, block in self._regions.items():
+            if block.filled != block.rows:
+                raise ValueError(f"shard {self.number}: {group[2:]!r} has {block.filled} of {block.rows} samples")
+        for name, at in self._region_offsets.items():
+            values = offset_tensors[entry["offsets"][name]]
+            _pwrite_all(self._out, values.view(torch.uint8).numpy(), self._data + at)
+        layout = [
+            (b.name, b.dtype, [b.rows, *b.rest], b)
+            for group, blocks in self._blocks.items()
+            for b in blocks
+            if group not in self._regions
+        ]
+        layout.sort(key=lambda item: (-_itemsize(item[1]), _name_order(item[0])))
+        header = self._header(layout, self._region_bytes, entry, data_sha256)
         text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
-        text += b" " * (-(8 + len(text)) % 8)  # data starts 8-byte aligned
-        final = self.folder / shard_name(self.number)
-        tmp = self.folder / f".{final.name}.tmp"
         self._spool.flush()
-        with open(tmp, "wb", buffering=0) as out:  # unbuffered: kernel copies go to the same position
-            _write_all(out, len(text).to_bytes(8, "little") + text)
-            for _, _, _, source in layout:
-                if isinstance(source, torch.Tensor):
-                    _write_all(out, source.view(torch.uint8).numpy().tobytes())
-                    continue
-                for piece in source.pieces:
-                    _copy(self._spool, out, piece.offset, piece.nbytes)
-            out.flush()
-            os.fsync(out.fileno())
+        self._out.seek(self._data + self._region_bytes)
+        for _, _, _, block in layout:
+            for piece in block.pieces:
+                _copy(self._spool, self._out, piece.offset, piece.nbytes)
+        tmp = Path(self._out.name)
+        if 8 + len(text) <= self._data:
+            text += b" " * (self._data - 8 - len(text))  # the reserved header space, padded as the format allows
+            _pwrite_all(self._out, len(text).to_bytes(8, "little") + text, 0)
+            self._out.flush()
+            os.fsync(self._out.fileno())
+            self._out.close()
+        else:  # more blocks than reserved for: write the file again with a header that fits
+            text += b" " * (-(8 + len(text)) % 8)
+            data_bytes = os.fstat(self._out.fileno()).st_size - self._data
+            again = tmp.with_name(tmp.name + "2")
+            with open(again, "wb", buffering=0) as out:
+                _write_all(out, len(text).to_bytes(8, "little") + text)
+                _copy(self._out, out, self._data, data_bytes)
+                os.fsync(out.fileno())
+            self._out.close()
+            os.replace(again, tmp)
+        return self._publish(tmp, entry, data_sha256)
+
+    def _publish(self, tmp: Path, entry: dict, data_sha256: str) -> dict[str, Any]:
+        final = self.folder / shard_name(self.number)
         os.replace(tmp, final)
         fsync_dir(self.folder)
         self.abort()
@@ -232,6 +357,27 @@ class ShardBuilder:
         if not self._spool.closed:
             self._spool.close()
         self._spool_path.unlink(missing_ok=True)
+        if self._out is not None and not self._out.closed:
+            self._out.close()
+            Path(self._out.name).unlink(missing_ok=True)
+
+
+def _pwrite_all(fh: Any, data: Any, position: int) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        n = os.pwrite(fh.fileno(), view, position)
+        view, position = view[n:], position + n
+
+
+def _start_writeback(fh: Any, position: int, nbytes: int) -> None:
+    """Asks the kernel to start writing a range back now (Linux starts writeback of dirty pages on
+    ``POSIX_FADV_DONTNEED``), so the shard's final fsync has little left to wait for."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is not None and nbytes:
+        try:
+            advise(fh.fileno(), position, nbytes, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass
 
 
 def _write_all(fh: Any, data: bytes) -> None:
