@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from . import layers
-from .analysis import GateStats, gate_stats
+from .analysis import GateStats, Vocabulary, export_lstmvis, gate_stats, load_vocabulary
 from .api import extract, load, load_keras, open_activations, probe, save
 from .errors import (
     FileLimitError,
@@ -37,6 +37,9 @@ __all__ = [
     "extract_ray",
     "gate_stats",
     "GateStats",
+    "export_lstmvis",
+    "load_vocabulary",
+    "Vocabulary",
     "save",
     "load",
     "KerasModel",

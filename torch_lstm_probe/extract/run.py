@@ -717,7 +717,10 @@ def _merge_stats(folder: Path, shards: int) -> None:
         if not path.is_file():
             raise InputError(f"{path} is missing: shard {number} was written without its statistics.")
         part = StatsAccumulator.from_state(json.loads(path.read_text(encoding="utf-8")))
-        merged = part if merged is None else (merged.merge(part) or merged)
+        if merged is None:
+            merged = part
+        else:
+            merged.merge(part)
     if merged is not None:
         write_json_atomic(folder / "stats.json", merged.result().to_dict())
 
