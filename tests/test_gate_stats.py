@@ -119,3 +119,19 @@ def test_layers_without_gates_are_refused():
     model = tlp.load_keras(GOLDENS / "keras_masked_lstm_gru.keras")
     with pytest.raises(tlp.InputError, match="no recurrent layer"):
         tlp.gate_stats(model, golden_inputs(arrays)[0], layers=["embedding"], progress=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", ["keras_masked_lstm_gru", "keras_bidirectional"])
+def test_stats_on_cuda_equal_cpu(case):
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    arrays, _ = load_golden(case)
+    x = golden_inputs(arrays)[0]
+    cpu = tlp.gate_stats(tlp.load_keras(GOLDENS / f"{case}.keras"), x, batch_size=2, progress=False)
+    gpu = tlp.gate_stats(tlp.load_keras(GOLDENS / f"{case}.keras"), x, batch_size=2, device="cuda", progress=False)
+    assert list(gpu) == list(cpu)
+    for key in cpu:
+        assert gpu[key]["count"] == cpu[key]["count"]
+        for name in ("mean", "std", "min", "max", "mean_by_step"):
+            torch.testing.assert_close(gpu[key][name], cpu[key][name], atol=1e-5, rtol=0, msg=f"{key} {name}")
