@@ -369,3 +369,13 @@ def test_shared_layer_gates_match_keras_verified_reference(klib, tmp_path):
         assert_close(ref["seq"], out, ATOL["cpu_float32"], f"reference vs Keras, call {n}")
         for g in GATES:
             assert_close(acts[f"shared@{n}/gates/{g}"], ref[g], ATOL["cpu_float32"], f"call {n} gate {g}")
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 8, 13])
+def test_the_parallel_scan_of_the_cell_recurrence_equals_the_step_loop(steps):
+    from torch_lstm_probe.layers.recurrent import _cell_loop, affine_scan
+
+    torch.manual_seed(steps)
+    f, ig = torch.rand(3, steps, 4, dtype=torch.float64), torch.randn(3, steps, 4, dtype=torch.float64)
+    c0 = torch.randn(3, 4, dtype=torch.float64)
+    assert_close(affine_scan(f, ig, c0), _cell_loop(f, ig, c0), 1e-12, "c")
