@@ -17,6 +17,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -405,6 +406,338 @@ def _cmd_inspect_activations(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------------------------------- analysis verbs
+PADDING_CHOICES = ("pre", "post")
+
+
+@dataclass(frozen=True)
+class _Data:
+    """DATA as the analysis verbs read it (made by :func:`_load_data`)."""
+
+    source: Any  # what the library functions take: the data file's Path, or text DATA's (samples, time) id array
+    num_samples: int  # samples in DATA
+    vocab: Any  # the --vocab Vocabulary, or None
+    texts: list[str] | None  # text DATA's lines (one sample each), else None
+
+
+def _check_data(args: argparse.Namespace) -> Path:
+    """``DATA`` as an existing file of a kind the verb reads (checked before the model is loaded)."""
+    path = Path(args.data)
+    text = path.suffix.lower() not in DATA_SUFFIXES
+    if text and getattr(args, "vocab", None) is None:
+        raise InputError(
+            f"DATA {path}: expected a {'/'.join(DATA_SUFFIXES)} file, or a text file of lines with --vocab. "
+            f"Received {path.name!r}."
+        )
+    if not path.exists():
+        raise FileNotFoundError(f"DATA file not found: {path}.")
+    if path.is_dir():
+        raise IsADirectoryError(f"DATA {path}: is a folder. Expected a file.")
+    if not text and (args.padding is not None or args.truncating is not None):
+        raise _CommandLineError(
+            f"--padding and --truncating shape text DATA read with --vocab; DATA {path.name} holds arrays already. "
+            "Fix: leave them out."
+        )
+    return path
+
+
+def _load_data(args: argparse.Namespace, model: Any) -> _Data:
+    """Reads ``args.data`` (and ``args.vocab``, ``args.padding``, ``args.truncating``) for ``model``.
+
+    An array file (``.npy``/``.npz``/``.safetensors``) is passed on as its path, so the library streams it.
+    Any other file, with ``--vocab``, is text: one sample per line, turned into ids as
+    ``Tokenizer.texts_to_sequences`` + ``pad_sequences`` do (:meth:`Vocabulary.texts_to_ids`), as long as
+    the model's fixed time axis, or the longest line's ids when that axis is free.
+
+    Raises:
+        InputError: a bad file or vocabulary, text DATA for a model without one ``(batch, time)`` input, or
+            text without a single known word.
+    """
+    from .analysis.vocab import load_vocabulary, read_text_lines
+    from .extract.sources import as_source
+
+    path = _check_data(args)
+    vocab = load_vocabulary(args.vocab) if args.vocab is not None else None
+    if path.suffix.lower() in DATA_SUFFIXES:
+        return _Data(path, int(as_source(path, model.input_names, 1).num_samples or 0), vocab, None)
+    specs = model.input_specs
+    shape = specs[0].get("shape") if len(specs) == 1 else None
+    if shape is None or len(shape) != 2:
+        shown = ", ".join(f"{s['name']} {_shape(s.get('shape') or ())}" for s in specs)
+        raise InputError(
+            f"DATA {path}: text lines become one (samples, time) id array, but model {model.name!r} takes "
+            f"{shown}. Expected one (batch, time) token input. Fix: pass the inputs as a .npz file."
+        )
+    lines = read_text_lines(path)
+    if not lines:
+        raise InputError(f"DATA {path}: the text file holds no lines. Expected one text per line.")
+    maxlen = shape[1] if isinstance(shape[1], int) else None
+    ids = vocab.texts_to_ids(  # type: ignore[union-attr]
+        lines, maxlen=maxlen, padding=args.padding or "pre", truncating=args.truncating or "pre"
+    )  # (lines, time) int32
+    if ids.shape[1] == 0:
+        raise InputError(
+            f"DATA {path}: no line holds a word of the vocabulary {args.vocab}, so every sample is empty. "
+            "Fix: check that --vocab is the tokenizer the model was trained with."
+        )
+    return _Data(ids, len(lines), vocab, lines)
+
+
+def _sample_inputs(data: _Data, model: Any, index: int) -> list[Any]:
+    """Sample ``index`` of ``data``: one ``(1, ...)`` CPU tensor per model input, in Keras input order."""
+    from .extract.sources import as_source
+
+    if not 0 <= index < data.num_samples:
+        raise _CommandLineError(
+            f"--sample {index}: DATA holds {data.num_samples} sample(s). Expected 0 to {data.num_samples - 1}."
+        )
+    source = as_source(data.source, model.input_names, 1)
+    with contextlib.closing(source.batches(want=lambda j: j == index)) as batches:
+        for batch in batches:
+            if batch.index == index and batch.inputs is not None:
+                return list(batch.inputs)
+    raise InputError(f"DATA holds no sample {index}.")  # the file changed while it was read
+
+
+def _sample_tokens(data: _Data, inputs: Sequence[Any]) -> list[str] | None:
+    """The words of one sample's token ids (its first ``(1, time)`` input) with ``--vocab``, else None."""
+    if data.vocab is None:
+        return None
+    ids = next((x for x in inputs if x.dim() == 2), None)  # (1, time)
+    if ids is None:
+        raise InputError(
+            f"--vocab labels token ids, but no model input is (batch, time) ids (inputs: "
+            f"{', '.join(str(tuple(x.shape)) for x in inputs)}). Fix: leave --vocab out."
+        )
+    if ids.is_floating_point():
+        if not bool((ids == ids.round()).all()):
+            raise InputError("--vocab labels token ids, but the (batch, time) input holds non-integer values.")
+        ids = ids.long()
+    return list(data.vocab.tokens(ids[0]))
+
+
+def _reversed_layers(model: Any, keys: Sequence[str]) -> set[str]:
+    """The layer paths among gate keys whose gates run in reversed time (``go_backwards``, backward halves)."""
+    import re
+
+    layers: set[str] = set()
+    for key in keys:
+        if "/gates/" not in key:
+            continue
+        layer = key.rsplit("/gates/", 1)[0]  # "lstm", "lstm@1", "bi/backward", "outer/lstm"
+        base, half = layer, ""
+        if layer.endswith(("/forward", "/backward")):
+            base, half = layer.rsplit("/", 1)
+        module = model.layer(re.sub(r"@\d+(?=/|$)", "", base))
+        if half:
+            module = getattr(module, f"{half}_layer", module)
+        if getattr(getattr(module, "config", None), "go_backwards", False):
+            layers.add(layer)
+    return layers
+
+
+def _layer_list(value: str | None) -> list[str] | None:
+    return [s for s in value.split(",") if s] if value else None
+
+
+def _batch_size(value: int) -> int:
+    if value < 1:
+        raise _CommandLineError(f"--batch-size {value}: expected a positive number of samples.")
+    return value
+
+
+def _summary_value(entry: Mapping[str, Any], field: str, median: bool = False) -> str:
+    """A field of one gate key's statistics, averaged (or its median) over units, or '-' where absent."""
+    import warnings
+
+    value = entry.get(field)
+    if value is None:
+        return "-"
+    array = np.asarray(value.tolist() if hasattr(value, "tolist") else value, dtype=np.float64)  # (units,)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN (no valid step): shown as nan
+        number = float(np.nanmedian(array) if median else np.nanmean(array))
+    return f"{number:.2f}" if median else f"{number:.4f}"
+
+
+def _stats_table(stats: Mapping[str, Mapping[str, Any]]) -> str:
+    """One row per gate key, grouped by layer: what ``stats`` prints."""
+    header = ("layer", "gate", "steps", "mean", "std", "sat<0.1", "sat>0.9", "timescale")
+    rows = [header]
+    for key, entry in stats.items():
+        layer, gate = key.rsplit("/gates/", 1)
+        rows.append(
+            (
+                layer,
+                gate,
+                f"{int(entry['count']):,}",
+                _summary_value(entry, "mean"),
+                _summary_value(entry, "std"),
+                _summary_value(entry, "sat_low"),
+                _summary_value(entry, "sat_high"),
+                _summary_value(entry, "timescale", median=True),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = []
+    for n, row in enumerate(rows):
+        if n > 1 and row[0] != rows[n - 1][0]:
+            lines.append("")  # a blank line between layers
+        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])] + [c.rjust(w) for c, w in zip(row[2:], widths[2:])]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+STATS_LEGEND = (
+    "steps      valid (unmasked) steps over all samples\n"
+    "mean, std  each unit's, averaged over units\n"
+    "sat<0.1    fraction of steps a unit's gate is below 0.1 (above 0.9: sat>0.9), averaged over units; "
+    "sigmoid gates only\n"
+    "timescale  median over units of the mean -1/ln(f): the memory length in steps; LSTM forget gates only"
+)
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    from .analysis import gate_stats
+    from .api import load_keras
+
+    _check_data(args)
+    device = _device(args.device)
+    batch_size = _batch_size(args.batch_size)
+    out = _output_path(args.out) if args.out else None
+    model = load_keras(args.model, weights=args.weights, custom_layers=_custom_layers(args.custom_layers))
+    data = _load_data(args, model)
+    stats = gate_stats(
+        model,
+        data.source,
+        layers=_layer_list(args.layers),
+        batch_size=batch_size,
+        device=device,
+        progress=not args.no_progress,
+    )
+    print(f"gate statistics of {data.num_samples:,} samples, {len(stats)} gate keys")
+    print(_stats_table(stats))
+    print(f"\n{STATS_LEGEND}")
+    if out is not None:
+        stats.save(out)
+        print(f"wrote {out}  (tlp.GateStats.load)")
+    return EXIT_OK
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from .analysis import gate_stats
+    from .analysis.plots import INSTALL_HINT, save_all
+    from .api import load_keras
+    from .probe import probe
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise _CommandLineError(f"plot needs matplotlib, which is not installed. Fix: {INSTALL_HINT}.")
+    _check_data(args)
+    device = _device(args.device)
+    batch_size = _batch_size(args.batch_size)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise _CommandLineError(f"--out {args.out}: is a file. Expected a folder for the PNG files.")
+    model = load_keras(args.model, weights=args.weights, custom_layers=_custom_layers(args.custom_layers))
+    data = _load_data(args, model)
+    layers = _layer_list(args.layers)
+    inputs = _sample_inputs(data, model, args.sample)
+    stats = gate_stats(
+        model, data.source, layers=layers, batch_size=batch_size, device=device, progress=not args.no_progress
+    )
+    acts = probe(model, inputs[0] if len(inputs) == 1 else inputs, layers=layers, gates=True)
+    sample = {key: value for key, value in acts.items() if key in stats}
+    tokens = _sample_tokens(data, inputs)
+    if tokens is not None:
+        steps = {key: int(value.shape[1]) for key, value in sample.items()}
+        if any(t != len(tokens) for t in steps.values()):
+            print(
+                f"torch-lstm-probe: note: the gates run over {sorted(set(steps.values()))} steps and sample "
+                f"{args.sample} has {len(tokens)} tokens: heatmaps drawn without tokens",
+                file=sys.stderr,
+            )
+            tokens = None
+    paths = save_all(stats, out, sample=sample, tokens=tokens, reversed_keys=_reversed_layers(model, list(sample)))
+    for path in paths:
+        print(path)
+    print(f"wrote {len(paths)} PNG files to {out} (heatmaps of sample {args.sample})")
+    return EXIT_OK
+
+
+def _cmd_export_lstmvis(args: argparse.Namespace) -> int:
+    from .analysis import export_lstmvis
+    from .api import load_keras
+
+    _check_data(args)
+    device = _device(args.device)
+    batch_size = _batch_size(args.batch_size)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise _CommandLineError(f"--out {args.out}: is a file. Expected a folder for the LSTMVis project.")
+    model = load_keras(args.model, weights=args.weights, custom_layers=_custom_layers(args.custom_layers))
+    data = _load_data(args, model)
+    result = export_lstmvis(
+        model,
+        data.source,
+        out,
+        vocab=data.vocab,
+        layers=_layer_list(args.layers),
+        states=args.states,
+        gates=args.gates,
+        batch_size=batch_size,
+        device=device,
+        progress=not args.no_progress,
+    )
+    print(
+        f"exported {result.num_samples:,} samples, {result.num_tokens:,} tokens, {len(result.keys)} keys: "
+        f"{', '.join(result.keys)}"
+    )
+    for path in (result.config, result.states_file, result.words_file, result.dict_file):
+        print(path)
+    print(f"open it in LSTMVis: python lstm_server.py -dir {result.out_dir}  (it finds lstm.yml in that folder)")
+    return EXIT_OK
+
+
+def _add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """``DATA``, ``--vocab``, ``--padding`` and ``--truncating``: what :func:`_load_data` reads."""
+    p.add_argument(
+        "data",
+        metavar="DATA",
+        help="the inputs: a .npy, .npz or .safetensors file, samples first; or, with --vocab, a UTF-8 text file "
+        "with one text per line",
+    )
+    p.add_argument(
+        "--vocab",
+        metavar="V",
+        help="a vocabulary: a Keras Tokenizer's JSON (tokenizer.to_json()), a {word: id} JSON file, or a word list "
+        "(one word per line, line k is id k). Labels tokens, and turns text DATA into ids as "
+        "texts_to_sequences + pad_sequences do, padded or cut to the model's fixed time axis (to the longest line "
+        "when that axis is free)",
+    )
+    p.add_argument(
+        "--padding",
+        choices=PADDING_CHOICES,
+        help="text DATA: where short lines get padding ids 0: 'pre' (before the words, the default, as Keras' "
+        "pad_sequences) or 'post' (after them)",
+    )
+    p.add_argument(
+        "--truncating",
+        choices=PADDING_CHOICES,
+        help="text DATA: which words a line longer than the time axis loses: 'pre' (the first ones, the default, "
+        "as Keras' pad_sequences) or 'post' (the last ones)",
+    )
+
+
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """The model file's companions and how the pass over DATA runs."""
+    p.add_argument("--weights", help="weights-only .h5 for an architecture .json")
+    p.add_argument("--custom-layers", metavar="MODULE:NAME", help=CUSTOM_LAYERS_HELP)
+    p.add_argument("--layers", help="comma-separated recurrent layer names (default: every recurrent layer)")
+    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="samples per forward pass (default 256)")
+    p.add_argument("--device", help="where to run: cpu, cuda or cuda:N (default: cpu, where the model is loaded)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     import torch
     from safetensors.numpy import load_file
@@ -552,6 +885,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", metavar="DIR", help="a folder written by extract (or its index.json)")
     p.add_argument("--json", action="store_true", help="print the index summary (without per-shard lists) as JSON")
     p.set_defaults(func=_cmd_inspect_activations)
+
+    p = verb(
+        "stats",
+        "gate statistics of the recurrent layers over a whole dataset: a table per layer, and the JSON with --out",
+        "Rows: one per gate key (LSTM i f g o c h, GRU z r n h, SimpleRNN h). Read the JSON back with "
+        "tlp.GateStats.load(FILE).",
+    )
+    p.add_argument("model", metavar="MODEL", help="a .keras, .h5, or architecture .json file")
+    _add_data_arguments(p)
+    p.add_argument("--out", metavar="FILE", help="also write the statistics as JSON (e.g. stats.json)")
+    _add_run_arguments(p)
+    p.set_defaults(func=_cmd_stats)
+
+    p = verb(
+        "plot",
+        "plot gate statistics over a dataset and the gates of one sample as PNG files in a folder",
+        "Files: saturation.png (fraction of steps each unit's sigmoid gates are < 0.1 against > 0.9), "
+        "timescales.png (LSTM forget-gate memory lengths), mean_by_step_<g>.png (mean gate value by step), "
+        "heatmap_<key>.png (units x time of sample --sample, its words on the time axis with --vocab). "
+        "Needs matplotlib: pip install 'torch-lstm-probe[plots]'.",
+    )
+    p.add_argument("model", metavar="MODEL", help="a .keras, .h5, or architecture .json file")
+    _add_data_arguments(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the PNG files (created if missing)")
+    p.add_argument(
+        "--sample", type=int, default=0, metavar="I", help="the sample of DATA the heatmaps show (0-based, default 0)"
+    )
+    _add_run_arguments(p)
+    p.set_defaults(func=_cmd_plot)
+
+    p = verb(
+        "export-lstmvis",
+        "write an LSTMVis project folder: states (and gates) of the recurrent layers at every token of a dataset",
+        "Files: states.h5 (one dataset per probe key, tokens x units), train.h5 (word_ids), words.dict, lstm.yml. "
+        "Open it with LSTMVis: python lstm_server.py -dir DIR.",
+    )
+    p.add_argument("model", metavar="MODEL", help="a .keras, .h5, or architecture .json file")
+    _add_data_arguments(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="the project folder (created if missing)")
+    p.add_argument(
+        "--states",
+        default="c,h",
+        metavar="c,h",
+        help="states to export: c (LSTM cell state), h (hidden state); comma-separated (default c,h)",
+    )
+    p.add_argument(
+        "--gates",
+        default="",
+        metavar="f,i",
+        help="gates to export too: i f g o (LSTM), z r n (GRU); comma-separated (default none)",
+    )
+    _add_run_arguments(p)
+    p.set_defaults(func=_cmd_export_lstmvis)
 
     p = verb("demo", "convert the bundled example sentence classifier and check parity with Keras")
     p.add_argument("--full", action="store_true", help="print every value of each LSTM output vector")
