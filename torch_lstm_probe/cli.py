@@ -475,7 +475,7 @@ def _load_data(args: argparse.Namespace, model: Any) -> _Data:
     ids = vocab.texts_to_ids(  # type: ignore[union-attr]
         lines, maxlen=maxlen, padding=args.padding or "pre", truncating=args.truncating or "pre"
     )  # (lines, time) int32
-    if ids.shape[1] == 0:
+    if not ids.any():  # Keras gives no word id 0, so all zeros means no line holds a known word
         raise InputError(
             f"DATA {path}: no line holds a word of the vocabulary {args.vocab}, so every sample is empty. "
             "Fix: check that --vocab is the tokenizer the model was trained with."
