@@ -433,7 +433,7 @@ def _check_data(args: argparse.Namespace) -> Path:
         raise FileNotFoundError(f"DATA file not found: {path}.")
     if path.is_dir():
         raise IsADirectoryError(f"DATA {path}: is a folder. Expected a file.")
-    if not text and (args.padding is not None or args.truncating is not None):
+    if not text and (getattr(args, "padding", None) is not None or getattr(args, "truncating", None) is not None):
         raise _CommandLineError(
             f"--padding and --truncating shape text DATA read with --vocab; DATA {path.name} holds arrays already. "
             "Fix: leave them out."
@@ -446,8 +446,12 @@ def _load_data(args: argparse.Namespace, model: Any) -> _Data:
 
     An array file (``.npy``/``.npz``/``.safetensors``) is passed on as its path, so the library streams it.
     Any other file, with ``--vocab``, is text: one sample per line, turned into ids as
-    ``Tokenizer.texts_to_sequences`` + ``pad_sequences`` do (:meth:`Vocabulary.texts_to_ids`), as long as
-    the model's fixed time axis, or the longest line's ids when that axis is free.
+    ``Tokenizer.texts_to_sequences`` + ``pad_sequences`` do (:meth:`Vocabulary.texts_to_ids`), padded or cut
+    to the model's fixed time axis (to the longest line's ids when that axis is free); ``--padding`` and
+    ``--truncating`` default to ``"pre"``, as in Keras.
+
+    Returns:
+        :class:`_Data`: ``source`` is what ``gate_stats``, ``extract`` and ``export_lstmvis`` take.
 
     Raises:
         InputError: a bad file or vocabulary, text DATA for a model without one ``(batch, time)`` input, or
@@ -457,7 +461,8 @@ def _load_data(args: argparse.Namespace, model: Any) -> _Data:
     from .extract.sources import as_source
 
     path = _check_data(args)
-    vocab = load_vocabulary(args.vocab) if args.vocab is not None else None
+    vocab_file = getattr(args, "vocab", None)
+    vocab = load_vocabulary(vocab_file) if vocab_file is not None else None
     if path.suffix.lower() in DATA_SUFFIXES:
         return _Data(path, int(as_source(path, model.input_names, 1).num_samples or 0), vocab, None)
     specs = model.input_specs
@@ -473,11 +478,14 @@ def _load_data(args: argparse.Namespace, model: Any) -> _Data:
         raise InputError(f"DATA {path}: the text file holds no lines. Expected one text per line.")
     maxlen = shape[1] if isinstance(shape[1], int) else None
     ids = vocab.texts_to_ids(  # type: ignore[union-attr]
-        lines, maxlen=maxlen, padding=args.padding or "pre", truncating=args.truncating or "pre"
+        lines,
+        maxlen=maxlen,
+        padding=getattr(args, "padding", None) or "pre",
+        truncating=getattr(args, "truncating", None) or "pre",
     )  # (lines, time) int32
     if not ids.any():  # Keras gives no word id 0, so all zeros means no line holds a known word
         raise InputError(
-            f"DATA {path}: no line holds a word of the vocabulary {args.vocab}, so every sample is empty. "
+            f"DATA {path}: no line holds a word of the vocabulary {vocab_file}, so every sample is empty. "
             "Fix: check that --vocab is the tokenizer the model was trained with."
         )
     return _Data(ids, len(lines), vocab, lines)
@@ -492,10 +500,9 @@ def _sample_inputs(data: _Data, model: Any, index: int) -> list[Any]:
             f"--sample {index}: DATA holds {data.num_samples} sample(s). Expected 0 to {data.num_samples - 1}."
         )
     source = as_source(data.source, model.input_names, 1)
-    with contextlib.closing(source.batches(want=lambda j: j == index)) as batches:
-        for batch in batches:
-            if batch.index == index and batch.inputs is not None:
-                return list(batch.inputs)
+    for batch in source.batches(want=lambda j: j == index):  # the others are skipped unread
+        if batch.index == index and batch.inputs is not None:
+            return list(batch.inputs)
     raise InputError(f"DATA holds no sample {index}.")  # the file changed while it was read
 
 
