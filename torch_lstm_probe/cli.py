@@ -705,6 +705,45 @@ def _cmd_export_lstmvis(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .analysis.plots import INSTALL_HINT
+    from .analysis.report import build_report
+    from .api import load_keras
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise _CommandLineError(f"report needs matplotlib, which is not installed. Fix: {INSTALL_HINT}.")
+    _check_data(args)
+    device = _device(args.device)
+    batch_size = _batch_size(args.batch_size)
+    if args.samples < 1:
+        raise _CommandLineError(f"--samples {args.samples}: expected a positive number of samples.")
+    out = _output_path(args.out)
+    custom_layers = _custom_layers(args.custom_layers)
+    model = load_keras(args.model, weights=args.weights, custom_layers=custom_layers)
+    data = _load_data(args, model)
+    path = build_report(
+        model,
+        data.source,
+        out,
+        vocab=data.vocab,
+        layers=_layer_list(args.layers),
+        samples=args.samples,
+        batch_size=batch_size,
+        title=args.title,
+        source=args.model,
+        weights=args.weights,
+        custom_layers=custom_layers,
+        heatmaps=args.heatmaps,
+        device=device,
+        progress=not args.no_progress,
+    )
+    print(
+        f"wrote {path} ({_size(path.stat().st_size)}): statistics of {data.num_samples:,} samples, token view of "
+        f"the first {min(args.samples, data.num_samples)}; open it in any browser"
+    )
+    return EXIT_OK
+
+
 def _add_data_arguments(p: argparse.ArgumentParser) -> None:
     """``DATA``, ``--vocab``, ``--padding`` and ``--truncating``: what :func:`_load_data` reads."""
     p.add_argument(
@@ -945,6 +984,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_arguments(p)
     p.set_defaults(func=_cmd_export_lstmvis)
+
+    p = verb(
+        "report",
+        "write one self-contained HTML report: the model table, gate statistics, plots and a token view",
+        "The file needs no server and no network (styles, script, PNG plots and values are inline). Its token "
+        "view colours the first --samples samples by one unit's value; choose the layer, the gate or state and "
+        "the unit in the page, or in the address: report.html#layer=lstm&gate=f&unit=5. "
+        "Needs matplotlib: pip install 'torch-lstm-probe[plots]'.",
+    )
+    p.add_argument("model", metavar="MODEL", help="a .keras, .h5, or architecture .json file")
+    _add_data_arguments(p)
+    p.add_argument("--out", required=True, metavar="FILE", help="the .html file to write (missing folders are created)")
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=5,
+        metavar="N",
+        help="samples of DATA (the first ones) shown in the token view and, for the first, as heatmaps (default 5)",
+    )
+    p.add_argument("--title", help="the page title (default: '<model name>: gate report')")
+    p.add_argument(
+        "--heatmaps",
+        default="f,z,c,h",
+        metavar="f,c,h",
+        help="gates of the first sample drawn as unit x time heatmaps, comma-separated: i f g o c h (LSTM), "
+        "z r n h (GRU); '' for none (default f,z,c,h: forget or update gates and states)",
+    )
+    _add_run_arguments(p)
+    p.set_defaults(func=_cmd_report)
 
     p = verb("demo", "convert the bundled example sentence classifier and check parity with Keras")
     p.add_argument("--full", action="store_true", help="print every value of each LSTM output vector")
