@@ -121,6 +121,16 @@ def test_layers_without_gates_are_refused():
         tlp.gate_stats(model, golden_inputs(arrays)[0], layers=["embedding"], progress=False)
 
 
+def test_extract_stats_without_gate_keys_is_refused_not_empty(tmp_path):
+    arrays, _ = load_golden("keras_masked_lstm_gru")
+    model = tlp.load_keras(GOLDENS / "keras_masked_lstm_gru.keras")
+    x = golden_inputs(arrays)[0]
+    with pytest.raises(tlp.InputError, match="gates=True"):
+        tlp.extract(model, x, out=tmp_path / "a", stats=True, progress=False)
+    acts = tlp.extract(model, x, out=tmp_path / "b", layers=["lstm"], gates=True, stats=True, progress=False)
+    assert acts.stats is not None and list(acts.stats) and all(k.startswith("lstm/gates/") for k in acts.stats)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("case", ["keras_masked_lstm_gru", "keras_bidirectional"])
 def test_stats_on_cuda_equal_cpu(case):

@@ -172,7 +172,7 @@ def weights_sha256(model: KerasModel) -> str:
         t = tensor.detach().to("cpu").contiguous()
         digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         if t.numel():
-            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy())  # no copy; hashlib releases the GIL
     return digest.hexdigest()
 
 
@@ -665,6 +665,11 @@ def plan_run(
     if first.inputs is None:
         raise InputError("The first batch holds no inputs.")
     layout = layout_of(model, plan, [x.to(device) for x in first.inputs], storage, packed, gates)
+    if stats and not any(spec.cell for spec in layout.keys):
+        raise InputError(
+            "stats=True summarises gates, and this request stores none. Fix: pass gates=True too (layers= then "
+            "picks the recurrent layers to summarise)."
+        )
     per_shard = max(1, shard_bytes // (layout.sample_bytes * max(1, first.size)))
     request = {
         "layers": [layers] if isinstance(layers, str) else (list(layers) if layers is not None else None),
