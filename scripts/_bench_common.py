@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from typing import Callable
+from typing import Any, Callable
 
 
 def pin_threads(threads: int) -> None:
@@ -58,3 +58,46 @@ def build_seed_model(keras, vocab: int = 20000, dim: int = 100, units: int = 256
         ]
     )
     return model
+
+
+SEED_VOCAB = 20000
+
+
+def scaled_seed_model(steps: int, units: int, device: str, dim: int = 100) -> Any:
+    """The scaled-up seed model (Embedding → LSTM(seq) → LSTM → Dense(1)) built directly, Keras-like init."""
+    import torch
+    from torch import nn
+
+    from torch_lstm_probe.model import KerasModel
+
+    config = {
+        "name": "seed_scaled",
+        "inputs": [{"name": "tokens", "shape": [None, steps], "dtype": "int32"}],
+        "layers": [
+            {"name": "embedding", "type": "Embedding", "config": {"num_embeddings": SEED_VOCAB, "embedding_dim": dim}},
+            {
+                "name": "lstm_1",
+                "type": "LSTM",
+                "config": {"input_size": dim, "hidden_size": units, "return_sequences": True},
+            },
+            {"name": "lstm_2", "type": "LSTM", "config": {"input_size": units, "hidden_size": units}},
+            {
+                "name": "head",
+                "type": "Dense",
+                "config": {"in_features": units, "out_features": 1, "activation": "sigmoid"},
+            },
+        ],
+        "nodes": [
+            {"layer": "embedding", "inputs": [["tokens", 0, 0]]},
+            {"layer": "lstm_1", "inputs": [["embedding", 0, 0]]},
+            {"layer": "lstm_2", "inputs": [["lstm_1", 0, 0]]},
+            {"layer": "head", "inputs": [["lstm_2", 0, 0]]},
+        ],
+        "outputs": [["head", 0, 0]],
+    }
+    torch.manual_seed(0)
+    model = KerasModel(config)
+    for lstm in (model.layer("lstm_1"), model.layer("lstm_2")):
+        for name, p in lstm.named_parameters():
+            nn.init.uniform_(p, -0.08, 0.08) if "weight" in name else nn.init.uniform_(p, -0.1, 0.1)
+    return model.to(device).eval()

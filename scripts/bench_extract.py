@@ -49,7 +49,8 @@ from typing import Any, Callable, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from scripts._bench_common import pin_threads  # noqa: E402
+from scripts._bench_common import SEED_VOCAB as VOCAB  # noqa: E402
+from scripts._bench_common import pin_threads, scaled_seed_model  # noqa: E402
 
 __all__ = ["main", "VARIANTS", "TARGETS"]
 
@@ -68,7 +69,7 @@ TARGETS = {"outputs": 0.85, "gates": 0.55}  # throughput ratio to the plain forw
 MEMORY_FRACTIONS = (1 / 8, 1 / 2, 1)  # of --memory-gb: one under a shard or two, then two past the start-up
 RESULT = "RESULT "
 MIB = 2**20
-VOCAB, DIM = 20000, 100
+DIM = 100
 
 
 # ---------------------------------------------------------------------------------------------- memory
@@ -166,46 +167,6 @@ def _folder_bytes(folder: Path) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- model
-def build_model(steps: int, units: int, device: str) -> Any:
-    """The scaled-up seed model (Embedding → LSTM(seq) → LSTM → Dense(1)) built directly, Keras-like init."""
-    import torch
-    from torch import nn
-
-    from torch_lstm_probe.model import KerasModel
-
-    config = {
-        "name": "seed_scaled",
-        "inputs": [{"name": "tokens", "shape": [None, steps], "dtype": "int32"}],
-        "layers": [
-            {"name": "embedding", "type": "Embedding", "config": {"num_embeddings": VOCAB, "embedding_dim": DIM}},
-            {
-                "name": "lstm_1",
-                "type": "LSTM",
-                "config": {"input_size": DIM, "hidden_size": units, "return_sequences": True},
-            },
-            {"name": "lstm_2", "type": "LSTM", "config": {"input_size": units, "hidden_size": units}},
-            {
-                "name": "head",
-                "type": "Dense",
-                "config": {"in_features": units, "out_features": 1, "activation": "sigmoid"},
-            },
-        ],
-        "nodes": [
-            {"layer": "embedding", "inputs": [["tokens", 0, 0]]},
-            {"layer": "lstm_1", "inputs": [["embedding", 0, 0]]},
-            {"layer": "lstm_2", "inputs": [["lstm_1", 0, 0]]},
-            {"layer": "head", "inputs": [["lstm_2", 0, 0]]},
-        ],
-        "outputs": [["head", 0, 0]],
-    }
-    torch.manual_seed(0)
-    model = KerasModel(config)
-    for lstm in (model.layer("lstm_1"), model.layer("lstm_2")):
-        for name, p in lstm.named_parameters():
-            nn.init.uniform_(p, -0.08, 0.08) if "weight" in name else nn.init.uniform_(p, -0.1, 0.1)
-    return model.to(device).eval()
-
-
 def make_tokens(samples: int, steps: int) -> Any:
     import torch
 
@@ -314,7 +275,7 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
     """
     import torch
 
-    model = build_model(args.steps, args.units, args.device)
+    model = scaled_seed_model(args.steps, args.units, args.device)
     x = make_tokens(args.samples, args.steps)
     work = Path(args.out_dir)
     result: dict[str, Any] = {"variant": args.variant, "samples": args.samples}
@@ -366,7 +327,7 @@ def run_memory(args: argparse.Namespace) -> dict[str, Any]:
 
     import torch_lstm_probe as tlp
 
-    model = build_model(args.steps, args.units, args.device)
+    model = scaled_seed_model(args.steps, args.units, args.device)
     one = tlp.probe(model, make_tokens(1, args.steps).to(args.device), gates=True)
     sample_bytes = sum(v.numel() * 2 for v in one.values())  # float16, one sample, every key
     samples = max(args.batch, math.ceil(args.memory_gb * 2**30 / sample_bytes / args.batch) * args.batch)

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from scripts._bench_common import interleaved_medians, median_time, pin_threads  # noqa: E402
+from scripts._bench_common import interleaved_medians, median_time, pin_threads, scaled_seed_model  # noqa: E402
 
 
 def main() -> None:
@@ -33,41 +33,12 @@ def main() -> None:
 
     import torch_lstm_probe as tlp
     from torch_lstm_probe.layers.recurrent import LSTM
-    from torch_lstm_probe.model import KerasModel
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.manual_seed(0)
     units, dim = args.units, 100
-    config = {
-        "name": "seed_scaled",
-        "inputs": [{"name": "tokens", "shape": [None, args.steps], "dtype": "int32"}],
-        "layers": [
-            {"name": "embedding", "type": "Embedding", "config": {"num_embeddings": 20000, "embedding_dim": dim}},
-            {
-                "name": "lstm_1",
-                "type": "LSTM",
-                "config": {"input_size": dim, "hidden_size": units, "return_sequences": True},
-            },
-            {"name": "lstm_2", "type": "LSTM", "config": {"input_size": units, "hidden_size": units}},
-            {
-                "name": "head",
-                "type": "Dense",
-                "config": {"in_features": units, "out_features": 1, "activation": "sigmoid"},
-            },
-        ],
-        "nodes": [
-            {"layer": "embedding", "inputs": [["tokens", 0, 0]]},
-            {"layer": "lstm_1", "inputs": [["embedding", 0, 0]]},
-            {"layer": "lstm_2", "inputs": [["lstm_1", 0, 0]]},
-            {"layer": "head", "inputs": [["lstm_2", 0, 0]]},
-        ],
-        "outputs": [["head", 0, 0]],
-    }
-    model = KerasModel(config).to(args.device).eval()
-    for lstm in (model.layer("lstm_1"), model.layer("lstm_2")):  # realistic scale: Keras-like init
-        for name, p in lstm.named_parameters():
-            nn.init.uniform_(p, -0.08, 0.08) if "weight" in name else nn.init.uniform_(p, -0.1, 0.1)
+    model = scaled_seed_model(args.steps, units, args.device, dim)  # (B, steps) token ids -> (B, 1)
     x = torch.randint(1, 20000, (args.batch, args.steps), device=args.device)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
 

@@ -17,6 +17,7 @@ from safetensors.numpy import save_file
 
 import torch_lstm_probe as tlp
 import torch_lstm_probe.cli as cli
+from tests.test_cli_extract import _one_line_error
 from torch_lstm_probe.analysis import plots
 from torch_lstm_probe.cli import EXAMPLES, main
 
@@ -45,16 +46,6 @@ def files(tmp_path_factory):
     (folder / "texts.txt").write_text("\n".join(META["docs"]) + "\n", encoding="utf-8")
     (folder / "vocab.json").write_text(json.dumps(META["word_index"]), encoding="utf-8")
     return types.SimpleNamespace(folder=folder, x=x, texts=list(META["docs"]), vocab=folder / "vocab.json")
-
-
-def _one_line_error(capsys, *needles: str) -> str:
-    err = capsys.readouterr().err
-    assert err.startswith("torch-lstm-probe: error: "), err
-    assert len(err.strip().splitlines()) == 1, err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 def _ids(texts, padding="pre", truncating="pre", maxlen=4):

@@ -123,7 +123,7 @@ def test_array_errors(data, names, match):
 
 @pytest.mark.parametrize("batch_size", [0, -1, 2.0, True, None])
 def test_batch_size_must_be_positive_int(batch_size):
-    with pytest.raises(InputError, match="batch_size must be a positive integer"):
+    with pytest.raises(InputError, match="batch_size must be a positive int"):
         as_source(_tokens(), ["x"], batch_size)
 
 

@@ -441,6 +441,36 @@ def _check_data(args: argparse.Namespace) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What every analysis verb starts from (made by :func:`_open_run`)."""
+
+    model: Any
+    data: _Data
+    device: Any
+    batch_size: int
+    custom_layers: Any
+
+
+def _open_run(args: argparse.Namespace) -> _Run:
+    """Checks DATA and the run flags, then loads MODEL and reads DATA for it: the analysis verbs' common start."""
+    from .api import load_keras
+
+    _check_data(args)
+    device = _device(args.device)
+    batch_size = _batch_size(args.batch_size)
+    custom_layers = _custom_layers(args.custom_layers)
+    model = load_keras(args.model, weights=args.weights, custom_layers=custom_layers)
+    return _Run(model, _load_data(args, model), device, batch_size, custom_layers)
+
+
+def _output_folder(value: str, holds: str) -> Path:
+    out = Path(value)
+    if out.exists() and not out.is_dir():
+        raise _CommandLineError(f"--out {value}: is a file. Expected a folder for {holds}.")
+    return out
+
+
 def _load_data(args: argparse.Namespace, model: Any) -> _Data:
     """Reads ``args.data`` (and ``args.vocab``, ``args.padding``, ``args.truncating``) for ``model``.
 
@@ -606,20 +636,16 @@ STATS_LEGEND = (
 
 def _cmd_stats(args: argparse.Namespace) -> int:
     from .analysis import gate_stats
-    from .api import load_keras
 
-    _check_data(args)
-    device = _device(args.device)
-    batch_size = _batch_size(args.batch_size)
     out = _output_path(args.out) if args.out else None
-    model = load_keras(args.model, weights=args.weights, custom_layers=_custom_layers(args.custom_layers))
-    data = _load_data(args, model)
+    run = _open_run(args)
+    data = run.data
     stats = gate_stats(
-        model,
+        run.model,
         data.source,
         layers=_layer_list(args.layers),
-        batch_size=batch_size,
-        device=device,
+        batch_size=run.batch_size,
+        device=run.device,
         progress=not args.no_progress,
     )
     print(f"gate statistics of {data.num_samples:,} samples, {len(stats)} gate keys")
@@ -634,23 +660,17 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 def _cmd_plot(args: argparse.Namespace) -> int:
     from .analysis import gate_stats
     from .analysis.plots import INSTALL_HINT, save_all
-    from .api import load_keras
     from .probe import probe
 
     if importlib.util.find_spec("matplotlib") is None:
         raise _CommandLineError(f"plot needs matplotlib, which is not installed. Fix: {INSTALL_HINT}.")
-    _check_data(args)
-    device = _device(args.device)
-    batch_size = _batch_size(args.batch_size)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise _CommandLineError(f"--out {args.out}: is a file. Expected a folder for the PNG files.")
-    model = load_keras(args.model, weights=args.weights, custom_layers=_custom_layers(args.custom_layers))
-    data = _load_data(args, model)
+    out = _output_folder(args.out, "the PNG files")
+    run = _open_run(args)
+    model, data = run.model, run.data
     layers = _layer_list(args.layers)
     inputs = _sample_inputs(data, model, args.sample)
     stats = gate_stats(
-        model, data.source, layers=layers, batch_size=batch_size, device=device, progress=not args.no_progress
+        model, data.source, layers=layers, batch_size=run.batch_size, device=run.device, progress=not args.no_progress
     )
     acts = probe(model, inputs[0] if len(inputs) == 1 else inputs, layers=layers, gates=True)
     sample = {key: value for key, value in acts.items() if key in stats}
@@ -673,26 +693,20 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 def _cmd_export_lstmvis(args: argparse.Namespace) -> int:
     from .analysis import export_lstmvis
-    from .api import load_keras
 
-    _check_data(args)
-    device = _device(args.device)
-    batch_size = _batch_size(args.batch_size)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise _CommandLineError(f"--out {args.out}: is a file. Expected a folder for the LSTMVis project.")
-    model = load_keras(args.model, weights=args.weights, custom_layers=_custom_layers(args.custom_layers))
-    data = _load_data(args, model)
+    out = _output_folder(args.out, "the LSTMVis project")
+    run = _open_run(args)
+    data = run.data
     result = export_lstmvis(
-        model,
+        run.model,
         data.source,
         out,
         vocab=data.vocab,
         layers=_layer_list(args.layers),
         states=args.states,
         gates=args.gates,
-        batch_size=batch_size,
-        device=device,
+        batch_size=run.batch_size,
+        device=run.device,
         progress=not args.no_progress,
     )
     print(
@@ -708,33 +722,28 @@ def _cmd_export_lstmvis(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .analysis.plots import INSTALL_HINT
     from .analysis.report import build_report
-    from .api import load_keras
 
     if importlib.util.find_spec("matplotlib") is None:
         raise _CommandLineError(f"report needs matplotlib, which is not installed. Fix: {INSTALL_HINT}.")
-    _check_data(args)
-    device = _device(args.device)
-    batch_size = _batch_size(args.batch_size)
     if args.samples < 1:
         raise _CommandLineError(f"--samples {args.samples}: expected a positive number of samples.")
     out = _output_path(args.out)
-    custom_layers = _custom_layers(args.custom_layers)
-    model = load_keras(args.model, weights=args.weights, custom_layers=custom_layers)
-    data = _load_data(args, model)
+    run = _open_run(args)
+    data = run.data
     path = build_report(
-        model,
+        run.model,
         data.source,
         out,
         vocab=data.vocab,
         layers=_layer_list(args.layers),
         samples=args.samples,
-        batch_size=batch_size,
+        batch_size=run.batch_size,
         title=args.title,
         source=args.model,
         weights=args.weights,
-        custom_layers=custom_layers,
+        custom_layers=run.custom_layers,
         heatmaps=args.heatmaps,
-        device=device,
+        device=run.device,
         progress=not args.no_progress,
     )
     print(

@@ -16,7 +16,7 @@ from ..capture.plan import plan_capture, run_plan
 from ..errors import InputError
 from ..extract import distributed as dist
 from ..extract.run import Layout, _progress, _refuse_stateful, layout_of
-from ..extract.sources import as_source
+from ..extract.sources import as_source, positive_int
 from ..model import KerasModel
 from .stats import GateStats, StatsAccumulator
 
@@ -81,8 +81,7 @@ def gate_stats(
         >>> stats = tlp.gate_stats(model, "ids.npy")
         >>> stats["lstm/gates/f"]["sat_high"]   # fraction of steps each unit's forget gate is > 0.9
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive int. Received {batch_size!r}.")
+    positive_int("batch_size", batch_size)
     _refuse_stateful(model)
     world, rank = dist.world()
     if device is not None:

@@ -46,7 +46,7 @@ from ..capture.plan import gate_modules, plan_capture, run_plan
 from ..errors import InputError
 from ..extract.run import _progress, _refuse_stateful, layout_of
 from ..extract.shards import fsync_dir
-from ..extract.sources import as_source
+from ..extract.sources import as_source, positive_int
 from ..model import KerasModel
 from .vocab import Vocabulary, load_vocabulary
 
@@ -146,8 +146,7 @@ def export_lstmvis(
     wanted = wanted_states + wanted_gates
     if not wanted:
         raise InputError("Nothing to export: states and gates are both empty. Expected e.g. states=('c', 'h').")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive int. Received {batch_size!r}.")
+    positive_int("batch_size", batch_size)
     vocabulary = load_vocabulary(vocab) if vocab is not None else None
     _refuse_stateful(model)
     if device is not None:

@@ -44,7 +44,7 @@ from .run import (
     plan_run,
 )
 from .shards import shard_name
-from .sources import Batch, Source, as_source, hash_inputs
+from .sources import Batch, Source, as_source, hash_inputs, positive_int
 
 __all__ = ["extract_ray"]
 
@@ -282,12 +282,6 @@ def _task_blocks(total_batches: int, batch_bytes: int, concurrency: int) -> list
     return [np.arange(a, min(a + per_task, total_batches), dtype=np.int64) for a in range(0, total_batches, per_task)]
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"{name} must be a positive int. Received {value!r}.")
-    return value
-
-
 def extract_ray(
     model: KerasModel,
     data: Any,
@@ -357,9 +351,9 @@ def extract_ray(
     from .reader import open_activations
 
     storage = _storage_dtype(dtype)
-    _positive_int("batch_size", batch_size)
-    _positive_int("shard_bytes", shard_bytes)
-    _positive_int("concurrency", concurrency)
+    positive_int("batch_size", batch_size)
+    positive_int("shard_bytes", shard_bytes)
+    positive_int("concurrency", concurrency)
     if isinstance(num_gpus, bool) or not isinstance(num_gpus, (int, float)) or num_gpus < 0:
         raise InputError(f"num_gpus must be a number >= 0 (GPUs per actor). Received {num_gpus!r}.")
     _refuse_stateful(model)

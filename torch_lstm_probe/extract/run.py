@@ -36,7 +36,7 @@ from ..errors import InputError
 from ..model import KerasModel
 from . import distributed as dist
 from .shards import ShardBuilder, fsync_dir, shard_name, write_json_atomic
-from .sources import Batch, Source, as_source, hash_inputs
+from .sources import Batch, Source, as_source, hash_inputs, positive_int
 
 __all__ = ["extract", "DEFAULT_SHARD_BYTES", "Layout", "layout_of", "ExtractionMismatchError"]
 
@@ -552,10 +552,8 @@ def extract(
     from .reader import open_activations
 
     storage = _storage_dtype(dtype)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive int. Received {batch_size!r}.")
-    if isinstance(shard_bytes, bool) or not isinstance(shard_bytes, int) or shard_bytes < 1:
-        raise InputError(f"shard_bytes must be a positive int. Received {shard_bytes!r}.")
+    positive_int("batch_size", batch_size)
+    positive_int("shard_bytes", shard_bytes)
     _refuse_stateful(model)
     world, rank = dist.world()  # before placing the model: under torchrun it picks this rank's GPU
     if device is not None:

@@ -231,10 +231,15 @@ def _check_names(input_names: Sequence[str]) -> list[str]:
     return names
 
 
+def positive_int(name: str, value: Any) -> int:
+    """``value`` as an int when it is a positive integer (not a bool); else an InputError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"{name} must be a positive int. Received {value!r}.")
+    return int(value)
+
+
 def _check_batch_size(batch_size: Any) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer. Received {batch_size!r}.")
-    return int(batch_size)
+    return positive_int("batch_size", batch_size)
 
 
 def _class_name(obj: Any) -> str:
