@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from torch_lstm_probe.errors import UnsupportedOptionError, WeightMismatchError
-from torch_lstm_probe.layers.recurrent import LSTMConfig
+from torch_lstm_probe.layers.lstm import LSTMConfig
 
 from .common import (
     INIT_REG_CONSTRAINT,

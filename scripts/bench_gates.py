@@ -32,7 +32,7 @@ def main() -> None:
     from torch import nn
 
     import torch_lstm_probe as tlp
-    from torch_lstm_probe.layers.recurrent import LSTM
+    from torch_lstm_probe.layers.lstm import LSTM
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

@@ -11,7 +11,7 @@ import torch
 import torch_lstm_probe as tlp
 from tests.helpers import ATOL, assert_close, keras_layer_outputs, randomize_biases, save, seed
 from tests.reference import lstm_np
-from torch_lstm_probe.layers.recurrent import LSTM, LSTMConfig, lstm_reference
+from torch_lstm_probe.layers.lstm import LSTM, LSTMConfig, lstm_reference
 
 GOLDENS = Path(__file__).parent / "goldens"
 GATES = ("i", "f", "g", "o", "c", "h")
@@ -373,7 +373,7 @@ def test_shared_layer_gates_match_keras_verified_reference(klib, tmp_path):
 
 @pytest.mark.parametrize("steps", [1, 2, 3, 8, 13])
 def test_the_parallel_scan_of_the_cell_recurrence_equals_the_step_loop(steps):
-    from torch_lstm_probe.layers.recurrent import _cell_loop, affine_scan
+    from torch_lstm_probe.layers.lstm import _cell_loop, affine_scan
 
     torch.manual_seed(steps)
     f, ig = torch.rand(3, steps, 4, dtype=torch.float64), torch.randn(3, steps, 4, dtype=torch.float64)

@@ -59,7 +59,7 @@ import torch
 import torch_lstm_probe as tlp
 from tests.helpers import ATOL, assert_close, library_name, randomize_biases, save, seed
 from torch_lstm_probe.layers.gru import GRU, GRUConfig
-from torch_lstm_probe.layers.recurrent import LSTM, LSTMConfig
+from torch_lstm_probe.layers.lstm import LSTM, LSTMConfig
 
 BATCH, STEPS, FEATURES, UNITS = 2, 4, 3, 3
 VOCAB, EMBED = 9, 4

@@ -24,7 +24,7 @@ from .errors import (
     WeightMismatchError,
 )
 from .extract import extract_ray
-from .layers.recurrent import LSTMGates
+from .layers.lstm import LSTMGates
 from .model import KerasModel
 
 __version__ = "0.1.0"

@@ -6,9 +6,9 @@ from .bidirectional import Bidirectional, BidirectionalGates
 from .conv import AveragePooling1D, Conv1D, GlobalAveragePooling1D, GlobalMaxPooling1D, MaxPooling1D
 from .core import Activation, Dense, Dropout, Embedding, Masking, TimeDistributed
 from .gru import GRU, GRUGates, gru_reference
+from .lstm import LSTM, LSTMGates, lstm_reference
 from .merge import Concatenate, Dot, Merge
 from .normalization import BatchNormalization, LayerNormalization
-from .recurrent import LSTM, LSTMGates, lstm_reference
 from .reshape import Cropping1D, Flatten, Permute, RepeatVector, Reshape, UpSampling1D, ZeroPadding1D
 from .simple_rnn import SimpleRNN, SimpleRNNGates, simple_rnn_reference
 

@@ -19,7 +19,7 @@ from torch import nn
 from ..activations import get_activation
 from ..registry import register_module
 from .base import ConfigMixin
-from .rnn_base import SingleStateRecurrent
+from .recurrent import Recurrent, RecurrentConfig
 
 __all__ = ["GRU", "GRUConfig", "GRUGates", "gru_reference"]
 
@@ -38,24 +38,14 @@ class GRUGates(NamedTuple):
 
 
 @dataclass(frozen=True)
-class GRUConfig:
-    input_size: int  # F: features per time step (rows of the Keras kernel)
-    hidden_size: int  # H: Keras `units`
-    activation: str = "tanh"  # runtime activation name, used for the candidate n
+class GRUConfig(RecurrentConfig):
+    """A GRU's config: the recurrent fields (:class:`RecurrentConfig`; ``activation`` is the candidate n's) and:"""
+
     recurrent_activation: str = "sigmoid"  # runtime activation name, used for z and r
-    use_bias: bool = True  # Keras `use_bias`
     reset_after: bool = True  # Keras `reset_after`: r multiplies (h U_n + b_hn), else h before U_n
-    return_sequences: bool = False  # output every step (N, L, H) instead of the last (N, H)
-    return_state: bool = False  # also return the final h: [output, h]
-    go_backwards: bool = False  # process time in reverse; sequence output stays reversed
-    time_major: bool = False  # Keras 2 `time_major`: input and sequence output are (L, N, ·)
-    stateful: bool = False  # carry the final state to the next call, per batch row
-    batch_size: int | None = None  # the fixed batch size of a stateful layer
-    zero_output_for_mask: bool = False  # masked steps output 0 instead of the previous output
-    initial_state_rule: str = "given"  # stateful + initial_state: "given" | "carried_unless_zero" (rnn_base)
 
 
-class GRU(SingleStateRecurrent, ConfigMixin, nn.GRU):
+class GRU(Recurrent, ConfigMixin, nn.GRU):
     r"""A Keras ``GRU`` layer as a PyTorch ``nn.GRU`` with Keras semantics.
 
     Keras packs its kernels ``[z, r, h]``; here they are PyTorch's ``[r, z, n]``. For each
@@ -118,7 +108,10 @@ class GRU(SingleStateRecurrent, ConfigMixin, nn.GRU):
     def _input_projection(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight_ih_l0, self._input_bias())  # (N, L, 3H) as [r, z, n]
 
-    def _cell(self, xp: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    def _cell(
+        self, xp: torch.Tensor, states: tuple[torch.Tensor, ...]
+    ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        (h,) = states
         hidden = self.config.hidden_size
         xr, xz, xn = xp.chunk(3, 1)  # (N, H) each
         if self.config.reset_after:
@@ -132,16 +125,16 @@ class GRU(SingleStateRecurrent, ConfigMixin, nn.GRU):
             r, z = self._ract(xr + hr), self._ract(xz + hz)
             n = self._act(xn + (r * h) @ self.weight_hh_l0[2 * hidden :].t())
         h_new = torch.lerp(n, h, z)  # z h + (1 - z) n
-        return h_new, (z, r, n)
+        return (h_new,), (z, r, n)
 
-    def _gates_from_outputs(self, x: torch.Tensor, h0: torch.Tensor, seq: torch.Tensor) -> GRUGates:
+    def _gates_from_outputs(self, x: torch.Tensor, states0: tuple[torch.Tensor, ...], seq: torch.Tensor) -> GRUGates:
         """Gates of an unmasked call from the fused kernel's outputs.
 
         Every ``h_{t-1}`` is known once the fused pass has run, so all pre-activations are
         batched matmuls over all steps; no recurrence remains.
         """
         hidden = self.config.hidden_size
-        h_prev = torch.cat([h0.unsqueeze(1), seq[:, :-1]], dim=1)  # (N, L, H)
+        h_prev = torch.cat([states0[0].unsqueeze(1), seq[:, :-1]], dim=1)  # (N, L, H)
         xr, xz, xn = self._input_projection(x).chunk(3, dim=2)  # (N, L, H) each
         if self.config.reset_after:
             hr, hz, hn = F.linear(h_prev, self.weight_hh_l0, self.bias_hh_l0 if self.config.use_bias else None).chunk(

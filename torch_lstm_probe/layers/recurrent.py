@@ -1,23 +1,38 @@
-"""Recurrent layers with Keras semantics on PyTorch's fused kernels: LSTM.
-
-Shape legend used in the comments of this file:
+"""The one recurrent skeleton that LSTM, GRU and SimpleRNN specialise: masks, ``go_backwards``,
+``time_major``, stateful buffers, ``initial_state``, ``return_state``, gate hook points, the fused
+kernel (plain and under a contiguous mask) and the exact step loop are written here once; a
+subclass adds its cell (one step, its state and gate names). Shape legend used in the comments:
 
     N = batch size, L = time steps, F = input features, H = units (hidden size).
 
 Tensors are batch-first inside (``(N, L, ·)``) and in Keras layout at the border.
+
+Where the Keras generations differ at call time, the config names the rule to follow:
+
+=========================================  ===============================================
+``initial_state_rule``                     which state a stateful call given ``initial_state``
+                                           starts from
+=========================================  ===============================================
+``"given"`` (Keras 3, Keras ≤ 2.3)         always the given ``initial_state``
+``"carried_unless_zero"`` (tf.keras,       the carried state if any element of any carried
+tf_keras)                                  state tensor is non-zero, else the given one
+=========================================  ===============================================
+
+A call with ``apply_mask=False`` runs unmasked although it receives the input mask (which
+still becomes its output mask): Keras 3 passes the automatic mask only to a layer called with
+exactly one tensor argument, so an RNN called with ``initial_state`` tensors runs unmasked.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from ..activations import get_activation, inplace_activation
+from ..errors import InputError
 from ..masking import (
     Blocks,
     contiguous_blocks,
@@ -27,102 +42,189 @@ from ..masking import (
     unshift_outputs,
     unshift_states,
 )
-from ..registry import register_module
-from .base import ConfigMixin, check_float_input, run_fused_kernel
-from .rnn_base import RecurrentMixin
+from .base import HookPoint, check_float_input, run_fused_kernel
 
-__all__ = ["LSTM", "LSTMConfig", "LSTMGates", "lstm_reference"]
+__all__ = ["INITIAL_STATE_RULES", "Recurrent", "RecurrentConfig", "RecurrentMixin"]
 
-
-class LSTMGates(NamedTuple):
-    """Per-step gates and states of one LSTM call, each ``(N, L, H)`` in processing order.
-
-    For ``go_backwards=True`` index 0 is the last input step. At masked steps ``i f g o`` are 0
-    and ``c h`` hold the carried state.
-    """
-
-    i: torch.Tensor  # input gate σ(z_i)
-    f: torch.Tensor  # forget gate σ(z_f)
-    g: torch.Tensor  # candidate act(z_c)
-    o: torch.Tensor  # output gate σ(z_o)
-    c: torch.Tensor  # cell state after the step
-    h: torch.Tensor  # hidden state after the step
-
-
-GATE_NAMES = ("i", "f", "g", "o", "c", "h")
+# How a stateful layer called with initial_state picks its start state (see the module docstring).
+INITIAL_STATE_RULES = ("given", "carried_unless_zero")
 
 
 @dataclass(frozen=True)
-class LSTMConfig:
+class RecurrentConfig:
+    """The fields every Keras recurrent layer has; a cell's config adds its own after these."""
+
     input_size: int  # F: features per time step (rows of the Keras kernel)
     hidden_size: int  # H: Keras `units`
-    activation: str = "tanh"  # runtime activation name, used for g and for act(c)
-    recurrent_activation: str = "sigmoid"  # runtime activation name, used for i, f, o
+    activation: str = "tanh"  # runtime activation name of the candidate (and of act(c) in an LSTM)
     use_bias: bool = True  # Keras `use_bias`
     return_sequences: bool = False  # output every step (N, L, H) instead of the last (N, H)
-    return_state: bool = False  # also return the final h and c: [output, h, c]
+    return_state: bool = False  # also return the final states: [output, *states]
     go_backwards: bool = False  # process time in reverse; sequence output stays reversed
     time_major: bool = False  # Keras 2 `time_major`: input and sequence output are (L, N, ·)
     stateful: bool = False  # carry the final state to the next call, per batch row
     batch_size: int | None = None  # the fixed batch size of a stateful layer
     zero_output_for_mask: bool = False  # masked steps output 0 instead of the previous output
-    initial_state_rule: str = "given"  # stateful + initial_state: "given" | "carried_unless_zero" (rnn_base)
+    initial_state_rule: str = "given"  # stateful + initial_state: "given" | "carried_unless_zero"
 
 
-class LSTM(RecurrentMixin, ConfigMixin, nn.LSTM):
-    r"""A Keras ``LSTM`` layer as a PyTorch ``nn.LSTM`` with Keras semantics.
+class RecurrentMixin:
+    """What every Keras recurrent layer here shares, whatever its cell: gate hook points, the
+    gate path switch, stateful buffers ``state_<s>`` for each state, the output masks, and the
+    checks of ``initial_state`` and ``mask``.
 
-    For each step t (in processing order), with Keras' packed kernels ``[i, f, c, o]``,
-    which are PyTorch's ``[i, f, g, o]``:
-
-    .. math::
-        z_t = x_t W_{ih}^T + b_{ih} + h_{t-1} W_{hh}^T + b_{hh} \\
-        i_t = σ(z_i),\ f_t = σ(z_f),\ g_t = act(z_g),\ o_t = σ(z_o) \\
-        c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t \\
-        h_t = o_t ⊙ act(c_t)
-
-    where σ is ``recurrent_activation`` and act is ``activation``. Keras' ``kernel`` is
-    ``weight_ih_l0.T``, its ``recurrent_kernel`` is ``weight_hh_l0.T`` and its bias is
-    ``bias_ih_l0`` (``bias_hh_l0`` is zero after conversion).
-
-    Shapes (batch-first; swap N and L when ``time_major``):
-
-    ============================  ===========================================
-    input ``x``                   ``(N, L, F)``
-    ``mask`` (optional, bool)     ``(N, L)``, True where a step is real
-    ``initial_state`` (optional)  ``[h_0, c_0]``, each ``(N, H)``
-    output                        ``(N, L, H)`` if ``return_sequences`` else ``(N, H)``
-    with ``return_state``         ``(output, h_n, c_n)``, states ``(N, H)``
-    ============================  ===========================================
-
-    A stateful layer called with ``initial_state`` starts from the state that
-    ``config.initial_state_rule`` picks, as the Keras generation that wrote the file did (see
-    :mod:`torch_lstm_probe.layers.rnn_base`).
-
-    Runs on the fused ``nn.LSTM`` kernel when the activations are tanh/sigmoid and no mask
-    is given; otherwise on an exact step loop. Gates are computed only when asked for:
-    ``return_gates=True``, or a forward hook on one of ``hook_i … hook_h``.
+    A subclass sets ``STATE_NAMES`` (``("h",)`` or ``("h", "c")``) and ``GATE_NAMES`` and calls
+    :meth:`_init_recurrent` after its parent's ``__init__``.
     """
 
-    Config = LSTMConfig
-    STATE_NAMES = ("h", "c")
-    GATE_NAMES = GATE_NAMES
+    STATE_NAMES: ClassVar[tuple[str, ...]] = ("h",)  # what return_state returns after the output
+    GATE_NAMES: ClassVar[tuple[str, ...]]
+    config: Any
+    gate_path: str
+    hook_mask: HookPoint
+    describe: Any  # ConfigMixin.describe in the concrete classes
+    mask_mode = "custom"
+    takes_mask = True
 
-    def __init__(self, config: LSTMConfig) -> None:
-        super().__init__(config.input_size, config.hidden_size, bias=config.use_bias, batch_first=True)
-        self.config = config
-        self._act = get_activation(config.activation)
-        self._ract = get_activation(config.recurrent_activation)
-        self._act_inplace = inplace_activation(config.activation)
-        self._ract_inplace = inplace_activation(config.recurrent_activation)
-        self._fusable = config.activation == "tanh" and config.recurrent_activation == "sigmoid"
-        self._init_recurrent()
+    def _init_recurrent(self) -> None:
+        """Hook points, the gate path switch and stateful buffers (call after the parent init)."""
+        cfg = self.config
+        if cfg.initial_state_rule not in INITIAL_STATE_RULES:
+            raise ValueError(
+                f"{type(self).__name__} initial_state_rule must be one of {list(INITIAL_STATE_RULES)}. "
+                f"Received {cfg.initial_state_rule!r}."
+            )
+        for name in self.GATE_NAMES:
+            self.add_module(f"hook_{name}", HookPoint())  # type: ignore[attr-defined]
+        self.hook_mask = HookPoint()  # sees the bool (N, L) mask applied, in input time order
+        self.gate_path = "auto"  # how gates are computed: "auto", "fused" or "loop"
+        if cfg.stateful:
+            if cfg.batch_size is None:
+                raise ValueError(f"A stateful {type(self).__name__} needs its fixed batch_size.")
+            for state in self.STATE_NAMES:
+                zeros = torch.zeros(cfg.batch_size, cfg.hidden_size)
+                self.register_buffer(f"state_{state}", zeros, persistent=False)  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------ public API
+    def reset_states(self) -> None:
+        """Zeros the carried state of a stateful layer (no-op otherwise)."""
+        if self.config.stateful:
+            for state in self.STATE_NAMES:
+                getattr(self, f"state_{state}").zero_()
+
+    def compute_mask(self, x: torch.Tensor, mask: torch.Tensor | None) -> Any:
+        """The mask of each output: the input mask for a sequence output, else none."""
+        out_mask = mask if (self.config.return_sequences and mask is not None) else None
+        if self.config.return_state:
+            return (out_mask,) + (None,) * len(self.STATE_NAMES)
+        return out_mask
+
+    def gate_hooks_active(self) -> bool:
+        return any(getattr(self, f"hook_{g}").has_hooks() for g in self.GATE_NAMES)
+
+    def gate_points(self) -> list[tuple[str, HookPoint]]:
+        """``(probe key suffix, hook point)`` for every gate and the applied mask."""
+        points = [(f"/gates/{g}", getattr(self, f"hook_{g}")) for g in self.GATE_NAMES]
+        return points + [("/mask", self.hook_mask)]
+
+    # ------------------------------------------------------------------ shared internals
+    def _gates_after_fused(self, x: torch.Tensor) -> bool:
+        """Whether gates are re-derived after a fused pass (else the step loop computes them).
+
+        ``gate_path`` is ``"auto"`` (fused on accelerators; on CPU the step loop is faster),
+        ``"fused"`` or ``"loop"``. Layers without a fused kernel always use the loop.
+        """
+        if self.gate_path == "auto":
+            return x.device.type != "cpu"
+        return self.gate_path == "fused"
+
+    def _initial_states(
+        self, x: torch.Tensor, n: int, initial_state: Sequence[torch.Tensor] | torch.Tensor | None
+    ) -> tuple[torch.Tensor, ...]:
+        """The states a call starts from: given, carried (stateful) or zeros; each ``(N, H)``.
+
+        A stateful layer given ``initial_state`` follows ``config.initial_state_rule``: with
+        ``"carried_unless_zero"`` it starts from the carried states when any of their elements
+        is non-zero (one test over every state tensor and row, as tf_keras' ``_process_inputs``
+        counts them), else from the given ones. The choice is a ``torch.where`` on a 0-d flag,
+        so the call stays traceable.
+        """
+        cfg = self.config
+        names = self.STATE_NAMES
+        if cfg.stateful and n != cfg.batch_size:
+            raise InputError(
+                f"{self.describe()} is stateful with a batch size fixed at {cfg.batch_size} by the file. "
+                f"Received a batch of {n}. Fix: feed batches of exactly {cfg.batch_size} rows."
+            )
+        if initial_state is not None:
+            states = [initial_state] if isinstance(initial_state, torch.Tensor) else list(initial_state)
+            if len(states) != len(names) or (isinstance(initial_state, torch.Tensor) and len(names) != 1):
+                raise InputError(
+                    f"{self.describe()} takes initial_state=[{', '.join(names)}]. Received {len(states)} tensors."
+                )
+            for name, state in zip(names, states):
+                if tuple(state.shape) != (n, cfg.hidden_size):
+                    raise InputError(
+                        f"{self.describe()}: initial state {name} has shape {tuple(state.shape)}. "
+                        f"Expected ({n}, {cfg.hidden_size}) (batch, units)."
+                    )
+            given = tuple(state.to(x.dtype).contiguous() for state in states)
+            if not (cfg.stateful and cfg.initial_state_rule == "carried_unless_zero"):
+                return given
+            carried = self._carried_states(x)
+            nonzero = torch.stack([(state != 0).any() for state in carried]).any()  # () bool
+            return tuple(torch.where(nonzero, c, g) for c, g in zip(carried, given))
+        if cfg.stateful:
+            return self._carried_states(x)
+        zeros = x.new_zeros(n, cfg.hidden_size)
+        return (zeros,) * len(names)
+
+    def _carried_states(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The carried states of a stateful layer, each ``(N, H)`` in ``x``'s dtype."""
+        return tuple(getattr(self, f"state_{name}").to(x.dtype) for name in self.STATE_NAMES)
+
+    def _store_states(self, *states: torch.Tensor) -> None:
+        """A stateful layer keeps its final states for the next call."""
+        if self.config.stateful:
+            for name, state in zip(self.STATE_NAMES, states):
+                getattr(self, f"state_{name}").copy_(state.detach())
+
+    def _check_mask(self, mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if tuple(mask.shape) != tuple(x.shape[:2]):
+            raise InputError(
+                f"{self.describe()}: mask has shape {tuple(mask.shape)}. Expected {tuple(x.shape[:2])} (batch, time)."
+            )
+        return mask.to(device=x.device, dtype=torch.bool)
+
+
+class Recurrent(RecurrentMixin):
+    """Keras RNN semantics for any cell, around a fused PyTorch kernel: the one recurrent skeleton.
+
+    A subclass (also an ``nn.RNNBase``) provides:
+
+    * ``Gates``: a NamedTuple of the cell's gates followed by its states (``GATE_STATES``, in
+      gate order); ``GATE_NAMES`` its field names; ``STATE_NAMES`` the states in Keras'
+      ``return_state`` order, ``h`` (the output) first;
+    * ``_torch_rnn``: the ``nn.RNNBase`` subclass whose ``forward`` is the fused kernel;
+    * ``_input_projection(x)``: the input part of every pre-activation, ``(N, L, kH)``;
+    * ``_cell(xp_t, states)``: one exact step, returning ``(new states, (gate, ...))`` (the
+      gates without the states);
+    * ``_gates_from_outputs(x, states0, seq)``: every gate of an unmasked call, given all outputs;
+    * optionally ``_fast_loop(x, states0, want_gates)``: a faster unmasked loop, or ``None``.
+
+    The subclass sets ``self._fusable`` (may the fused kernel compute this layer) and calls
+    ``_init_recurrent()`` for the hook points and stateful buffers.
+    """
+
+    Gates: ClassVar[type]
+    GATE_STATES: ClassVar[tuple[str, ...]] = ("h",)
+    _torch_rnn: ClassVar[type[nn.RNNBase]]
+    _fusable: bool
+
     def forward(  # type: ignore[override]
         self,
         x: torch.Tensor,
-        initial_state: Sequence[torch.Tensor] | None = None,
+        initial_state: Sequence[torch.Tensor] | torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
         return_gates: bool = False,
         apply_mask: bool = True,
@@ -131,27 +233,27 @@ class LSTM(RecurrentMixin, ConfigMixin, nn.LSTM):
 
         Args:
             x: ``(N, L, F)`` (``(L, N, F)`` when ``time_major``).
-            initial_state: optional ``[h_0, c_0]``, each ``(N, H)``.
+            initial_state: optional states in ``STATE_NAMES`` order, each ``(N, H)`` (a single
+                state may be passed as one tensor).
             mask: optional bool ``(N, L)`` (``(L, N)`` when ``time_major``); False steps are
                 skipped and carry the state, as in Keras.
             apply_mask: False runs the layer unmasked whatever ``mask`` says; the graph executor
                 still hands the input mask over for the output mask (Keras 3 runs an RNN called
                 with ``initial_state`` tensors unmasked but passes its input mask on).
-            return_gates: also return an :class:`LSTMGates`.
+            return_gates: also return the gates NamedTuple of the layer.
 
         Returns:
-            The Keras output (a tensor, or ``(output, h, c)`` with ``return_state``), and with
+            The Keras output (a tensor, or ``(output, *states)`` with ``return_state``), and with
             ``return_gates`` a pair ``(that, gates)``.
         """
         cfg = self.config
         if not apply_mask:
             mask = None
-        check_float_input(self, x, 3, cfg.input_size, "a 3-D input (batch, time, features)")
+        check_float_input(self, x, 3, cfg.input_size, "a 3-D input (batch, time, features)")  # type: ignore[arg-type]
         if cfg.time_major:
             x = x.transpose(0, 1)  # (N, L, F)
             mask = mask.transpose(0, 1) if mask is not None else None
-        n = x.shape[0]
-        h0, c0 = self._initial_states(x, n, initial_state)
+        states0 = self._initial_states(x, x.shape[0], initial_state)  # each (N, H)
         if mask is not None:
             mask = self._check_mask(mask, x)
             if self.hook_mask.has_hooks():
@@ -163,298 +265,141 @@ class LSTM(RecurrentMixin, ConfigMixin, nn.LSTM):
         want_gates = return_gates or self.gate_hooks_active()
         fused = self._fusable and (not want_gates or self._gates_after_fused(x))
         blocks = contiguous_blocks(mask) if (fused and mask is not None) else None
-        gates: LSTMGates | None = None
         if fused and mask is None:
-            seq, (h, c) = self._fused(x, h0, c0)  # seq (N, L, H)
-            h, c = h[0], c[0]  # (N, H)
-            last = h
-            if want_gates:
-                gates = self._gates_from_outputs(x, h0, c0, seq)
+            seq, states = self._fused(x, states0)  # seq (N, L, H)
+            gates = self._gates_from_outputs(x, states0, seq) if want_gates else None
+            last = states[0]
         elif fused and blocks is not None:
-            seq, h, c, last, gates = self._fused_masked(x, h0, c0, blocks, want_gates)
-        elif mask is None and not (torch.is_grad_enabled() and (x.requires_grad or self.weight_hh_l0.requires_grad)):
-            # The in-place loop is the fastest on CPU but not differentiable: only without autograd.
-            seq, h, c, last, gates = self._time_major_loop(x, h0, c0, want_gates)
+            seq, states, last, gates = self._fused_masked(x, states0, blocks, want_gates)
         else:
-            seq, h, c, last, gates = self._step_loop(x, h0, c0, mask, want_gates)
+            run = self._fast_loop(x, states0, want_gates) if mask is None else None
+            seq, states, last, gates = run if run is not None else self._step_loop(x, states0, mask, want_gates)
 
-        self._store_states(h, c)
+        self._store_states(*states)
         if gates is not None:
-            gates = LSTMGates(*(getattr(self, f"hook_{name}")(value) for name, value in zip(GATE_NAMES, gates)))
+            gates = self.Gates(*(getattr(self, f"hook_{name}")(v) for name, v in zip(self.GATE_NAMES, gates)))
 
         if cfg.return_sequences:
             out = seq.transpose(0, 1) if cfg.time_major else seq
         else:
             out = last
-        result: Any = (out, h, c) if cfg.return_state else out
+        result: Any = (out, *states) if cfg.return_state else out
         return (result, gates) if return_gates else result
 
     # ------------------------------------------------------------------ internals
-    def _bias(self) -> torch.Tensor | None:
-        if not self.config.use_bias:
-            return None
-        return self.bias_ih_l0 + self.bias_hh_l0  # (4H,)
+    def _input_projection(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} defines no input projection")
 
-    def _time_major_loop(
-        self, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, want_gates: bool
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, LSTMGates | None]:
-        """The unmasked step loop, tuned for CPU: time-major buffers, the input projection
-        hoisted out of the loop, every step written in place into the gate buffer.
+    def _cell(
+        self, xp: torch.Tensor, states: tuple[torch.Tensor, ...]
+    ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        raise NotImplementedError(f"{type(self).__name__} defines no cell step")
 
-        The weight rows are regrouped ``[i, f, o, g]`` so the three σ gates are one contiguous
-        slice. Per step: one ``addmm`` into ``Z[t]``, σ and act in place on two slices, then
-        ``c_t = f c_{t-1} + i g`` into ``C[t]`` and ``h_t = o act(c_t)`` into ``H[t]``.
+    def _gates_from_outputs(self, x: torch.Tensor, states0: tuple[torch.Tensor, ...], seq: torch.Tensor) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} cannot derive gates from the fused outputs")
+
+    def _fast_loop(self, x: torch.Tensor, states0: tuple[torch.Tensor, ...], want_gates: bool) -> Any:
+        """A cell's own faster unmasked loop ``(seq, states, last, gates)``, or ``None`` for :meth:`_step_loop`."""
+        return None
+
+    def _fused(self, x: Any, states0: tuple[torch.Tensor, ...]) -> tuple[Any, tuple[torch.Tensor, ...]]:
+        """The fused kernel on ``x`` (a tensor or a PackedSequence): ``(outputs, final states)``."""
+        hx = states0[0].unsqueeze(0) if len(states0) == 1 else tuple(s.unsqueeze(0) for s in states0)
+        y, hn = run_fused_kernel(self, self._torch_rnn.forward, x, hx)
+        finals = (hn[0],) if isinstance(hn, torch.Tensor) else tuple(s[0] for s in hn)  # each (N, H)
+        return y, finals
+
+    def _step_loop(
+        self, x: torch.Tensor, states: tuple[torch.Tensor, ...], mask: torch.Tensor | None, want_gates: bool
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor, Any]:
+        """Exact loop over time with the input projection hoisted out of the loop.
+
+        At a masked step every state is carried, the output is the previous output (or 0 with
+        ``zero_output_for_mask``), and the gates read 0, as in Keras.
         """
         n, steps, _ = x.shape
         hidden = self.config.hidden_size
-        order = self._ifog_order(x.device)
-        bias = self._bias()
-        w_ih = self.weight_ih_l0.index_select(0, order)  # (4H, F), rows [i f o g]
-        w_hh_t = self.weight_hh_l0.index_select(0, order).t()  # (H, 4H)
-        xt = x.transpose(0, 1)  # (L, N, F)
-        z_all = F.linear(xt, w_ih, None if bias is None else bias.index_select(0, order))  # (L, N, 4H)
-        c_all = x.new_empty(steps, n, hidden)  # (L, N, H)
-        h_all = x.new_empty(steps, n, hidden)  # (L, N, H)
-        ract, act = self._ract_inplace, self._act_inplace
-        fused_tanh = self.config.activation == "tanh"
-        i_, f_, o_, g_ = (slice(k * hidden, (k + 1) * hidden) for k in range(4))
-        h, c = h0, c0
-        for t in range(steps):
-            z = z_all[t]  # (N, 4H), becomes [i f o g] in place
-            z.addmm_(h, w_hh_t)
-            ract(z[:, : 3 * hidden])
-            act(z[:, g_])
-            c_t, h_t = c_all[t], h_all[t]
-            torch.mul(z[:, f_], c, out=c_t)
-            c_t.addcmul_(z[:, i_], z[:, g_])
-            if fused_tanh:
-                torch.tanh(c_t, out=h_t)
-            else:
-                h_t.copy_(self._act(c_t))
-            h_t.mul_(z[:, o_])
-            h, c = h_t, c_t
-        seq = h_all.transpose(0, 1)  # (N, L, H) view
-        gates = None
-        if want_gates:
-            zb = z_all.transpose(0, 1)  # (N, L, 4H) view
-            gates = LSTMGates(zb[..., i_], zb[..., f_], zb[..., g_], zb[..., o_], c_all.transpose(0, 1), seq)
-        return seq, h, c, h, gates
-
-    def _ifog_order(self, device: torch.device) -> torch.Tensor:
-        """Row indices regrouping PyTorch's ``[i, f, g, o]`` gate blocks as ``[i, f, o, g]``."""
-        hidden = self.config.hidden_size
-        blocks = torch.arange(4 * hidden, device=device).view(4, hidden)
-        return blocks[[0, 1, 3, 2]].reshape(-1)
-
-    def _step_loop(
-        self,
-        x: torch.Tensor,
-        h: torch.Tensor,
-        c: torch.Tensor,
-        mask: torch.Tensor | None,
-        want_gates: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, LSTMGates | None]:
-        """Exact loop over time with the input projection hoisted out of the loop."""
-        n, steps, _ = x.shape
-        hidden = self.config.hidden_size
-        act, ract = self._act, self._ract
-        xz = F.linear(x, self.weight_ih_l0, self._bias())  # (N, L, 4H)
-        w_hh_t = self.weight_hh_l0.t()  # (H, 4H)
+        zero_output = self.config.zero_output_for_mask
+        inner_count = len(self.GATE_NAMES) - len(self.GATE_STATES)
+        state_at = [self.STATE_NAMES.index(name) for name in self.GATE_STATES]
+        xp = self._input_projection(x)  # (N, L, kH)
         seq = x.new_empty(n, steps, hidden)  # (N, L, H)
         if want_gates:
-            buf = x.new_empty(6, n, steps, hidden)  # i f g o c h, each (N, L, H)
+            buf = x.new_empty(len(self.GATE_NAMES), n, steps, hidden)  # every gate, each (N, L, H)
         if mask is not None:
             prev_out = x.new_zeros(n, hidden)  # Keras' "previous output" starts at 0
         for t in range(steps):
-            z = torch.addmm(xz[:, t], h, w_hh_t)  # (N, 4H)
-            zi, zf, zg, zo = z.chunk(4, 1)
-            i, f, g, o = ract(zi), ract(zf), act(zg), ract(zo)
-            c_new = f * c + i * g
-            h_new = o * act(c_new)
+            new, inner = self._cell(xp[:, t], states)  # states (N, H) each, gates without states
             if mask is None:
-                c, h = c_new, h_new
-                seq[:, t] = h
+                states = new
+                seq[:, t] = new[0]
             else:
                 m = mask[:, t, None]  # (N, 1)
-                c = torch.where(m, c_new, c)
-                h = torch.where(m, h_new, h)
-                if self.config.zero_output_for_mask:
-                    out_t = torch.where(m, h_new, torch.zeros_like(h_new))
-                else:
-                    out_t = torch.where(m, h_new, prev_out)
+                states = tuple(torch.where(m, a, b) for a, b in zip(new, states))
+                out_t = torch.where(m, new[0], torch.zeros_like(new[0]) if zero_output else prev_out)
                 seq[:, t] = out_t
                 prev_out = out_t
                 if want_gates:
-                    i, f, g, o = (torch.where(m, v, torch.zeros_like(v)) for v in (i, f, g, o))
+                    inner = tuple(torch.where(m, v, torch.zeros_like(v)) for v in inner)
             if want_gates:
-                for k, v in enumerate((i, f, g, o, c, h)):
+                for k, v in enumerate(inner):
                     buf[k, :, t] = v
-        last = h if mask is None else seq[:, -1]
-        gates = LSTMGates(*buf.unbind(0)) if want_gates else None
-        return seq, h, c, last, gates
-
-    def _fused(self, x: Any, h0: torch.Tensor, c0: torch.Tensor) -> Any:
-        """``nn.LSTM``'s fused kernel (also differentiable in eval mode on CUDA)."""
-        return run_fused_kernel(self, nn.LSTM.forward, x, (h0.unsqueeze(0), c0.unsqueeze(0)))
+                for k, at in enumerate(state_at):
+                    buf[inner_count + k, :, t] = states[at]
+        last = states[0] if mask is None else seq[:, -1]
+        gates = self.Gates(*buf.unbind(0)) if want_gates else None
+        return seq, states, last, gates
 
     def _fused_masked(
-        self, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, blocks: Blocks, want_gates: bool
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, LSTMGates | None]:
+        self, x: torch.Tensor, states0: tuple[torch.Tensor, ...], blocks: Blocks, want_gates: bool
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor, Any]:
         """A contiguous mask on the fused kernel.
 
         Each row's real steps are shifted to the front; the fused kernel then runs either on the
-        packed sequence (when the final cell state is needed: ``return_state``, ``stateful``)
-        or on the whole shifted tensor, whose steps past each row's end are never read. The
-        outputs are shifted back and masked steps filled as Keras does.
+        packed sequence (when a final state other than the output is needed: ``return_state`` or
+        ``stateful`` with several states) or on the whole shifted tensor, whose steps past each
+        row's end are never read (the final ``h`` is then the output at the row's last real step).
+        The outputs are shifted back and masked steps filled as Keras does.
         """
-        steps = x.shape[1]
+        cfg = self.config
         xs = shift_rows(x, blocks)  # (N, L, F), real steps first
         empty = (blocks.length == 0)[:, None]  # (N, 1): fully masked rows keep the initial state
-        if self.config.return_state or self.config.stateful:
+        finals: list[torch.Tensor | None]
+        if len(states0) > 1 and (cfg.return_state or cfg.stateful):
             lengths = blocks.length.clamp(min=1).cpu()
             packed = pack_padded_sequence(xs, lengths, batch_first=True, enforce_sorted=False)
-            out, (h, c) = self._fused(packed, h0, c0)
-            y, _ = pad_packed_sequence(out, batch_first=True, total_length=steps)  # (N, L, H)
-            h, c = h[0], c[0]  # (N, H)
-            c = torch.where(empty, c0, c)
+            out, ends = self._fused(packed, states0)
+            y, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])  # (N, L, H)
+            finals = [torch.where(empty, s0, s) for s0, s in zip(states0, ends)]
         else:
-            y, _ = self._fused(xs, h0, c0)  # (N, L, H); rows past their length hold unused values
-            h = last_real_step(y, blocks)  # (N, H)
-            c = None
-        h = torch.where(empty, h0, h)
+            y, _ = self._fused(xs, states0)  # (N, L, H); rows past their length hold unused values
+            finals = [torch.where(empty, states0[0], last_real_step(y, blocks))] + [None] * (len(states0) - 1)
+        h = finals[0]
+        assert h is not None
         final_out = torch.where(empty, torch.zeros_like(h), h)
         gates = None
         if want_gates:
-            g = self._gates_from_outputs(xs, h0, c0, y)
-            if c is None:
-                c = torch.where(empty, c0, last_real_step(g.c, blocks))
-            gates = LSTMGates(
-                *(unshift_gates(v, blocks) for v in g[:4]),
-                unshift_states(g.c, blocks, c0, c),
-                unshift_states(g.h, blocks, h0, h),
-            )
+            g = self._gates_from_outputs(xs, states0, y)
+            inner_count = len(self.GATE_NAMES) - len(self.GATE_STATES)
+            held = []
+            for name, value in zip(self.GATE_STATES, g[inner_count:]):
+                at = self.STATE_NAMES.index(name)
+                end = finals[at]
+                if end is None:
+                    end = finals[at] = torch.where(empty, states0[at], last_real_step(value, blocks))
+                held.append(unshift_states(value, blocks, states0[at], end))
+            gates = self.Gates(*(unshift_gates(v, blocks) for v in g[:inner_count]), *held)
         # Last: with right padding this writes into y, which the gates above read.
-        seq = unshift_outputs(y, blocks, final_out, self.config.zero_output_for_mask)
-        return seq, h, c, seq[:, -1], gates  # type: ignore[return-value]
+        seq = unshift_outputs(y, blocks, final_out, cfg.zero_output_for_mask)
+        return seq, tuple(finals), seq[:, -1], gates  # type: ignore[arg-type]
 
-    def _gates_from_outputs(self, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, seq: torch.Tensor) -> LSTMGates:
-        """Gates of an unmasked call from the fused kernel's outputs.
-
-        Every ``h_{t-1}`` is known once the fused pass has run, so all pre-activations are one
-        batched matmul; ``c_t = f_t c_{t-1} + i_t g_t`` is then a linear recurrence, solved on an
-        accelerator by a parallel scan (:func:`affine_scan`): element-wise, no loop over time.
-        """
-        h_prev = torch.cat([h0.unsqueeze(1), seq[:, :-1]], dim=1)  # (N, L, H)
-        z = F.linear(x, self.weight_ih_l0, self._bias()) + F.linear(h_prev, self.weight_hh_l0)  # (N, L, 4H)
-        zi, zf, zg, zo = z.chunk(4, dim=2)
-        i, f, g, o = self._ract(zi), self._ract(zf), self._act(zg), self._ract(zo)  # (N, L, H) each
-        if x.device.type == "cpu":  # on a CPU the step loop reads each value once: 6x faster than the scan
-            return LSTMGates(i, f, g, o, _cell_loop(f, i * g, c0), seq)
-        return LSTMGates(i, f, g, o, affine_scan(f, i * g, c0), seq)
-
-    def extra_repr(self) -> str:
+    def _repr_parts(self, activations: Sequence[str]) -> list[str]:
         cfg = self.config
         parts = [f"{cfg.input_size}, {cfg.hidden_size}"]
-        for key in ("activation", "recurrent_activation"):
+        for key in activations:
             parts.append(f"{key}={getattr(cfg, key)!r}")
         for key in ("use_bias", "return_sequences", "return_state", "go_backwards", "time_major", "stateful"):
             default = key == "use_bias"
             if getattr(cfg, key) != default:
                 parts.append(f"{key}={getattr(cfg, key)}")
-        return ", ".join(parts)
-
-
-register_module("LSTM")(LSTM)
-
-
-def _cell_loop(f: torch.Tensor, ig: torch.Tensor, c0: torch.Tensor) -> torch.Tensor:
-    """``c_t = f_t c_{t-1} + ig_t`` step by step; (N, L, H)."""
-    cs = torch.empty_like(ig)
-    c = c0
-    for t in range(ig.shape[1]):
-        c = torch.addcmul(ig[:, t], f[:, t], c)
-        cs[:, t] = c
-    return cs
-
-
-def affine_scan(a: torch.Tensor, b: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-    """Every ``x_t = a_t x_{t-1} + b_t`` from ``x0``, by a Hillis-Steele scan over time.
-
-    The maps ``x -> a x + b`` compose associatively (``(a2, b2) after (a1, b1) = (a2 a1, a2 b1 + b2)``),
-    so ``ceil(log2 L)`` element-wise rounds give every step: a handful of kernels on an accelerator
-    instead of one per step. The sums are grouped differently from the step-by-step recurrence,
-    so results agree with it to rounding (a few ulp per round).
-
-    Args:
-        a, b: ``(N, L, H)``.
-        x0: ``(N, H)``.
-
-    Returns:
-        ``(N, L, H)``: ``x_1 .. x_L``.
-    """
-    steps = a.shape[1]
-    shift = 1
-    while shift < steps:
-        a_prev, b_prev = a[:, :-shift], b[:, :-shift]  # (N, L - shift, H): the maps ending shift steps earlier
-        b = torch.cat([b[:, :shift], torch.addcmul(b[:, shift:], a[:, shift:], b_prev)], dim=1)
-        a = torch.cat([a[:, :shift], a[:, shift:] * a_prev], dim=1)
-        shift *= 2
-    return torch.addcmul(b, a, x0.unsqueeze(1))  # (N, L, H)
-
-
-def lstm_reference(
-    x: torch.Tensor,
-    weight_ih: torch.Tensor,
-    weight_hh: torch.Tensor,
-    bias: torch.Tensor | None,
-    activation: str = "tanh",
-    recurrent_activation: str = "sigmoid",
-    h0: torch.Tensor | None = None,
-    c0: torch.Tensor | None = None,
-    mask: torch.Tensor | None = None,
-    zero_output_for_mask: bool = False,
-) -> tuple[torch.Tensor, LSTMGates]:
-    """The plain step-by-step oracle: one ``LSTMCell``-style step per time step, no tricks.
-
-    Args:
-        x: ``(N, L, F)`` in processing order.
-        weight_ih, weight_hh, bias: PyTorch layout ``(4H, F)``, ``(4H, H)``, ``(4H,)``.
-        mask: optional bool ``(N, L)``; masked steps carry the state.
-
-    Returns:
-        ``(seq, gates)``: the sequence output ``(N, L, H)`` and every gate ``(N, L, H)``.
-    """
-    act, ract = get_activation(activation), get_activation(recurrent_activation)
-    n, steps, _ = x.shape
-    hidden = weight_hh.shape[1]
-    h = x.new_zeros(n, hidden) if h0 is None else h0
-    c = x.new_zeros(n, hidden) if c0 is None else c0
-    prev = x.new_zeros(n, hidden)
-    rows: list[list[torch.Tensor]] = [[] for _ in range(7)]
-    for t in range(steps):
-        z = x[:, t] @ weight_ih.T + h @ weight_hh.T
-        if bias is not None:
-            z = z + bias
-        zi, zf, zg, zo = z.split(hidden, dim=1)
-        i, f, g, o = ract(zi), ract(zf), act(zg), ract(zo)
-        c_new = f * c + i * g
-        h_new = o * act(c_new)
-        m = torch.ones(n, 1, dtype=torch.bool, device=x.device) if mask is None else mask[:, t, None]
-        zero = torch.zeros_like(h_new)
-        c, h = torch.where(m, c_new, c), torch.where(m, h_new, h)
-        out = torch.where(m, h_new, zero if zero_output_for_mask else prev)
-        prev = out
-        for k, v in enumerate(
-            (
-                torch.where(m, i, zero),
-                torch.where(m, f, zero),
-                torch.where(m, g, zero),
-                torch.where(m, o, zero),
-                c,
-                h,
-                out,
-            )
-        ):
-            rows[k].append(v)
-    stacked = [torch.stack(r, dim=1) for r in rows]
-    return stacked[6], LSTMGates(*stacked[:6])
+        return parts

@@ -17,7 +17,7 @@ from torch import nn
 from ..activations import get_activation
 from ..registry import register_module
 from .base import ConfigMixin
-from .rnn_base import SingleStateRecurrent
+from .recurrent import Recurrent, RecurrentConfig
 
 __all__ = ["SimpleRNN", "SimpleRNNConfig", "SimpleRNNGates", "simple_rnn_reference"]
 
@@ -32,25 +32,14 @@ class SimpleRNNGates(NamedTuple):
 
 
 @dataclass(frozen=True)
-class SimpleRNNConfig:
-    input_size: int  # F: features per time step (rows of the Keras kernel)
-    hidden_size: int  # H: Keras `units`
-    activation: str = "tanh"  # runtime activation name
-    use_bias: bool = True  # Keras `use_bias`
-    return_sequences: bool = False  # output every step (N, L, H) instead of the last (N, H)
-    return_state: bool = False  # also return the final h: [output, h]
-    go_backwards: bool = False  # process time in reverse; sequence output stays reversed
-    time_major: bool = False  # Keras 2 `time_major`: input and sequence output are (L, N, ·)
-    stateful: bool = False  # carry the final state to the next call, per batch row
-    batch_size: int | None = None  # the fixed batch size of a stateful layer
-    zero_output_for_mask: bool = False  # masked steps output 0 instead of the previous output
-    initial_state_rule: str = "given"  # stateful + initial_state: "given" | "carried_unless_zero" (rnn_base)
+class SimpleRNNConfig(RecurrentConfig):
+    """A SimpleRNN's config: the recurrent fields (:class:`RecurrentConfig`) and nothing more."""
 
 
 _TORCH_NONLINEARITY = {"tanh": "tanh", "relu": "relu"}
 
 
-class SimpleRNN(SingleStateRecurrent, ConfigMixin, nn.RNN):
+class SimpleRNN(Recurrent, ConfigMixin, nn.RNN):
     r"""A Keras ``SimpleRNN`` layer as a PyTorch ``nn.RNN`` with Keras semantics.
 
     For each step t (in processing order):
@@ -100,10 +89,14 @@ class SimpleRNN(SingleStateRecurrent, ConfigMixin, nn.RNN):
     def _input_projection(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight_ih_l0, self._bias())  # (N, L, H)
 
-    def _cell(self, xp: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        return self._act(torch.addmm(xp, h, self.weight_hh_l0.t())), ()
+    def _cell(
+        self, xp: torch.Tensor, states: tuple[torch.Tensor, ...]
+    ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        return (self._act(torch.addmm(xp, states[0], self.weight_hh_l0.t())),), ()
 
-    def _gates_from_outputs(self, x: torch.Tensor, h0: torch.Tensor, seq: torch.Tensor) -> SimpleRNNGates:
+    def _gates_from_outputs(
+        self, x: torch.Tensor, states0: tuple[torch.Tensor, ...], seq: torch.Tensor
+    ) -> SimpleRNNGates:
         return SimpleRNNGates(seq)
 
     def extra_repr(self) -> str:
