@@ -66,6 +66,16 @@ def main() -> None:
         model(x)
         sync()
 
+    def edited(keys: tuple[str, ...]):
+        edits = {key: tlp.set_units(1.0, units=[0]) for key in keys}
+
+        def run() -> None:
+            set_path("auto")
+            tlp.intervene(model, x, edits)
+            sync()
+
+        return run
+
     with torch.inference_mode():
         times = interleaved_medians(
             {
@@ -73,10 +83,13 @@ def main() -> None:
                 "auto": gates_with("auto"),
                 "loop": gates_with("loop"),
                 "fused": gates_with("fused"),
+                "edit_1": edited(("lstm_1/gates/f",)),
+                "edit_2": edited(("lstm_1/gates/f", "lstm_2/gates/f")),
             },
             args.repeats,
         )
         plain = times.pop("plain")
+        edit_times = {"one layer": times.pop("edit_1"), "both layers": times.pop("edit_2")}
         results = times
         set_path("auto")
 
@@ -121,6 +134,11 @@ def main() -> None:
     for path, t in results.items():
         print(
             f"{'forward + all gates, path=' + path:40s} {t * 1e3:9.2f} ms   {args.batch / t:9.0f} seq/s   ratio {t / plain:.2f}x (target <= 1.5)"
+        )
+    for what, t in edit_times.items():
+        print(
+            f"{'tlp.intervene, f edited in ' + what:40s} {t * 1e3:9.2f} ms   {args.batch / t:9.0f} seq/s   "
+            f"ratio {t / plain:.2f}x (the edited layers run their exact step loop)"
         )
     print(f"{'Python nn.LSTMCell loop (no gates!)':40s} {cell_time * 1e3:9.2f} ms   ratio {cell_time / plain:.2f}x")
     print(

@@ -24,6 +24,7 @@ from .errors import (
     WeightMismatchError,
 )
 from .extract import extract_ray
+from .intervene import intervene, scale_units, set_units
 from .layers.lstm import LSTMGates
 from .model import KerasModel
 
@@ -32,6 +33,9 @@ __version__ = "0.1.0"
 __all__ = [
     "load_keras",
     "probe",
+    "intervene",
+    "set_units",
+    "scale_units",
     "extract",
     "open_activations",
     "extract_ray",

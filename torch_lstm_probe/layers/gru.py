@@ -10,7 +10,7 @@ Tensors are batch-first inside (``(N, L, ·)``) and in Keras layout at the borde
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -109,22 +109,27 @@ class GRU(Recurrent, ConfigMixin, nn.GRU):
         return F.linear(x, self.weight_ih_l0, self._input_bias())  # (N, L, 3H) as [r, z, n]
 
     def _cell(
-        self, xp: torch.Tensor, states: tuple[torch.Tensor, ...]
+        self,
+        xp: torch.Tensor,
+        states: tuple[torch.Tensor, ...],
+        edit: Callable[[str, torch.Tensor], torch.Tensor] | None,
     ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        """One exact step (see the class docstring); ``edit`` replaces r and z as computed, then n, then h."""
         (h,) = states
+        keep = (lambda name, v: v) if edit is None else edit
         hidden = self.config.hidden_size
         xr, xz, xn = xp.chunk(3, 1)  # (N, H) each
         if self.config.reset_after:
             hp = F.linear(h, self.weight_hh_l0, self.bias_hh_l0 if self.config.use_bias else None)  # (N, 3H)
             hr, hz, hn = hp.chunk(3, 1)
-            r, z = self._ract(xr + hr), self._ract(xz + hz)
-            n = self._act(xn + r * hn)
+            r, z = keep("r", self._ract(xr + hr)), keep("z", self._ract(xz + hz))
+            n = keep("n", self._act(xn + r * hn))
         else:
             hrz = h @ self.weight_hh_l0[: 2 * hidden].t()  # (N, 2H)
             hr, hz = hrz.chunk(2, 1)
-            r, z = self._ract(xr + hr), self._ract(xz + hz)
-            n = self._act(xn + (r * h) @ self.weight_hh_l0[2 * hidden :].t())
-        h_new = torch.lerp(n, h, z)  # z h + (1 - z) n
+            r, z = keep("r", self._ract(xr + hr)), keep("z", self._ract(xz + hz))
+            n = keep("n", self._act(xn + (r * h) @ self.weight_hh_l0[2 * hidden :].t()))
+        h_new = keep("h", torch.lerp(n, h, z))  # z h + (1 - z) n
         return (h_new,), (z, r, n)
 
     def _gates_from_outputs(self, x: torch.Tensor, states0: tuple[torch.Tensor, ...], seq: torch.Tensor) -> GRUGates:

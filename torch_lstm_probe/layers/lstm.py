@@ -10,7 +10,7 @@ Tensors are batch-first inside (``(N, L, ·)``) and in Keras layout at the borde
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -166,15 +166,23 @@ class LSTM(Recurrent, ConfigMixin, nn.LSTM):
         return F.linear(x, self.weight_ih_l0, self._bias())  # (N, L, 4H) as [i f g o]
 
     def _cell(
-        self, xp: torch.Tensor, states: tuple[torch.Tensor, ...]
+        self,
+        xp: torch.Tensor,
+        states: tuple[torch.Tensor, ...],
+        edit: Callable[[str, torch.Tensor], torch.Tensor] | None,
     ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
-        """One exact step from ``(h, c)``: ``((h_t, c_t), (i, f, g, o))``, each ``(N, H)``."""
+        """One exact step from ``(h, c)``: ``((h_t, c_t), (i, f, g, o))``, each ``(N, H)``; an edited gate or
+        state replaces the computed one before anything reads it."""
         h, c = states
         z = torch.addmm(xp, h, self.weight_hh_l0.t())  # (N, 4H)
         zi, zf, zg, zo = z.chunk(4, 1)
         i, f, g, o = self._ract(zi), self._ract(zf), self._act(zg), self._ract(zo)
-        c_new = f * c + i * g
-        return (o * self._act(c_new), c_new), (i, f, g, o)
+        if edit is None:
+            c_new = f * c + i * g
+            return (o * self._act(c_new), c_new), (i, f, g, o)
+        i, f, g, o = edit("i", i), edit("f", f), edit("g", g), edit("o", o)
+        c_new = edit("c", f * c + i * g)
+        return (edit("h", o * self._act(c_new)), c_new), (i, f, g, o)
 
     def _fast_loop(self, x: torch.Tensor, states0: tuple[torch.Tensor, ...], want_gates: bool) -> Any:
         """The in-place time-major loop, the fastest on CPU but not differentiable: only without autograd."""

@@ -26,7 +26,7 @@ exactly one tensor argument, so an RNN called with ``initial_state`` tensors run
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -44,7 +44,9 @@ from ..masking import (
 )
 from .base import HookPoint, check_float_input, run_fused_kernel
 
-__all__ = ["INITIAL_STATE_RULES", "Recurrent", "RecurrentConfig", "RecurrentMixin"]
+__all__ = ["INITIAL_STATE_RULES", "Edit", "Recurrent", "RecurrentConfig", "RecurrentMixin"]
+
+Edit = Callable[[int, torch.Tensor], torch.Tensor]  # (step in processing order, value (N, H)) -> value (N, H)
 
 # How a stateful layer called with initial_state picks its start state (see the module docstring).
 INITIAL_STATE_RULES = ("given", "carried_unless_zero")
@@ -228,11 +230,17 @@ class Recurrent(RecurrentMixin):
         mask: torch.Tensor | None = None,
         return_gates: bool = False,
         apply_mask: bool = True,
+        edits: Mapping[str, Edit] | None = None,
     ) -> Any:
         """Runs the layer on ``x`` in Keras layout.
 
         Args:
             x: ``(N, L, F)`` (``(L, N, F)`` when ``time_major``).
+            edits: ``{gate name: fn(step, value) -> value}``: inside the exact step loop, each
+                named gate or state of every step (processing order) at which some row is
+                unmasked is replaced by ``fn``'s result before the step goes on, so the edit
+                flows into the rest of the step, the later steps and the output. ``None`` or
+                empty: no edit, and the fused paths run as usual.
             initial_state: optional states in ``STATE_NAMES`` order, each ``(N, H)`` (a single
                 state may be passed as one tensor).
             mask: optional bool ``(N, L)`` (``(L, N)`` when ``time_major``); False steps are
@@ -263,9 +271,11 @@ class Recurrent(RecurrentMixin):
             mask = mask.flip(1) if mask is not None else None
 
         want_gates = return_gates or self.gate_hooks_active()
-        fused = self._fusable and (not want_gates or self._gates_after_fused(x))
+        fused = not edits and self._fusable and (not want_gates or self._gates_after_fused(x))
         blocks = contiguous_blocks(mask) if (fused and mask is not None) else None
-        if fused and mask is None:
+        if edits:
+            seq, states, last, gates = self._step_loop(x, states0, mask, want_gates, self._check_edits(edits))
+        elif fused and mask is None:
             seq, states = self._fused(x, states0)  # seq (N, L, H)
             gates = self._gates_from_outputs(x, states0, seq) if want_gates else None
             last = states[0]
@@ -291,12 +301,28 @@ class Recurrent(RecurrentMixin):
         raise NotImplementedError(f"{type(self).__name__} defines no input projection")
 
     def _cell(
-        self, xp: torch.Tensor, states: tuple[torch.Tensor, ...]
+        self,
+        xp: torch.Tensor,
+        states: tuple[torch.Tensor, ...],
+        edit: Callable[[str, torch.Tensor], torch.Tensor] | None,
     ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        """One exact step; ``edit(name, value)``, when given, replaces each gate and state as it is computed."""
         raise NotImplementedError(f"{type(self).__name__} defines no cell step")
 
     def _gates_from_outputs(self, x: torch.Tensor, states0: tuple[torch.Tensor, ...], seq: torch.Tensor) -> Any:
         raise NotImplementedError(f"{type(self).__name__} cannot derive gates from the fused outputs")
+
+    def _check_edits(self, edits: Mapping[str, Edit]) -> dict[str, Edit]:
+        unknown = sorted(set(edits) - set(self.GATE_NAMES))
+        if unknown:
+            raise InputError(
+                f"{self.describe()} has no gate or state {', '.join(map(repr, unknown))} to edit. "
+                f"Expected some of {', '.join(self.GATE_NAMES)}."
+            )
+        for name, fn in edits.items():
+            if not callable(fn):
+                raise InputError(f"The edit of {name!r} in {self.describe()} is {fn!r}. Expected fn(step, value).")
+        return dict(edits)
 
     def _fast_loop(self, x: torch.Tensor, states0: tuple[torch.Tensor, ...], want_gates: bool) -> Any:
         """A cell's own faster unmasked loop ``(seq, states, last, gates)``, or ``None`` for :meth:`_step_loop`."""
@@ -310,7 +336,12 @@ class Recurrent(RecurrentMixin):
         return y, finals
 
     def _step_loop(
-        self, x: torch.Tensor, states: tuple[torch.Tensor, ...], mask: torch.Tensor | None, want_gates: bool
+        self,
+        x: torch.Tensor,
+        states: tuple[torch.Tensor, ...],
+        mask: torch.Tensor | None,
+        want_gates: bool,
+        edits: dict[str, Edit] | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor, Any]:
         """Exact loop over time with the input projection hoisted out of the loop.
 
@@ -329,7 +360,10 @@ class Recurrent(RecurrentMixin):
         if mask is not None:
             prev_out = x.new_zeros(n, hidden)  # Keras' "previous output" starts at 0
         for t in range(steps):
-            new, inner = self._cell(xp[:, t], states)  # states (N, H) each, gates without states
+            edit = None
+            if edits and (mask is None or bool(mask[:, t].any())):
+                edit = _step_edit(self, edits, t)
+            new, inner = self._cell(xp[:, t], states, edit)  # states (N, H) each, gates without states
             if mask is None:
                 states = new
                 seq[:, t] = new[0]
@@ -403,3 +437,22 @@ class Recurrent(RecurrentMixin):
             if getattr(cfg, key) != default:
                 parts.append(f"{key}={getattr(cfg, key)}")
         return parts
+
+
+def _step_edit(layer: Any, edits: dict[str, Edit], step: int) -> Callable[[str, torch.Tensor], torch.Tensor]:
+    """The edit of one step: ``edits[name](step, value)`` where ``name`` is edited, checked to keep its shape."""
+
+    def edit(name: str, value: torch.Tensor) -> torch.Tensor:
+        fn = edits.get(name)
+        if fn is None:
+            return value
+        out = fn(step, value)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(value.shape):
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise InputError(
+                f"The edit of {name!r} in {layer.describe()} returned {got} at step {step}. "
+                f"Expected a tensor of shape {tuple(value.shape)} (batch, units)."
+            )
+        return out.to(value.dtype)
+
+    return edit

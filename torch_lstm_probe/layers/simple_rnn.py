@@ -8,7 +8,7 @@ Shape legend used in the comments of this file:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -90,9 +90,13 @@ class SimpleRNN(Recurrent, ConfigMixin, nn.RNN):
         return F.linear(x, self.weight_ih_l0, self._bias())  # (N, L, H)
 
     def _cell(
-        self, xp: torch.Tensor, states: tuple[torch.Tensor, ...]
+        self,
+        xp: torch.Tensor,
+        states: tuple[torch.Tensor, ...],
+        edit: Callable[[str, torch.Tensor], torch.Tensor] | None,
     ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
-        return (self._act(torch.addmm(xp, states[0], self.weight_hh_l0.t())),), ()
+        h = self._act(torch.addmm(xp, states[0], self.weight_hh_l0.t()))  # (N, H)
+        return (h if edit is None else edit("h", h),), ()
 
     def _gates_from_outputs(
         self, x: torch.Tensor, states0: tuple[torch.Tensor, ...], seq: torch.Tensor

@@ -1,0 +1,162 @@
+"""tlp.intervene: edits of gates and states inside the recurrence, checked against independent float64
+step loops (tests/reference.py) that apply the same edit, layer by layer through stacked models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import torch_lstm_probe as tlp
+from tests.reference import gru_np, lstm_np, simple_rnn_np
+from tests.test_goldens import GOLDENS, golden_inputs, load_golden
+from torch_lstm_probe.layers import GRU, LSTM, SimpleRNN
+
+ATOL = 1e-5
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().double().cpu().numpy()
+
+
+def reference(module, x: np.ndarray, mask: np.ndarray | None, edits: dict | None) -> dict[str, np.ndarray]:
+    """The independent float64 run of one recurrent module (its weights, its Keras options) with ``edits``."""
+    cfg = module.config
+    common = dict(mask=mask, go_backwards=cfg.go_backwards, zero_output_for_mask=cfg.zero_output_for_mask, edits=edits)
+    w_ih, w_hh = _np(module.weight_ih_l0), _np(module.weight_hh_l0)
+    if isinstance(module, LSTM):
+        bias = _np(module.bias_ih_l0 + module.bias_hh_l0) if cfg.use_bias else None
+        return lstm_np(x, w_ih.T, w_hh.T, bias, cfg.activation, cfg.recurrent_activation, **common)
+    if isinstance(module, GRU):
+        b_ih = _np(module.bias_ih_l0) if cfg.use_bias else None
+        b_hh = _np(module.bias_hh_l0) if cfg.use_bias else None
+        return gru_np(x, w_ih, w_hh, b_ih, b_hh, reset_after=cfg.reset_after, **common)
+    assert isinstance(module, SimpleRNN)
+    bias = _np(module.bias_ih_l0 + module.bias_hh_l0) if cfg.use_bias else None
+    return simple_rnn_np(x, w_ih, w_hh, bias, cfg.activation, **common)
+
+
+# An edit spec builds the same edit for NumPy (the reference) and for the model.
+def _edit(spec, for_numpy: bool):
+    kind, units, steps, arg = spec
+
+    def fn(step, value):
+        if steps is not None and step not in steps:
+            return value
+        out = value.copy() if for_numpy else value.clone()
+        if kind == "set":
+            out[:, units] = arg
+        elif kind == "scale":
+            out[:, units] = value[:, units] * arg
+        elif kind == "patch":  # activation patching: the source run's value at this step
+            source = arg[:, step][:, units]
+            out[:, units] = source if for_numpy else torch.as_tensor(source, dtype=value.dtype)
+        return out
+
+    return fn
+
+
+def _cells(model):
+    """(probe key prefix, recurrent module, input layer name) in graph order, Bidirectional halves apart."""
+    names = [None] + [p for p, _ in model.iter_layers()]  # None: the model's input
+    for k, (path, module) in enumerate(model.iter_layers()):
+        if isinstance(module, (LSTM, GRU, SimpleRNN)):
+            yield path, module, names[k]
+        for half in ("forward", "backward"):
+            sub = getattr(module, f"{half}_layer", None)
+            if sub is not None:
+                yield f"{path}/{half}", sub, names[k]
+
+
+CASES = [  # golden, edited key, gate, spec (kind, units, steps, value)
+    ("keras_masked_lstm_gru", "lstm", "f", ("set", [0, 2], {1, 2, 3}, 1.0)),
+    ("keras_masked_lstm_gru", "lstm", "i", ("scale", slice(None), None, 0.5)),
+    ("keras_masked_lstm_gru", "lstm", "c", ("set", [1], None, 0.0)),
+    ("keras_masked_lstm_gru", "lstm", "h", ("scale", [0], {0, 4}, -2.0)),
+    ("keras_masked_lstm_gru", "lstm", "g", ("set", [3], {2}, 0.9)),
+    ("keras_masked_lstm_gru", "lstm", "o", ("set", slice(0, 2), None, 0.0)),
+    ("keras_masked_lstm_gru", "gru", "z", ("set", [0], None, 1.0)),
+    ("keras_masked_lstm_gru", "gru", "r", ("scale", slice(None), {1, 3}, 0.0)),
+    ("keras_masked_lstm_gru", "gru", "n", ("set", [2], None, 0.3)),
+    ("keras_masked_lstm_gru", "gru", "h", ("set", [1], {2}, 0.5)),
+    ("keras_masked_lstm_gru", "bidirectional/forward", "f", ("set", [0], None, 0.0)),
+    ("keras_masked_lstm_gru", "bidirectional/backward", "c", ("scale", [1], None, 3.0)),
+    ("keras_lstm_go_backwards", None, "f", ("set", [0, 1], {0, 1}, 1.0)),
+    ("keras_simple_rnn", "simple_rnn", "h", ("set", [0], {1}, 0.0)),
+    ("keras_simple_rnn", "simple_rnn_1", "h", ("scale", [2], None, 0.5)),
+]
+
+
+@pytest.mark.parametrize("name,where,gate,spec", CASES, ids=[f"{c[0]}-{c[1]}-{c[2]}-{c[3][0]}" for c in CASES])
+def test_an_edit_equals_the_float64_step_loop_with_the_same_edit_and_flows_downstream(name, where, gate, spec):
+    arrays, _ = load_golden(name)
+    x = golden_inputs(arrays)[0]
+    model = tlp.load_keras(GOLDENS / f"{name}.keras")
+    cells = list(_cells(model))
+    where = where or cells[0][0]
+    key = f"{where}/gates/{gate}"
+    plain = tlp.probe(model, x, gates=True)
+    edited = tlp.intervene(model, x, {key: _edit(spec, for_numpy=False)}, gates=True)
+    assert not torch.equal(edited[key], plain[key]) or spec[0] == "scale" and spec[3] == 1.0
+    seen = False
+    for prefix, module, source in cells:
+        inputs = np.asarray(x, np.float64) if source is None else _np(edited[source])
+        layer = prefix.split("/")[0]
+        mask = edited.get(f"{layer}/mask")
+        edits = {gate: _edit(spec, for_numpy=True)} if prefix == where else None
+        ref = reference(module, inputs, None if mask is None else _np(mask).astype(bool), edits)
+        for g in module.GATE_NAMES:
+            got = _np(edited[f"{prefix}/gates/{g}"])
+            np.testing.assert_allclose(got, ref[g], atol=ATOL, err_msg=f"{prefix}/gates/{g}")
+        seen = seen or prefix == where
+    assert seen
+    order = [p for p, _, _ in cells]
+    later = [p for p in order[order.index(where) + 1 :] if p.split("/")[0] != where.split("/")[0]]
+    for downstream in later:  # every later layer moved with the edit (and matched its reference above)
+        assert not torch.allclose(edited[f"{downstream}/gates/h"], plain[f"{downstream}/gates/h"]), downstream
+
+
+def test_activation_patching_puts_the_source_runs_values_into_the_target_run():
+    arrays, _ = load_golden("keras_masked_lstm_gru")
+    x = np.asarray(golden_inputs(arrays)[0])
+    model = tlp.load_keras(GOLDENS / "keras_masked_lstm_gru.keras")
+    source = np.roll(x, 1, axis=0)  # other sentences
+    recorded = _np(tlp.probe(model, source, gates=True)["lstm/gates/c"])
+    spec = ("patch", [0, 1], {2, 3}, recorded)
+    edited = tlp.intervene(model, x, {"lstm/gates/c": _edit(spec, for_numpy=False)}, gates=True)
+    mask = _np(edited["lstm/mask"]).astype(bool)
+    ref = reference(model.layer("lstm"), _np(edited["embedding"]), mask, {"c": _edit(spec, for_numpy=True)})
+    np.testing.assert_allclose(_np(edited["lstm/gates/c"]), ref["c"], atol=ATOL)
+    valid = mask[:, 2]
+    np.testing.assert_allclose(_np(edited["lstm/gates/c"])[valid, 2][:, :2], recorded[valid, 2][:, :2], atol=ATOL)
+
+
+@pytest.mark.parametrize("name", ["keras_masked_lstm_gru", "keras_bidirectional", "keras_simple_rnn"])
+def test_no_edits_equals_probe_exactly(name):
+    arrays, _ = load_golden(name)
+    x = golden_inputs(arrays)[0]
+    model = tlp.load_keras(GOLDENS / f"{name}.keras")
+    plain, edited = tlp.probe(model, x, gates=True), tlp.intervene(model, x, {}, gates=True)
+    assert list(plain) == list(edited) and all(torch.equal(plain[k], edited[k]) for k in plain)
+
+
+def test_ready_made_edits_set_and_scale_units_at_steps():
+    arrays, _ = load_golden("keras_masked_lstm_gru")
+    x = golden_inputs(arrays)[0]
+    model = tlp.load_keras(GOLDENS / "keras_masked_lstm_gru.keras")
+    ours = tlp.intervene(model, x, {"lstm/gates/f": tlp.set_units(1.0, units=[0, 2], steps=[1, 2, 3])}, gates=True)
+    theirs = tlp.intervene(model, x, {"lstm/gates/f": _edit(("set", [0, 2], {1, 2, 3}, 1.0), False)}, gates=True)
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    halved = tlp.intervene(model, x, {"gru/gates/z": tlp.scale_units(0.5)}, gates=True)
+    again = tlp.intervene(model, x, {"gru/gates/z": _edit(("scale", slice(None), None, 0.5), False)}, gates=True)
+    assert all(torch.equal(halved[k], again[k]) for k in halved)
+
+
+def test_bad_edits_get_clear_errors():
+    arrays, _ = load_golden("keras_masked_lstm_gru")
+    x = golden_inputs(arrays)[0]
+    model = tlp.load_keras(GOLDENS / "keras_masked_lstm_gru.keras")
+    with pytest.raises(tlp.ProbeKeyError, match="No gate 'lstm/gates/q'.*'lstm/gates/i'"):
+        tlp.intervene(model, x, {"lstm/gates/q": tlp.set_units(0.0)})
+    with pytest.raises(tlp.InputError, match=r"returned \(2,\) at step 0. Expected a tensor of shape"):
+        tlp.intervene(model, x, {"lstm/gates/f": lambda step, value: value[0, :2]})

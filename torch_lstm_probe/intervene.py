@@ -1,0 +1,131 @@
+"""Causal edits of gates and states inside the recurrence: ``tlp.intervene``.
+
+An edit is ``fn(step, value) -> value`` for one probe gate key, e.g. ``"lstm/gates/f"`` (a
+Bidirectional half: ``"bi/forward/gates/f"``). The recurrent layer then runs its exact step loop,
+and at every step (processing order) where some row is unmasked the named gate or state is
+replaced by ``fn``'s result as soon as it is computed, so the edit flows into the rest of the step,
+every later step and every later layer:
+
+- ``i f g o`` (LSTM): ``c_t = f c_{t-1} + i g`` and ``h_t = o act(c_t)`` read the edited values;
+- ``c``: ``h_t`` and the carried cell read it; ``h``: the step's output and the carried ``h``;
+- GRU ``z r n h`` and SimpleRNN ``h`` alike.
+
+At masked ``(row, step)`` positions an edit has no effect: Keras skips the step there and carries
+the state. Layers without edits run as usual (on the fused kernels).
+
+The edits reach the layer as a call argument (``edits=``), handed over by a forward pre-hook that
+exists only for the duration of the call.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .capture.plan import plan_capture, run_plan
+from .errors import ProbeKeyError
+from .model import KerasModel
+
+__all__ = ["intervene", "set_units", "scale_units"]
+
+Edit = Callable[[int, torch.Tensor], torch.Tensor]
+
+
+def intervene(
+    model: KerasModel,
+    x: Any,
+    edits: Mapping[str, Edit],
+    layers: Sequence[str] | str | None = None,
+    gates: bool = False,
+    grad: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Runs ``model`` on ``x`` with gates or states replaced inside the recurrence.
+
+    Args:
+        model: a converted model.
+        x: as for :func:`torch_lstm_probe.probe`.
+        edits: ``{gate key: fn(step, value)}``; ``value`` is ``(batch, units)`` at one step in
+            processing order and ``fn`` returns the replacement of the same shape.
+        layers, gates, grad: as for :func:`torch_lstm_probe.probe`.
+
+    Returns:
+        What :func:`torch_lstm_probe.probe` returns, for the edited run (gate keys hold the
+        edited values). With ``edits={}`` it equals ``probe`` exactly.
+
+    Raises:
+        ProbeKeyError: an edit key names no gate of the model.
+        InputError: an edit returns a value of another shape.
+
+    Example:
+        >>> tlp.intervene(model, x, {"lstm/gates/f": tlp.set_units(1.0, units=[0, 1, 2])})["output"]
+    """
+    targets = _edit_targets(model, edits)
+    handles = [
+        module.register_forward_pre_hook(functools.partial(_hand_over, table), with_kwargs=True)
+        for module, table in targets
+    ]
+    try:
+        return run_plan(model, plan_capture(model, layers, gates), x, grad=grad)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def set_units(value: float, units: Sequence[int] | slice | None = None, steps: Sequence[int] | None = None) -> Edit:
+    """An edit that sets ``units`` (all by default) to ``value`` at ``steps`` (all by default)."""
+    return _unit_edit(lambda v: torch.full_like(v, value), units, steps)
+
+
+def scale_units(factor: float, units: Sequence[int] | slice | None = None, steps: Sequence[int] | None = None) -> Edit:
+    """An edit that multiplies ``units`` (all by default) by ``factor`` at ``steps`` (all by default)."""
+    return _unit_edit(lambda v: v * factor, units, steps)
+
+
+# ---------------------------------------------------------------------------------------------- internals
+def _unit_edit(change: Callable[[torch.Tensor], torch.Tensor], units: Any, steps: Sequence[int] | None) -> Edit:
+    chosen = None if steps is None else {int(s) for s in steps}
+
+    def edit(step: int, value: torch.Tensor) -> torch.Tensor:
+        if chosen is not None and step not in chosen:
+            return value
+        out = value.clone()  # (N, H)
+        where = slice(None) if units is None else (units if isinstance(units, slice) else list(units))
+        out[:, where] = change(value[:, where])
+        return out
+
+    return edit
+
+
+def _hand_over(
+    table: dict[str, Edit], module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    return args, {**kwargs, "edits": table}
+
+
+def _edit_targets(model: KerasModel, edits: Mapping[str, Edit]) -> list[tuple[nn.Module, dict[str, Edit]]]:
+    """``(recurrent module, {gate name: fn})`` for every module an edit names."""
+    known: dict[str, tuple[nn.Module, str]] = {}
+    for path, module in model.iter_layers():
+        points = getattr(module, "gate_points", None)
+        if not callable(points):
+            continue
+        cells = [m for m in module.modules() if hasattr(m, "GATE_NAMES")]
+        for suffix, hook in points():
+            for cell in cells:
+                names: tuple[str, ...] = getattr(cell, "GATE_NAMES", ())
+                for name in names:
+                    if getattr(cell, f"hook_{name}", None) is hook:
+                        known[path + suffix] = (cell, name)
+    by_module: dict[int, tuple[nn.Module, dict[str, Edit]]] = {}
+    for key, fn in edits.items():
+        if key not in known:
+            raise ProbeKeyError(
+                f"No gate {key!r} to edit. Expected a gate key such as "
+                f"{', '.join(repr(k) for k in list(known)[:6]) or '(this model has no recurrent layer)'}."
+            )
+        cell, name = known[key]
+        by_module.setdefault(id(cell), (cell, {}))[1][name] = fn
+    return list(by_module.values())
