@@ -3,6 +3,8 @@ step loops (tests/reference.py) that apply the same edit, layer by layer through
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ import torch
 import torch_lstm_probe as tlp
 from tests.reference import gru_np, lstm_np, simple_rnn_np
 from tests.test_goldens import GOLDENS, golden_inputs, load_golden
+from torch_lstm_probe.intervene import parse_edit
 from torch_lstm_probe.layers import GRU, LSTM, SimpleRNN
 
 ATOL = 1e-5
@@ -160,3 +163,53 @@ def test_bad_edits_get_clear_errors():
         tlp.intervene(model, x, {"lstm/gates/q": tlp.set_units(0.0)})
     with pytest.raises(tlp.InputError, match=r"returned \(2,\) at step 0. Expected a tensor of shape"):
         tlp.intervene(model, x, {"lstm/gates/f": lambda step, value: value[0, :2]})
+
+
+@pytest.mark.parametrize(
+    "text,units,steps,value,scale",
+    [
+        ("lstm/gates/f[units=0:3]=1.0", slice(0, 3), None, 1.0, False),
+        ("lstm/gates/c[units=1;steps=2:]=0", [1], slice(2, None), 0.0, False),
+        ("lstm/gates/o[steps=0,4]*=0.5", None, [0, 4], 0.5, True),
+        ("gru/gates/z = -2e-1", None, None, -0.2, False),
+    ],
+)
+def test_the_command_line_edit_syntax_builds_the_ready_made_edits(text, units, steps, value, scale):
+    arrays, _ = load_golden("keras_masked_lstm_gru")
+    x = golden_inputs(arrays)[0]
+    model = tlp.load_keras(GOLDENS / "keras_masked_lstm_gru.keras")
+    key, edit = parse_edit(text)
+    expected = (tlp.scale_units if scale else tlp.set_units)(value, units=units, steps=steps)
+    ours = tlp.intervene(model, x, {key: edit}, gates=True)
+    theirs = tlp.intervene(model, x, {key: expected}, gates=True)
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+@pytest.mark.parametrize("text", ["lstm/gates/f", "lstm/gates/f[units=a]=1", "lstm/gates/f[cells=0]=1", "=1"])
+def test_a_malformed_edit_is_a_clear_error(text):
+    with pytest.raises(tlp.InputError, match="Edit"):
+        parse_edit(text)
+
+
+def test_probe_verb_with_edits_writes_the_edited_run(tmp_path, capsys):
+    from safetensors import safe_open
+
+    from torch_lstm_probe.cli import main
+
+    arrays, _ = load_golden("keras_masked_lstm_gru")
+    x = np.asarray(golden_inputs(arrays)[0])
+    np.save(tmp_path / "x.npy", x)
+    model_file = GOLDENS / "keras_masked_lstm_gru.keras"
+    edit = "lstm/gates/f[units=0:2]=1.0"
+    out = tmp_path / "acts.safetensors"
+    argv = ["probe", str(model_file), "--input", str(tmp_path / "x.npy"), "--gates", "--out", str(out)]
+    assert main([*argv, "--edit", edit, "--edit", "gru/gates/h*=0.5"]) == 0
+    model = tlp.load_keras(model_file)
+    expected = tlp.intervene(model, x, dict([parse_edit(edit), parse_edit("gru/gates/h*=0.5")]), gates=True)
+    with safe_open(str(out), framework="pt") as f:
+        assert json.loads(f.metadata()["edits"]) == [edit, "gru/gates/h*=0.5"]
+        assert torch.equal(f.get_tensor("lstm/gates/f"), expected["lstm/gates/f"])
+        assert torch.equal(f.get_tensor("bidirectional/backward/gates/h"), expected["bidirectional/backward/gates/h"])
+    assert main([*argv, "--edit", "lstm/gates/q=1"]) == 2
+    err = capsys.readouterr().err
+    assert "No gate 'lstm/gates/q'" in err and "Traceback" not in err

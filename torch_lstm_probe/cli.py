@@ -220,14 +220,20 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
 
     from .api import load_keras
+    from .intervene import intervene, parse_edit
     from .probe import probe
 
     out = _output_path(args.out)
+    texts = list(getattr(args, "edit", None) or [])
+    edits = dict(parse_edit(text) for text in texts)  # checked before the model loads
     inputs = _load_inputs(args.input)
     model = load_keras(args.file, weights=args.weights, custom_layers=_custom_layers(args.custom_layers))
     layers = [s for s in args.layers.split(",") if s] if args.layers else None
     x: Any = inputs if isinstance(inputs, dict) else (inputs[0] if len(inputs) == 1 else list(inputs))
-    acts = probe(model, x, layers=layers, gates=args.gates)
+    if edits:
+        acts = intervene(model, x, edits, layers=layers, gates=args.gates)
+    else:
+        acts = probe(model, x, layers=layers, gates=args.gates)
     keys = [k for k, v in acts.items() if isinstance(v, torch.Tensor)]
     tensors, aliases = _store_once(acts)
     info = getattr(model, "source_info", {})
@@ -239,6 +245,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         "key_meanings": json.dumps(_key_meanings()),
         "keys": json.dumps(keys),  # every probe key, in probe order
         "aliases": json.dumps(aliases),  # key -> stored key holding its tensor
+        "edits": json.dumps(texts),  # the --edit texts this run applied (none: a plain probe)
     }
     save_file(tensors, str(out), metadata=metadata)
     width = max((len(k) for k in keys), default=0)
@@ -248,6 +255,12 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         print(f"{key.ljust(width)}  {tuple(value.shape)}  {value.dtype}{same}")
     print(f"wrote {len(keys)} keys ({len(tensors)} tensors, {len(aliases)} aliases) to {out}")
     return EXIT_OK
+
+
+def _edit_help() -> str:
+    from .intervene import EDIT_SYNTAX
+
+    return EDIT_SYNTAX
 
 
 DATA_SUFFIXES = (".npy", ".npz", ".safetensors")
@@ -878,7 +891,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--custom-layers", metavar="MODULE:NAME", help=CUSTOM_LAYERS_HELP)
     p.set_defaults(func=_cmd_inspect)
 
-    p = verb("probe", "write layer outputs (and gates) for given inputs to a safetensors file", _key_help())
+    p = verb(
+        "probe",
+        "write layer outputs (and gates) for given inputs to a safetensors file",
+        _key_help() + "\n\nedits (--edit, repeatable; see tlp.intervene):\n" + _edit_help(),
+    )
     p.add_argument("file", help="a .keras, .h5, or architecture .json file")
     p.add_argument("--weights", help="weights-only .h5 for an architecture .json")
     p.add_argument(
@@ -891,6 +908,13 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="output .safetensors path (missing folders are created); a key whose tensor is another key's "
         "is stored once and listed in the metadata 'aliases'",
+    )
+    p.add_argument(
+        "--edit",
+        action="append",
+        metavar="EDIT",
+        help="change a gate or state inside the recurrence and let it flow on, e.g. 'lstm/gates/f[units=0:3]=1.0' "
+        "(syntax below); repeat for several",
     )
     p.add_argument("--custom-layers", metavar="MODULE:NAME", help=CUSTOM_LAYERS_HELP)
     p.set_defaults(func=_cmd_probe)

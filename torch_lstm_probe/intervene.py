@@ -20,16 +20,17 @@ exists only for the duration of the call.
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from .capture.plan import plan_capture, run_plan
-from .errors import ProbeKeyError
+from .errors import InputError, ProbeKeyError
 from .model import KerasModel
 
-__all__ = ["intervene", "set_units", "scale_units"]
+__all__ = ["EDIT_SYNTAX", "intervene", "parse_edit", "scale_units", "set_units"]
 
 Edit = Callable[[int, torch.Tensor], torch.Tensor]
 
@@ -74,22 +75,80 @@ def intervene(
             handle.remove()
 
 
-def set_units(value: float, units: Sequence[int] | slice | None = None, steps: Sequence[int] | None = None) -> Edit:
+Where = Sequence[int] | slice | None  # units or steps: a list, a slice (start:stop), or None for all
+
+
+def set_units(value: float, units: Where = None, steps: Where = None) -> Edit:
     """An edit that sets ``units`` (all by default) to ``value`` at ``steps`` (all by default)."""
     return _unit_edit(lambda v: torch.full_like(v, value), units, steps)
 
 
-def scale_units(factor: float, units: Sequence[int] | slice | None = None, steps: Sequence[int] | None = None) -> Edit:
+def scale_units(factor: float, units: Where = None, steps: Where = None) -> Edit:
     """An edit that multiplies ``units`` (all by default) by ``factor`` at ``steps`` (all by default)."""
     return _unit_edit(lambda v: v * factor, units, steps)
 
 
+EDIT_SYNTAX = """KEY[units=U;steps=S]=VALUE sets, KEY[...]*=FACTOR scales; the [...] part and each of its
+options may be left out (all units, all steps). U and S: one index (3), a list (0,2,5) or a range
+(0:3, 5:, :4; the end excluded). Steps count in processing order. Examples:
+  lstm/gates/f[units=0:3]=1.0        forget gate of units 0-2 held open at every step
+  lstm/gates/c[units=7;steps=5:]=0   unit 7's cell zeroed from step 5 on
+  bi/backward/gates/o*=0.5           the backward half's output gate halved"""
+
+
+def parse_edit(text: str) -> tuple[str, Edit]:
+    """``(gate key, edit)`` from the command line's edit syntax (:data:`EDIT_SYNTAX`).
+
+    Raises:
+        InputError: ``text`` does not follow the syntax (the message shows it).
+    """
+    match = _EDIT_RE.fullmatch(text.strip())
+    if match is None:
+        raise InputError(f"Edit {text!r} does not follow KEY[units=U;steps=S]=VALUE or KEY[...]*=FACTOR.")
+    key, options, scale, number = match.group("key", "options", "scale", "value")
+    where: dict[str, Where] = {"units": None, "steps": None}
+    for part in filter(None, (options or "").split(";")):
+        name, _, spec = part.partition("=")
+        if name.strip() not in where or not spec.strip():
+            raise InputError(f"Edit {text!r}: option {part!r} is not units=… or steps=….")
+        where[name.strip()] = _indices(spec.strip(), text)
+    value = float(number)
+    if scale:
+        return key, scale_units(value, where["units"], where["steps"])
+    return key, set_units(value, where["units"], where["steps"])
+
+
 # ---------------------------------------------------------------------------------------------- internals
-def _unit_edit(change: Callable[[torch.Tensor], torch.Tensor], units: Any, steps: Sequence[int] | None) -> Edit:
-    chosen = None if steps is None else {int(s) for s in steps}
+_EDIT_RE = re.compile(
+    r"(?P<key>[^\[\]=*\s]+)(?:\[(?P<options>[^\]]*)\])?\s*(?P<scale>\*)?=\s*"
+    r"(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
+)
+
+
+def _indices(spec: str, text: str) -> Where:
+    try:
+        if ":" in spec:
+            start, _, stop = spec.partition(":")
+            return slice(int(start) if start.strip() else None, int(stop) if stop.strip() else None)
+        return [int(s) for s in spec.split(",")]
+    except ValueError:
+        raise InputError(f"Edit {text!r}: {spec!r} is not an index, a list (0,2) or a range (0:3).") from None
+
+
+def _in(step: int, steps: Where) -> bool:
+    if steps is None:
+        return True
+    if isinstance(steps, slice):
+        start = 0 if steps.start is None else steps.start
+        return step >= start and (steps.stop is None or step < steps.stop)
+    return step in steps
+
+
+def _unit_edit(change: Callable[[torch.Tensor], torch.Tensor], units: Any, steps: Where) -> Edit:
+    chosen = steps if steps is None or isinstance(steps, slice) else [int(s) for s in steps]
 
     def edit(step: int, value: torch.Tensor) -> torch.Tensor:
-        if chosen is not None and step not in chosen:
+        if not _in(step, chosen):
             return value
         out = value.clone()  # (N, H)
         where = slice(None) if units is None else (units if isinstance(units, slice) else list(units))
