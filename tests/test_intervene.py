@@ -213,3 +213,20 @@ def test_probe_verb_with_edits_writes_the_edited_run(tmp_path, capsys):
     assert main([*argv, "--edit", "lstm/gates/q=1"]) == 2
     err = capsys.readouterr().err
     assert "No gate 'lstm/gates/q'" in err and "Traceback" not in err
+
+
+def test_a_gate_hook_that_returns_a_new_tensor_is_refused_not_silently_ignored():
+    arrays, _ = load_golden("keras_masked_lstm_gru")
+    x = golden_inputs(arrays)[0]
+    model = tlp.load_keras(GOLDENS / "keras_masked_lstm_gru.keras")
+    seen = []
+    reader = model.layer("lstm").hook_f.register_forward_hook(lambda mod, args, out: seen.append(out.shape))
+    tlp.probe(model, x)  # reading is fine
+    assert seen
+    writer = model.layer("lstm").hook_f.register_forward_hook(lambda mod, args, out: out * 0)
+    try:
+        with pytest.raises(tlp.InputError, match=r"hook_f of .* returned a new tensor.*tlp\.intervene"):
+            tlp.probe(model, x)
+    finally:
+        writer.remove()
+        reader.remove()

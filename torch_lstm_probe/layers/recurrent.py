@@ -287,7 +287,7 @@ class Recurrent(RecurrentMixin):
 
         self._store_states(*states)
         if gates is not None:
-            gates = self.Gates(*(getattr(self, f"hook_{name}")(v) for name, v in zip(self.GATE_NAMES, gates)))
+            gates = self.Gates(*(self._observe(name, v) for name, v in zip(self.GATE_NAMES, gates)))
 
         if cfg.return_sequences:
             out = seq.transpose(0, 1) if cfg.time_major else seq
@@ -311,6 +311,18 @@ class Recurrent(RecurrentMixin):
 
     def _gates_from_outputs(self, x: torch.Tensor, states0: tuple[torch.Tensor, ...], seq: torch.Tensor) -> Any:
         raise NotImplementedError(f"{type(self).__name__} cannot derive gates from the fused outputs")
+
+    def _observe(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        """Passes a gate through its hook point; a hook may read it but not replace it (see :func:`tlp.intervene`)."""
+        out = getattr(self, f"hook_{name}")(value)
+        if out is not value:
+            raise InputError(
+                f"A forward hook on hook_{name} of {self.describe()} returned a new tensor. Gate hooks see the values "
+                "after the recurrence has run, so a replacement could not reach the later steps or the output. Fix: "
+                f"return None from the hook, and edit the gate inside the recurrence with tlp.intervene(model, x, "
+                f"{{'<layer>/gates/{name}': fn}})."
+            )
+        return out
 
     def _check_edits(self, edits: Mapping[str, Edit]) -> dict[str, Edit]:
         unknown = sorted(set(edits) - set(self.GATE_NAMES))
