@@ -230,3 +230,38 @@ def test_a_gate_hook_that_returns_a_new_tensor_is_refused_not_silently_ignored()
     finally:
         writer.remove()
         reader.remove()
+
+
+@pytest.mark.parametrize(
+    "name,key", [("keras_masked_lstm_gru", "lstm/gates/f"), ("keras_masked_lstm_gru", "gru/gates/z")]
+)
+def test_gradients_with_respect_to_each_steps_gate_equal_finite_differences(name, key):
+    arrays, _ = load_golden(name)
+    x = golden_inputs(arrays)[0][:2]
+    model = tlp.load_keras(GOLDENS / f"{name}.keras").double()
+    values: list[torch.Tensor] = []
+
+    def keep(step, value):  # an identity edit: each step's gate becomes a node of the output's graph
+        values.append(value)
+        return value
+
+    out = tlp.intervene(model, x, {key: keep}, grad=True)
+    final = list(out)[-1]
+    grads = torch.autograd.grad(out[final].sum(), values, allow_unused=True)
+    step, unit, eps = 3, 1, 1e-6
+
+    def nudged(delta):
+        def edit(t, value):
+            if t != step:
+                return value
+            value = value.clone()
+            value[:, unit] += delta
+            return value
+
+        with torch.no_grad():
+            return tlp.intervene(model, x, {key: edit})[final].sum()
+
+    numeric = (nudged(eps) - nudged(-eps)) / (2 * eps)
+    analytic = grads[step][:, unit].sum() if grads[step] is not None else torch.zeros((), dtype=torch.float64)
+    torch.testing.assert_close(analytic, numeric, rtol=1e-5, atol=1e-9)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
