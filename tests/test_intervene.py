@@ -265,3 +265,22 @@ def test_gradients_with_respect_to_each_steps_gate_equal_finite_differences(name
     analytic = grads[step][:, unit].sum() if grads[step] is not None else torch.zeros((), dtype=torch.float64)
     torch.testing.assert_close(analytic, numeric, rtol=1e-5, atol=1e-9)
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_mean_ablation_uses_the_gate_statistics_and_zero_ablation_sets_zero():
+    arrays, _ = load_golden("keras_masked_lstm_gru")
+    x = golden_inputs(arrays)[0]
+    model = tlp.load_keras(GOLDENS / "keras_masked_lstm_gru.keras")
+    mean = tlp.gate_stats(model, x, progress=False)["lstm/gates/c"]["mean"]  # (units,)
+    edited = tlp.intervene(model, x, {"lstm/gates/c": tlp.ablate_units(mean, units=[1, 3])}, gates=True)
+    spec = ("set", [1, 3], None, _np(mean)[[1, 3]])
+    ref = reference(
+        model.layer("lstm"),
+        _np(edited["embedding"]),
+        _np(edited["lstm/mask"]).astype(bool),
+        {"c": _edit(spec, for_numpy=True)},
+    )
+    np.testing.assert_allclose(_np(edited["lstm/gates/c"]), ref["c"], atol=ATOL)
+    zero = tlp.intervene(model, x, {"lstm/gates/o": tlp.ablate_units(0.0, units=[0])}, gates=True)
+    valid = _np(zero["lstm/mask"]).astype(bool)
+    assert (_np(zero["lstm/gates/o"])[..., 0][valid] == 0).all()

@@ -24,7 +24,7 @@ from .errors import (
     WeightMismatchError,
 )
 from .extract import extract_ray
-from .intervene import intervene, scale_units, set_units
+from .intervene import ablate_units, intervene, scale_units, set_units
 from .layers.lstm import LSTMGates
 from .model import KerasModel
 
@@ -36,6 +36,7 @@ __all__ = [
     "intervene",
     "set_units",
     "scale_units",
+    "ablate_units",
     "extract",
     "open_activations",
     "extract_ray",

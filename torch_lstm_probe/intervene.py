@@ -30,7 +30,7 @@ from .capture.plan import plan_capture, run_plan
 from .errors import InputError, ProbeKeyError
 from .model import KerasModel
 
-__all__ = ["EDIT_SYNTAX", "intervene", "parse_edit", "scale_units", "set_units"]
+__all__ = ["EDIT_SYNTAX", "ablate_units", "intervene", "parse_edit", "scale_units", "set_units"]
 
 Edit = Callable[[int, torch.Tensor], torch.Tensor]
 
@@ -86,6 +86,20 @@ def set_units(value: float, units: Where = None, steps: Where = None) -> Edit:
 def scale_units(factor: float, units: Where = None, steps: Where = None) -> Edit:
     """An edit that multiplies ``units`` (all by default) by ``factor`` at ``steps`` (all by default)."""
     return _unit_edit(lambda v: v * factor, units, steps)
+
+
+def ablate_units(mean: Any = 0.0, units: Where = None, steps: Where = None) -> Edit:
+    """Zero-ablation (``mean=0``) or mean-ablation of ``units``: each is replaced by its entry of ``mean``,
+    a ``(units,)`` vector over all the gate's units (e.g. ``tlp.gate_stats(model, data)[key]["mean"]``)
+    or one number, at ``steps`` (all by default)."""
+    if isinstance(mean, (int, float)):
+        return set_units(float(mean), units, steps)
+    vector = torch.as_tensor(mean)
+
+    def replace(value: torch.Tensor, where: Any) -> torch.Tensor:
+        return vector.to(value)[where].expand(value.shape[0], -1)  # (N, selected units)
+
+    return _unit_edit(replace, units, steps, indexed=True)
 
 
 EDIT_SYNTAX = """KEY[units=U;steps=S]=VALUE sets, KEY[...]*=FACTOR scales; the [...] part and each of its
@@ -144,15 +158,17 @@ def _in(step: int, steps: Where) -> bool:
     return step in steps
 
 
-def _unit_edit(change: Callable[[torch.Tensor], torch.Tensor], units: Any, steps: Where) -> Edit:
+def _unit_edit(change: Callable[..., torch.Tensor], units: Any, steps: Where, indexed: bool = False) -> Edit:
+    """An edit applying ``change`` to the chosen units at the chosen steps (``indexed``: ``change`` also
+    receives the unit selection)."""
     chosen = steps if steps is None or isinstance(steps, slice) else [int(s) for s in steps]
+    where = slice(None) if units is None else (units if isinstance(units, slice) else [int(u) for u in units])
 
     def edit(step: int, value: torch.Tensor) -> torch.Tensor:
         if not _in(step, chosen):
             return value
         out = value.clone()  # (N, H)
-        where = slice(None) if units is None else (units if isinstance(units, slice) else list(units))
-        out[:, where] = change(value[:, where])
+        out[:, where] = change(value[:, where], where) if indexed else change(value[:, where])
         return out
 
     return edit
