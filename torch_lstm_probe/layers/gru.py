@@ -10,7 +10,7 @@ Tensors are batch-first inside (``(N, L, ·)``) and in Keras layout at the borde
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,7 @@ from torch import nn
 from ..activations import get_activation
 from ..registry import register_module
 from .base import ConfigMixin
-from .recurrent import Recurrent, RecurrentConfig
+from .recurrent import Recurrent, RecurrentConfig, States, StepEdit
 
 __all__ = ["GRU", "GRUConfig", "GRUGates", "gru_reference"]
 
@@ -108,12 +108,7 @@ class GRU(Recurrent, ConfigMixin, nn.GRU):
     def _input_projection(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight_ih_l0, self._input_bias())  # (N, L, 3H) as [r, z, n]
 
-    def _cell(
-        self,
-        xp: torch.Tensor,
-        states: tuple[torch.Tensor, ...],
-        edit: Callable[[str, torch.Tensor], torch.Tensor] | None,
-    ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    def _cell(self, xp: torch.Tensor, states: States, edit: StepEdit | None) -> tuple[States, States]:
         """One exact step (see the class docstring); ``edit`` replaces r and z as computed, then n, then h."""
         (h,) = states
         keep = (lambda name, v: v) if edit is None else edit

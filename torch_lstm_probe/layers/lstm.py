@@ -10,7 +10,7 @@ Tensors are batch-first inside (``(N, L, ·)``) and in Keras layout at the borde
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,7 @@ from torch import nn
 from ..activations import get_activation, inplace_activation
 from ..registry import register_module
 from .base import ConfigMixin
-from .recurrent import Recurrent, RecurrentConfig
+from .recurrent import Recurrent, RecurrentConfig, States, StepEdit
 
 __all__ = ["LSTM", "LSTMConfig", "LSTMGates", "lstm_reference"]
 
@@ -165,12 +165,7 @@ class LSTM(Recurrent, ConfigMixin, nn.LSTM):
     def _input_projection(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight_ih_l0, self._bias())  # (N, L, 4H) as [i f g o]
 
-    def _cell(
-        self,
-        xp: torch.Tensor,
-        states: tuple[torch.Tensor, ...],
-        edit: Callable[[str, torch.Tensor], torch.Tensor] | None,
-    ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    def _cell(self, xp: torch.Tensor, states: States, edit: StepEdit | None) -> tuple[States, States]:
         """One exact step from ``(h, c)``: ``((h_t, c_t), (i, f, g, o))``, each ``(N, H)``; an edited gate or
         state replaces the computed one before anything reads it."""
         h, c = states

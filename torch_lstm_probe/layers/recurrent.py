@@ -44,9 +44,11 @@ from ..masking import (
 )
 from .base import HookPoint, check_float_input, run_fused_kernel
 
-__all__ = ["INITIAL_STATE_RULES", "Edit", "Recurrent", "RecurrentConfig", "RecurrentMixin"]
+__all__ = ["INITIAL_STATE_RULES", "Edit", "Recurrent", "RecurrentConfig", "RecurrentMixin", "States", "StepEdit"]
 
 Edit = Callable[[int, torch.Tensor], torch.Tensor]  # (step in processing order, value (N, H)) -> value (N, H)
+StepEdit = Callable[[str, torch.Tensor], torch.Tensor]  # one step's edit: (gate name, value (N, H)) -> value (N, H)
+States = tuple[torch.Tensor, ...]  # a cell's states (or gates), each (N, H)
 
 # How a stateful layer called with initial_state picks its start state (see the module docstring).
 INITIAL_STATE_RULES = ("given", "carried_unless_zero")
@@ -300,12 +302,7 @@ class Recurrent(RecurrentMixin):
     def _input_projection(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} defines no input projection")
 
-    def _cell(
-        self,
-        xp: torch.Tensor,
-        states: tuple[torch.Tensor, ...],
-        edit: Callable[[str, torch.Tensor], torch.Tensor] | None,
-    ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    def _cell(self, xp: torch.Tensor, states: States, edit: StepEdit | None) -> tuple[States, States]:
         """One exact step; ``edit(name, value)``, when given, replaces each gate and state as it is computed."""
         raise NotImplementedError(f"{type(self).__name__} defines no cell step")
 

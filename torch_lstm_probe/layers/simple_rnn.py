@@ -8,7 +8,7 @@ Shape legend used in the comments of this file:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +17,7 @@ from torch import nn
 from ..activations import get_activation
 from ..registry import register_module
 from .base import ConfigMixin
-from .recurrent import Recurrent, RecurrentConfig
+from .recurrent import Recurrent, RecurrentConfig, States, StepEdit
 
 __all__ = ["SimpleRNN", "SimpleRNNConfig", "SimpleRNNGates", "simple_rnn_reference"]
 
@@ -89,12 +89,7 @@ class SimpleRNN(Recurrent, ConfigMixin, nn.RNN):
     def _input_projection(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight_ih_l0, self._bias())  # (N, L, H)
 
-    def _cell(
-        self,
-        xp: torch.Tensor,
-        states: tuple[torch.Tensor, ...],
-        edit: Callable[[str, torch.Tensor], torch.Tensor] | None,
-    ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    def _cell(self, xp: torch.Tensor, states: States, edit: StepEdit | None) -> tuple[States, States]:
         h = self._act(torch.addmm(xp, states[0], self.weight_hh_l0.t()))  # (N, H)
         return (h if edit is None else edit("h", h),), ()
 
