@@ -215,21 +215,112 @@ def test_probe_verb_with_edits_writes_the_edited_run(tmp_path, capsys):
     assert "No gate 'lstm/gates/q'" in err and "Traceback" not in err
 
 
-def test_a_gate_hook_that_returns_a_new_tensor_is_refused_not_silently_ignored():
+def _hook_point(model, key: str):
+    """The hook point of a probe gate key, e.g. ``"bidirectional/backward/gates/c"``."""
+    *where, _, gate = key.split("/")
+    module = model.layer(where[0])
+    if len(where) > 1:
+        module = getattr(module, f"{where[1]}_layer")
+    return getattr(module, f"hook_{gate}")
+
+
+HOOK_CASES = [  # golden, gate key, the replacement built from the values the hook receives
+    ("keras_masked_lstm_gru", "lstm/gates/f", lambda v: v * 0.5 + 0.25),
+    ("keras_masked_lstm_gru", "lstm/gates/c", lambda v: torch.zeros_like(v)),
+    ("keras_masked_lstm_gru", "gru/gates/z", lambda v: v.flip(1)),
+    ("keras_masked_lstm_gru", "bidirectional/backward/gates/o", lambda v: 1 - v),
+    ("keras_lstm_go_backwards", None, lambda v: v.clamp(max=0.5)),
+    ("keras_simple_rnn", "simple_rnn/gates/h", lambda v: v.roll(1, dims=0)),
+]
+
+
+@pytest.mark.parametrize("name,key,replace", HOOK_CASES, ids=[f"{c[0]}-{c[1]}" for c in HOOK_CASES])
+def test_a_gate_hook_that_returns_a_tensor_replaces_the_gate_like_the_equivalent_edit(name, key, replace):
+    arrays, _ = load_golden(name)
+    x = golden_inputs(arrays)[0]
+    model = tlp.load_keras(GOLDENS / f"{name}.keras")
+    key = key or f"{next(_cells(model))[0]}/gates/f"
+    plain = tlp.probe(model, x, gates=True)
+    received = []
+
+    def hook(module, args, value):
+        received.append(value)
+        return replace(value)
+
+    handle = _hook_point(model, key).register_forward_hook(hook)
+    try:
+        hooked = tlp.probe(model, x, gates=True)
+    finally:
+        handle.remove()
+    assert len(received) == 1  # one call per layer call, with the whole (batch, time, units) gate
+    torch.testing.assert_close(received[0], plain[key], rtol=0, atol=0)  # the values of the run before the edit
+    replacement = replace(received[0])
+    equivalent = tlp.intervene(model, x, {key: lambda t, v: replacement[:, t]}, gates=True)
+    assert hooked.keys() == equivalent.keys()
+    mask = hooked.get(f"{key.split('/')[0]}/mask")  # (N, L) in input order; gates run in processing order
+    if mask is not None and "/backward/" in key:
+        mask = mask.flip(1)
+    for k in hooked:
+        got, want = hooked[k], equivalent[k]
+        if k == key and mask is not None:  # a hook that reads after this one sees what it returned
+            got, want = got[mask], want[mask]  # masked steps read 0 in the edited run
+        torch.testing.assert_close(got, want, rtol=0, atol=0, msg=k)
+    final = [path for path, _ in model.iter_layers()][-1]
+    assert not torch.allclose(hooked[final], plain[final])  # the replacement reached the model's output
+
+
+def test_a_constant_hook_and_a_patching_hook_equal_the_ready_made_edits():
+    arrays, _ = load_golden("keras_masked_lstm_gru")
+    x = np.asarray(golden_inputs(arrays)[0])
+    model = tlp.load_keras(GOLDENS / "keras_masked_lstm_gru.keras")
+    point = model.layer("lstm").hook_f
+    handle = point.register_forward_hook(lambda m, a, v: torch.ones_like(v))
+    try:
+        hooked = tlp.probe(model, x)
+    finally:
+        handle.remove()
+    clamped = tlp.intervene(model, x, {"lstm/gates/f": tlp.set_units(1.0)})
+    torch.testing.assert_close(hooked, clamped, rtol=0, atol=0)
+    source = np.roll(x, 1, axis=0)
+    recorded = tlp.probe(model, source, gates=True)["lstm/gates/c"]  # (N, L, H)
+    handle = model.layer("lstm").hook_c.register_forward_hook(lambda m, a, v: recorded)
+    try:
+        patched = tlp.probe(model, x, gates=True)
+    finally:
+        handle.remove()
+    edited = tlp.intervene(model, x, {"lstm/gates/c": lambda t, v: recorded[:, t]}, gates=True)
+    for key in ("lstm/gates/h", "gru", "bidirectional"):
+        torch.testing.assert_close(patched[key], edited[key], rtol=0, atol=0, msg=key)
+    mask = _np(edited["lstm/mask"]).astype(bool)
+    ref = reference(model.layer("lstm"), _np(edited["embedding"]), mask, {"c": lambda t, v: _np(recorded)[:, t]})
+    np.testing.assert_allclose(_np(edited["lstm/gates/h"]), ref["h"], atol=ATOL)
+
+
+def test_hooks_on_other_gates_read_the_edited_run_and_bad_replacements_are_refused():
     arrays, _ = load_golden("keras_masked_lstm_gru")
     x = golden_inputs(arrays)[0]
     model = tlp.load_keras(GOLDENS / "keras_masked_lstm_gru.keras")
-    seen = []
-    reader = model.layer("lstm").hook_f.register_forward_hook(lambda mod, args, out: seen.append(out.shape))
-    tlp.probe(model, x)  # reading is fine
-    assert seen
-    writer = model.layer("lstm").hook_f.register_forward_hook(lambda mod, args, out: out * 0)
+    lstm = model.layer("lstm")
+    seen = {}
+    handles = [
+        lstm.hook_f.register_forward_hook(lambda m, a, v: torch.zeros_like(v)),
+        lstm.hook_h.register_forward_hook(lambda m, a, v: seen.setdefault("h", []).append(v)),
+    ]
     try:
-        with pytest.raises(tlp.InputError, match=r"hook_f of .* returned a new tensor.*tlp\.intervene"):
-            tlp.probe(model, x)
+        tlp.probe(model, x)
     finally:
-        writer.remove()
-        reader.remove()
+        for handle in handles:
+            handle.remove()
+    edited = tlp.intervene(model, x, {"lstm/gates/f": tlp.set_units(0.0)}, gates=True)
+    assert len(seen["h"]) == 2  # a reader fires again on the rerun that the replacement caused
+    torch.testing.assert_close(seen["h"][-1], edited["lstm/gates/h"], rtol=0, atol=0)
+    for bad, expected in [(lambda v: v[:, :2], r"returned \(\d+, 2, \d+\)"), (lambda v: 1.0, "returned float")]:
+        handle = lstm.hook_f.register_forward_hook(lambda m, a, v, bad=bad: bad(v))
+        try:
+            with pytest.raises(tlp.InputError, match=rf"hook_f of .*{expected}.*Expected None .* or a tensor of shape"):
+                tlp.probe(model, x)
+        finally:
+            handle.remove()
 
 
 @pytest.mark.parametrize(

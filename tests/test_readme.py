@@ -17,6 +17,9 @@ def test_readme_python_blocks_run():
     assert namespace["seen"]["lstm"].shape == (2, 64)
     assert tuple(namespace["forget"][0].shape) == (2, 4, 64)
     assert tuple(namespace["saliency"].shape) == (2, 4, 100)
+    tlp, model, padded = namespace["tlp"], namespace["model"], namespace["padded"]
+    clamped = tlp.intervene(model, padded, {"lstm/gates/f": tlp.set_units(1.0)})["output"]
+    assert namespace["remembered"].equal(clamped)  # the replacing hook equals its edit, as the README says
 
 
 def test_readme_starts_with_the_two_commands():

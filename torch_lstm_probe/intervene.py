@@ -15,6 +15,11 @@ the state. Layers without edits run as usual (on the fused kernels).
 
 The edits reach the layer as a call argument (``edits=``), handed over by a forward pre-hook that
 exists only for the duration of the call.
+
+A forward hook on a gate's hook point (``model.layer("lstm").hook_f``) that returns a tensor
+replaces that gate whole, at every step, as the edit ``lambda t, v: returned[:, t]`` would (see
+``Recurrent._fire_gate_hooks``): it fixes the values it was handed, where an edit function sees
+each step's value of the edited run.
 """
 
 from __future__ import annotations

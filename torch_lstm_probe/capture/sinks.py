@@ -31,15 +31,19 @@ class DictSink:
 
         Gate and mask hook points fire inside their layer's call, before the layer's own hook,
         so the call they belong to is the number of calls the layer has finished (a mask fires
-        only on calls that have one).
+        only on calls that have one). A gate hook point that fires again within the same call
+        (on the rerun a replacing gate hook causes) overwrites that call's value.
         """
         if isinstance(output, tuple) and not hasattr(output, "_fields"):
             output = tuple(self._keep(o) for o in output)
         else:
             output = self._keep(output)
         target = self.plan.targets[index]
-        call = len(self._calls[target.owner]) if target.sub else len(self._calls[index])
-        self._calls[index].append((call, output))
+        calls = self._calls[index]
+        call = len(self._calls[target.owner]) if target.sub else len(calls)
+        if calls and calls[-1][0] == call:
+            calls.pop()
+        calls.append((call, output))
 
     def _keep(self, value: Any) -> Any:
         if isinstance(value, torch.Tensor) and not self.keep_graph:

@@ -52,7 +52,8 @@ class ConfigMixin:
 
 
 class HookPoint(nn.Identity):
-    """A named identity module: register a forward hook on it to read the value passing through."""
+    """A named identity module: register a forward hook on it to read the value passing through
+    (a gate's hook may also return a replacement; see ``Recurrent._fire_gate_hooks``)."""
 
     def has_hooks(self) -> bool:
         return bool(self._forward_hooks or self._forward_pre_hooks)

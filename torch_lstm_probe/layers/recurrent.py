@@ -25,6 +25,7 @@ exactly one tensor argument, so an RNN called with ``initial_state`` tensors run
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
@@ -287,9 +288,9 @@ class Recurrent(RecurrentMixin):
             run = self._fast_loop(x, states0, want_gates) if mask is None else None
             seq, states, last, gates = run if run is not None else self._step_loop(x, states0, mask, want_gates)
 
+        if gates is not None and self.gate_hooks_active():
+            seq, states, last, gates = self._fire_gate_hooks(x, states0, mask, edits, (seq, states, last, gates))
         self._store_states(*states)
-        if gates is not None:
-            gates = self.Gates(*(self._observe(name, v) for name, v in zip(self.GATE_NAMES, gates)))
 
         if cfg.return_sequences:
             out = seq.transpose(0, 1) if cfg.time_major else seq
@@ -309,17 +310,48 @@ class Recurrent(RecurrentMixin):
     def _gates_from_outputs(self, x: torch.Tensor, states0: tuple[torch.Tensor, ...], seq: torch.Tensor) -> Any:
         raise NotImplementedError(f"{type(self).__name__} cannot derive gates from the fused outputs")
 
-    def _observe(self, name: str, value: torch.Tensor) -> torch.Tensor:
-        """Passes a gate through its hook point; a hook may read it but not replace it (see :func:`tlp.intervene`)."""
-        out = getattr(self, f"hook_{name}")(value)
-        if out is not value:
+    def _fire_gate_hooks(
+        self,
+        x: torch.Tensor,
+        states0: tuple[torch.Tensor, ...],
+        mask: torch.Tensor | None,
+        edits: Mapping[str, Edit] | None,
+        run: tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor, Any],
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor, Any]:
+        """Passes each gate through its hook point, in gate order; hooks may replace gates.
+
+        Every hook point fires on ``run``. A hook that returns a tensor makes it the gate: the
+        exact step loop then runs once more with every returned tensor substituted whole, at
+        every step (``edits`` as before, plus ``{name: lambda t, v: returned[:, t]}``), and the
+        hook points that replaced nothing fire again on that run, so readers record the edited
+        run. Returns ``run`` or the rerun.
+        """
+        substitutes: dict[str, Edit] = {}
+        for name, value in zip(self.GATE_NAMES, run[3]):  # each (N, L, H), processing order
+            out = getattr(self, f"hook_{name}")(value)
+            if out is not value:
+                substitutes[name] = functools.partial(_substitute, self._replacement(name, value, out))
+        if not substitutes:
+            return run
+        run = self._step_loop(x, states0, mask, True, {**(edits or {}), **substitutes})
+        for name, value in zip(self.GATE_NAMES, run[3]):
+            if name not in substitutes and getattr(self, f"hook_{name}")(value) is not value:
+                raise InputError(
+                    f"A forward hook on hook_{name} of {self.describe()} returned a tensor only on the rerun that "
+                    f"another gate's replacement caused ({', '.join(substitutes)}). Gate hooks that replace must "
+                    "do so on their first call. Fix: return the replacement every time, or None."
+                )
+        return run
+
+    def _replacement(self, name: str, value: torch.Tensor, out: Any) -> torch.Tensor:
+        """A hook's return ``out`` checked to replace the gate ``value`` ``(N, L, H)``."""
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(value.shape):
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise InputError(
-                f"A forward hook on hook_{name} of {self.describe()} returned a new tensor. Gate hooks see the values "
-                "after the recurrence has run, so a replacement could not reach the later steps or the output. Fix: "
-                f"return None from the hook, and edit the gate inside the recurrence with tlp.intervene(model, x, "
-                f"{{'<layer>/gates/{name}': fn}})."
+                f"A forward hook on hook_{name} of {self.describe()} returned {got}. Expected None (to read the "
+                f"gate) or a tensor of shape {tuple(value.shape)} (batch, time, units) to replace it."
             )
-        return out
+        return out.to(value.dtype)
 
     def _check_edits(self, edits: Mapping[str, Edit]) -> dict[str, Edit]:
         unknown = sorted(set(edits) - set(self.GATE_NAMES))
@@ -446,6 +478,11 @@ class Recurrent(RecurrentMixin):
             if getattr(cfg, key) != default:
                 parts.append(f"{key}={getattr(cfg, key)}")
         return parts
+
+
+def _substitute(values: torch.Tensor, step: int, value: torch.Tensor) -> torch.Tensor:
+    """The edit that replaces a gate by ``values[:, step]`` (``values`` is ``(N, L, H)``)."""
+    return values[:, step]
 
 
 def _step_edit(layer: Any, edits: dict[str, Edit], step: int) -> Callable[[str, torch.Tensor], torch.Tensor]:
