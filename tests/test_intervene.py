@@ -53,7 +53,7 @@ def _edit(spec, for_numpy: bool):
             out[:, units] = value[:, units] * arg
         elif kind == "patch":  # activation patching: the source run's value at this step
             source = arg[:, step][:, units]
-            out[:, units] = source if for_numpy else torch.as_tensor(source, dtype=value.dtype)
+            out[:, units] = source if for_numpy else torch.as_tensor(source, dtype=value.dtype, device=value.device)
         return out
 
     return fn
@@ -92,9 +92,21 @@ CASES = [  # golden, edited key, gate, spec (kind, units, steps, value)
 
 @pytest.mark.parametrize("name,where,gate,spec", CASES, ids=[f"{c[0]}-{c[1]}-{c[2]}-{c[3][0]}" for c in CASES])
 def test_an_edit_equals_the_float64_step_loop_with_the_same_edit_and_flows_downstream(name, where, gate, spec):
+    _check_edit(name, where, gate, spec, "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name,where,gate,spec", CASES[::2], ids=[f"{c[0]}-{c[1]}-{c[2]}" for c in CASES[::2]])
+def test_an_edit_on_cuda_equals_the_float64_step_loop(name, where, gate, spec):
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    _check_edit(name, where, gate, spec, "cuda")
+
+
+def _check_edit(name, where, gate, spec, device):
     arrays, _ = load_golden(name)
     x = golden_inputs(arrays)[0]
-    model = tlp.load_keras(GOLDENS / f"{name}.keras")
+    model = tlp.load_keras(GOLDENS / f"{name}.keras").to(device)
     cells = list(_cells(model))
     where = where or cells[0][0]
     key = f"{where}/gates/{gate}"
@@ -234,11 +246,17 @@ HOOK_CASES = [  # golden, gate key, the replacement built from the values the ho
 ]
 
 
+@pytest.mark.parametrize(
+    "gate_path", ["loop", "fused"]
+)  # gates before the replacement: step loop, or fused (as on GPU)
 @pytest.mark.parametrize("name,key,replace", HOOK_CASES, ids=[f"{c[0]}-{c[1]}" for c in HOOK_CASES])
-def test_a_gate_hook_that_returns_a_tensor_replaces_the_gate_like_the_equivalent_edit(name, key, replace):
+def test_a_gate_hook_that_returns_a_tensor_replaces_the_gate_like_the_equivalent_edit(name, key, replace, gate_path):
     arrays, _ = load_golden(name)
     x = golden_inputs(arrays)[0]
     model = tlp.load_keras(GOLDENS / f"{name}.keras")
+    for module in model.modules():
+        if hasattr(module, "gate_path"):
+            module.gate_path = gate_path
     key = key or f"{next(_cells(model))[0]}/gates/f"
     plain = tlp.probe(model, x, gates=True)
     received = []
