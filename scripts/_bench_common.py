@@ -63,24 +63,22 @@ def build_seed_model(keras, vocab: int = 20000, dim: int = 100, units: int = 256
 SEED_VOCAB = 20000
 
 
-def scaled_seed_model(steps: int, units: int, device: str, dim: int = 100) -> Any:
-    """The scaled-up seed model (Embedding → LSTM(seq) → LSTM → Dense(1)) built directly, Keras-like init."""
-    import torch
-    from torch import nn
-
-    from torch_lstm_probe.model import KerasModel
-
-    config = {
+def seed_config(steps: int, units: int, dim: int = 100, mask_zero: bool = False, recurrent: str = "LSTM") -> dict:
+    """The scaled-up seed model's spec: Embedding → LSTM(seq) → LSTM → Dense(1), the recurrent layers
+    named ``lstm_1`` and ``lstm_2`` (``gru_1``/``gru_2`` with ``recurrent="GRU"``)."""
+    one, two = f"{recurrent.lower()}_1", f"{recurrent.lower()}_2"
+    first = {"input_size": dim, "hidden_size": units, "return_sequences": True}
+    second = {"input_size": units, "hidden_size": units}
+    if recurrent == "GRU":  # Keras 2.3+ / Keras 3 default, the layout nn.GRU computes
+        first["reset_after"] = second["reset_after"] = True
+    embedding = {"num_embeddings": SEED_VOCAB, "embedding_dim": dim, "mask_zero": mask_zero}
+    return {
         "name": "seed_scaled",
         "inputs": [{"name": "tokens", "shape": [None, steps], "dtype": "int32"}],
         "layers": [
-            {"name": "embedding", "type": "Embedding", "config": {"num_embeddings": SEED_VOCAB, "embedding_dim": dim}},
-            {
-                "name": "lstm_1",
-                "type": "LSTM",
-                "config": {"input_size": dim, "hidden_size": units, "return_sequences": True},
-            },
-            {"name": "lstm_2", "type": "LSTM", "config": {"input_size": units, "hidden_size": units}},
+            {"name": "embedding", "type": "Embedding", "config": embedding},
+            {"name": one, "type": recurrent, "config": first},
+            {"name": two, "type": recurrent, "config": second},
             {
                 "name": "head",
                 "type": "Dense",
@@ -89,14 +87,23 @@ def scaled_seed_model(steps: int, units: int, device: str, dim: int = 100) -> An
         ],
         "nodes": [
             {"layer": "embedding", "inputs": [["tokens", 0, 0]]},
-            {"layer": "lstm_1", "inputs": [["embedding", 0, 0]]},
-            {"layer": "lstm_2", "inputs": [["lstm_1", 0, 0]]},
-            {"layer": "head", "inputs": [["lstm_2", 0, 0]]},
+            {"layer": one, "inputs": [["embedding", 0, 0]]},
+            {"layer": two, "inputs": [[one, 0, 0]]},
+            {"layer": "head", "inputs": [[two, 0, 0]]},
         ],
         "outputs": [["head", 0, 0]],
     }
+
+
+def scaled_seed_model(steps: int, units: int, device: str, dim: int = 100) -> Any:
+    """The scaled-up seed model (Embedding → LSTM(seq) → LSTM → Dense(1)) built directly, Keras-like init."""
+    import torch
+    from torch import nn
+
+    from torch_lstm_probe.model import KerasModel
+
     torch.manual_seed(0)
-    model = KerasModel(config)
+    model = KerasModel(seed_config(steps, units, dim))
     for lstm in (model.layer("lstm_1"), model.layer("lstm_2")):
         for name, p in lstm.named_parameters():
             nn.init.uniform_(p, -0.08, 0.08) if "weight" in name else nn.init.uniform_(p, -0.1, 0.1)

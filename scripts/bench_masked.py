@@ -14,40 +14,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from scripts._bench_common import interleaved_medians, pin_threads  # noqa: E402
-
-
-def _seed_config(steps: int, units: int, mask_zero: bool, recurrent: str = "LSTM") -> dict:
-    rnn_cfg = {"input_size": 100, "hidden_size": units, "return_sequences": True}
-    rnn2_cfg = {"input_size": units, "hidden_size": units}
-    if recurrent == "GRU":
-        rnn_cfg["reset_after"] = True
-        rnn2_cfg["reset_after"] = True
-    return {
-        "name": "seed_scaled",
-        "inputs": [{"name": "tokens", "shape": [None, steps], "dtype": "int32"}],
-        "layers": [
-            {
-                "name": "embedding",
-                "type": "Embedding",
-                "config": {"num_embeddings": 20000, "embedding_dim": 100, "mask_zero": mask_zero},
-            },
-            {"name": "rnn_1", "type": recurrent, "config": rnn_cfg},
-            {"name": "rnn_2", "type": recurrent, "config": rnn2_cfg},
-            {
-                "name": "head",
-                "type": "Dense",
-                "config": {"in_features": units, "out_features": 1, "activation": "sigmoid"},
-            },
-        ],
-        "nodes": [
-            {"layer": "embedding", "inputs": [["tokens", 0, 0]]},
-            {"layer": "rnn_1", "inputs": [["embedding", 0, 0]]},
-            {"layer": "rnn_2", "inputs": [["rnn_1", 0, 0]]},
-            {"layer": "head", "inputs": [["rnn_2", 0, 0]]},
-        ],
-        "outputs": [["head", 0, 0]],
-    }
+from scripts._bench_common import interleaved_medians, pin_threads, seed_config  # noqa: E402
 
 
 def main() -> None:
@@ -67,8 +34,8 @@ def main() -> None:
     from torch_lstm_probe.model import KerasModel
 
     torch.manual_seed(0)
-    unmasked = KerasModel(_seed_config(args.steps, args.units, False)).to(args.device).eval()
-    masked = KerasModel(_seed_config(args.steps, args.units, True)).to(args.device).eval()
+    unmasked = KerasModel(seed_config(args.steps, args.units)).to(args.device).eval()
+    masked = KerasModel(seed_config(args.steps, args.units, mask_zero=True)).to(args.device).eval()
     masked.load_state_dict(unmasked.state_dict())
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
 
@@ -100,9 +67,9 @@ def main() -> None:
         )
         base, r, lft, hol = times["base"], times["right"], times["left"], times["holes"]
 
-        gru = KerasModel(_seed_config(args.steps, args.units, False, "GRU")).to(args.device).eval()
+        gru = KerasModel(seed_config(args.steps, args.units, recurrent="GRU")).to(args.device).eval()
         emb = gru.layer("embedding")
-        g1, g2, head = gru.layer("rnn_1"), gru.layer("rnn_2"), gru.layer("head")
+        g1, g2, head = gru.layer("gru_1"), gru.layer("gru_2"), gru.layer("head")
         hand_1 = nn.GRU(100, args.units, batch_first=True).to(args.device)
         hand_2 = nn.GRU(args.units, args.units, batch_first=True).to(args.device)
         hand_1.load_state_dict({k: v for k, v in g1.state_dict().items()})
