@@ -173,7 +173,7 @@ def test_bad_edits_get_clear_errors():
     model = tlp.load_keras(GOLDENS / "keras_masked_lstm_gru.keras")
     with pytest.raises(tlp.ProbeKeyError, match="No gate 'lstm/gates/q'.*'lstm/gates/i'"):
         tlp.intervene(model, x, {"lstm/gates/q": tlp.set_units(0.0)})
-    with pytest.raises(tlp.InputError, match=r"returned \(2,\) at step 0. Expected a tensor of shape"):
+    with pytest.raises(tlp.InputError, match=r"at step 0 returned \(2,\)\. Expected a tensor of shape"):
         tlp.intervene(model, x, {"lstm/gates/f": lambda step, value: value[0, :2]})
 
 

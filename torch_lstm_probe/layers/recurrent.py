@@ -330,7 +330,9 @@ class Recurrent(RecurrentMixin):
         for name, value in zip(self.GATE_NAMES, run[3]):  # each (N, L, H), processing order
             out = getattr(self, f"hook_{name}")(value)
             if out is not value:
-                substitutes[name] = functools.partial(_substitute, self._replacement(name, value, out))
+                where = f"A forward hook on hook_{name} of {self.describe()}"
+                wanted = "None (to read the gate) or a tensor of shape {shape} (batch, time, units) to replace it"
+                substitutes[name] = functools.partial(_substitute, _checked_like(value, out, where, wanted))
         if not substitutes:
             return run
         run = self._step_loop(x, states0, mask, True, {**(edits or {}), **substitutes})
@@ -342,16 +344,6 @@ class Recurrent(RecurrentMixin):
                     "do so on their first call. Fix: return the replacement every time, or None."
                 )
         return run
-
-    def _replacement(self, name: str, value: torch.Tensor, out: Any) -> torch.Tensor:
-        """A hook's return ``out`` checked to replace the gate ``value`` ``(N, L, H)``."""
-        if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(value.shape):
-            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise InputError(
-                f"A forward hook on hook_{name} of {self.describe()} returned {got}. Expected None (to read the "
-                f"gate) or a tensor of shape {tuple(value.shape)} (batch, time, units) to replace it."
-            )
-        return out.to(value.dtype)
 
     def _check_edits(self, edits: Mapping[str, Edit]) -> dict[str, Edit]:
         unknown = sorted(set(edits) - set(self.GATE_NAMES))
@@ -492,13 +484,16 @@ def _step_edit(layer: Any, edits: dict[str, Edit], step: int) -> Callable[[str, 
         fn = edits.get(name)
         if fn is None:
             return value
-        out = fn(step, value)
-        if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(value.shape):
-            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise InputError(
-                f"The edit of {name!r} in {layer.describe()} returned {got} at step {step}. "
-                f"Expected a tensor of shape {tuple(value.shape)} (batch, units)."
-            )
-        return out.to(value.dtype)
+        where = f"The edit of {name!r} in {layer.describe()} at step {step}"
+        return _checked_like(value, fn(step, value), where, "a tensor of shape {shape} (batch, units)")
 
     return edit
+
+
+def _checked_like(value: torch.Tensor, out: Any, where: str, wanted: str) -> torch.Tensor:
+    """``out`` in ``value``'s dtype if it is a tensor of ``value``'s shape, else an InputError
+    "``where`` returned … Expected ``wanted``" (``{shape}`` in ``wanted`` is ``value``'s shape)."""
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(value.shape):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise InputError(f"{where} returned {got}. Expected {wanted.format(shape=tuple(value.shape))}.")
+    return out.to(value.dtype)
