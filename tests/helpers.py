@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -107,17 +107,44 @@ def assert_close(actual: Any, expected: Any, atol: float = ATOL["cpu_float32"], 
     assert err <= atol, f"{what}: max abs error {err:.3g} > {atol:g}"
 
 
+class KerasReference(NamedTuple):
+    """What Keras computes for one model and one input set: every layer's output and the final outputs."""
+
+    layers: dict[str, np.ndarray]
+    outputs: list[np.ndarray]
+
+
+def keras_reference(klib, model, inputs: Sequence[np.ndarray]) -> KerasReference:
+    """Runs Keras once for ``assert_model_parity``; reuse it when checking several loads of one model.
+
+    Keras inference on a fixed model and input is deterministic, and running it eagerly is the
+    slow part of a parity check, so a model loaded from memory, ``.keras`` and ``.h5`` is
+    compared with one reference instead of three identical ones.
+    """
+    return KerasReference(keras_layer_outputs(klib, model, inputs), keras_outputs(model, inputs))
+
+
 def assert_model_parity(
-    klib, keras_model, tlp_model, inputs: Sequence[np.ndarray], atol: float = ATOL["cpu_float32"]
+    klib,
+    keras_model,
+    tlp_model,
+    inputs: Sequence[np.ndarray],
+    atol: float = ATOL["cpu_float32"],
+    reference: KerasReference | None = None,
 ) -> None:
-    """Compares the final outputs and every layer's output of a converted model with Keras."""
-    expected_layers = keras_layer_outputs(klib, keras_model, inputs)
+    """Compares the final outputs and every layer's output of a converted model with Keras.
+
+    ``reference`` is ``keras_reference(klib, keras_model, inputs)``, computed here when not given.
+    """
+    if reference is None:
+        reference = keras_reference(klib, keras_model, inputs)
+    expected_layers = reference.layers
     acts = tlp.probe(tlp_model, list(inputs) if len(inputs) > 1 else inputs[0])
     missing = sorted(set(expected_layers) - set(acts))
     assert not missing, f"probe lacks keys {missing}; has {sorted(acts)}"
     for key, expected in expected_layers.items():
         assert_close(acts[key], expected, atol, f"layer {key}")
-    expected_out = keras_outputs(keras_model, inputs)
+    expected_out = reference.outputs
     with torch.inference_mode():
         got = tlp_model(*inputs)
     got = got if isinstance(got, list) else [got]
