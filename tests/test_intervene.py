@@ -146,6 +146,29 @@ def test_activation_patching_puts_the_source_runs_values_into_the_target_run():
     np.testing.assert_allclose(_np(edited["lstm/gates/c"])[valid, 2][:, :2], recorded[valid, 2][:, :2], atol=ATOL)
 
 
+def test_activation_patch_records_the_source_run_and_patches_the_target_run():
+    arrays, _ = load_golden("keras_masked_lstm_gru")
+    x = np.asarray(golden_inputs(arrays)[0])
+    model = tlp.load_keras(GOLDENS / "keras_masked_lstm_gru.keras")
+    source = np.roll(x, 1, axis=0)
+    recorded = _np(tlp.probe(model, source, gates=True)["bidirectional/backward/gates/c"])
+    key = "bidirectional/backward/gates/c"
+    patched = tlp.activation_patch(model, source, x, key, units=[1], steps=slice(2, 5), gates=True)
+    spec = ("patch", [1], {2, 3, 4}, recorded)
+    mask = _np(patched["bidirectional/mask"]).astype(bool)
+    half = model.layer("bidirectional").backward_layer  # go_backwards: the reference reverses, as Keras does
+    ref = reference(half, _np(patched["gru"]), mask, {"c": _edit(spec, for_numpy=True)})
+    for g in half.GATE_NAMES:
+        np.testing.assert_allclose(_np(patched[f"bidirectional/backward/gates/{g}"]), ref[g], atol=ATOL, err_msg=g)
+    same = tlp.intervene(model, x, {key: _edit(spec, for_numpy=False)}, gates=True)
+    torch.testing.assert_close(patched, same, rtol=0, atol=0)
+    one_row = tlp.activation_patch(model, source[:1], x, "lstm/gates/h", steps=[3])  # one source row for all
+    row = ("patch", slice(None), {3}, np.repeat(_np(tlp.probe(model, source[:1], gates=True)["lstm/gates/h"]), 5, 0))
+    torch.testing.assert_close(one_row, tlp.intervene(model, x, {"lstm/gates/h": _edit(row, for_numpy=False)}))
+    with pytest.raises(tlp.InputError, match=r"shape \(2, 7, \d+\).*a batch of 5 \(or 1\)\. Fix: record the source"):
+        tlp.activation_patch(model, source[:2], x, "lstm/gates/h")
+
+
 @pytest.mark.parametrize("name", ["keras_masked_lstm_gru", "keras_bidirectional", "keras_simple_rnn"])
 def test_no_edits_equals_probe_exactly(name):
     arrays, _ = load_golden(name)

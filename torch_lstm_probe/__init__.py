@@ -24,7 +24,7 @@ from .errors import (
     WeightMismatchError,
 )
 from .extract import extract_ray
-from .intervene import ablate_units, intervene, scale_units, set_units
+from .intervene import ablate_units, activation_patch, intervene, patch_units, scale_units, set_units
 from .layers.lstm import LSTMGates
 from .model import KerasModel
 
@@ -37,6 +37,8 @@ __all__ = [
     "set_units",
     "scale_units",
     "ablate_units",
+    "activation_patch",
+    "patch_units",
     "extract",
     "open_activations",
     "extract_ray",

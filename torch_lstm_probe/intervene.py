@@ -35,7 +35,16 @@ from .capture.plan import plan_capture, run_plan
 from .errors import InputError, ProbeKeyError
 from .model import KerasModel
 
-__all__ = ["EDIT_SYNTAX", "ablate_units", "intervene", "parse_edit", "scale_units", "set_units"]
+__all__ = [
+    "EDIT_SYNTAX",
+    "ablate_units",
+    "activation_patch",
+    "intervene",
+    "parse_edit",
+    "patch_units",
+    "scale_units",
+    "set_units",
+]
 
 Edit = Callable[[int, torch.Tensor], torch.Tensor]
 
@@ -101,10 +110,66 @@ def ablate_units(mean: Any = 0.0, units: Where = None, steps: Where = None) -> E
         return set_units(float(mean), units, steps)
     vector = torch.as_tensor(mean)
 
-    def replace(value: torch.Tensor, where: Any) -> torch.Tensor:
+    def replace(value: torch.Tensor, where: Any, step: int) -> torch.Tensor:
         return vector.to(value)[where].expand(value.shape[0], -1)  # (N, selected units)
 
     return _unit_edit(replace, units, steps, indexed=True)
+
+
+def patch_units(recorded: Any, units: Where = None, steps: Where = None) -> Edit:
+    """Activation patching: ``units`` (all by default) at ``steps`` (all by default) take their values
+    from ``recorded``, a gate of another run as :func:`tlp.probe` gives it, ``(batch, time, units)``
+    in processing order (a batch of 1 is used for every row)."""
+    source = torch.as_tensor(recorded)
+    if source.dim() != 3:
+        raise InputError(
+            f"patch_units takes a recorded gate of shape (batch, time, units). Received shape {tuple(source.shape)}."
+        )
+
+    def replace(value: torch.Tensor, where: Any, step: int) -> torch.Tensor:
+        if step >= source.shape[1] or source.shape[0] not in (1, value.shape[0]):
+            raise InputError(
+                f"patch_units: the recorded gate has shape {tuple(source.shape)} (batch, time, units); the run "
+                f"needs step {step} of a batch of {value.shape[0]} (or 1). Fix: record the source with as many "
+                "steps as the target and one row or as many rows."
+            )
+        return source[:, step].to(value)[:, where].expand(value.shape[0], -1)  # (N, selected units)
+
+    return _unit_edit(replace, units, steps, indexed=True)
+
+
+def activation_patch(
+    model: KerasModel,
+    source: Any,
+    target: Any,
+    keys: Sequence[str] | str,
+    units: Where = None,
+    steps: Where = None,
+    layers: Sequence[str] | str | None = None,
+    gates: bool = False,
+    grad: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Runs ``source``, records the gate ``keys``, and runs ``target`` with those gates' ``units`` at
+    ``steps`` patched in from the source run (:func:`patch_units`); the patched values flow on as
+    every edit does.
+
+    Args:
+        source, target: model inputs with the same number of steps; ``source`` has one row or
+            as many rows as ``target``.
+        keys: gate keys, e.g. ``"lstm/gates/c"``.
+        units, steps: what to patch (all by default); steps in processing order.
+        layers, gates, grad: what to return, as for :func:`torch_lstm_probe.probe`.
+
+    Returns:
+        What :func:`intervene` returns for the patched run on ``target``.
+
+    Example:
+        >>> tlp.activation_patch(model, clean, corrupted, "lstm/gates/c", steps=[3])["output"]
+    """
+    names = [keys] if isinstance(keys, str) else list(keys)
+    recorded = run_plan(model, plan_capture(model, names, gates=True), source)
+    edits = {key: patch_units(recorded[key], units, steps) for key in names}
+    return intervene(model, target, edits, layers=layers, gates=gates, grad=grad)
 
 
 EDIT_SYNTAX = """KEY[units=U;steps=S]=VALUE sets, KEY[...]*=FACTOR scales; the [...] part and each of its
@@ -165,7 +230,7 @@ def _in(step: int, steps: Where) -> bool:
 
 def _unit_edit(change: Callable[..., torch.Tensor], units: Any, steps: Where, indexed: bool = False) -> Edit:
     """An edit applying ``change`` to the chosen units at the chosen steps (``indexed``: ``change`` also
-    receives the unit selection)."""
+    receives the unit selection and the step)."""
     chosen = steps if steps is None or isinstance(steps, slice) else [int(s) for s in steps]
     where = slice(None) if units is None else (units if isinstance(units, slice) else [int(u) for u in units])
 
@@ -173,7 +238,7 @@ def _unit_edit(change: Callable[..., torch.Tensor], units: Any, steps: Where, in
         if not _in(step, chosen):
             return value
         out = value.clone()  # (N, H)
-        out[:, where] = change(value[:, where], where) if indexed else change(value[:, where])
+        out[:, where] = change(value[:, where], where, step) if indexed else change(value[:, where])
         return out
 
     return edit
