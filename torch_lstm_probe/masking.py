@@ -1,11 +1,16 @@
-"""Keras mask semantics on fused kernels.
+"""Keras mask semantics on fused kernels, for any mask.
 
 Keras skips a masked step: the state is carried, and the output is the previous output (or 0
-with ``zero_output_for_mask``); before the first real step the previous output is 0. When
-every row's real steps form one contiguous block ``[start, start + length)`` (right padding,
-left padding, or both), the same result comes from one fused pass: shift each row so its block
-starts at step 0, run the packed sequence, and shift the outputs back. Masks with holes need
-the exact step loop.
+with ``zero_output_for_mask``); before the first real step the previous output is 0. Skipping a
+step and carrying the state is the same as never running it, so any mask (right or left
+padding, holes, fully masked rows) comes out of one fused pass over each row's real steps moved
+to the front, in order (the *compact* layout), followed by one gather that puts every step back:
+a real step reads its own compact step, a masked step the compact step of the last real step
+before it (its carried state and previous output), or the initial value when there is none.
+
+Every index is computed with tensor operations, so the same code runs eagerly and under
+``torch.export``/``torch.compile``; only the eager shortcut for right padding (no gather) looks
+at the mask's values.
 
 Shapes: N = batch, L = time steps, H = units; masks are bool ``(N, L)``, True = real step.
 """
@@ -16,49 +21,48 @@ from dataclasses import dataclass
 
 import torch
 
+from .tracing import is_tracing
+
 __all__ = [
-    "Blocks",
-    "contiguous_blocks",
-    "shift_rows",
+    "Compaction",
+    "compaction",
+    "compact_rows",
     "last_real_step",
-    "unshift_outputs",
-    "unshift_states",
-    "unshift_gates",
+    "expand_outputs",
+    "expand_states",
+    "expand_gates",
 ]
 
 
 @dataclass(frozen=True)
-class Blocks:
-    """The real steps of each row: ``start`` and ``length``, both ``(N,)`` long."""
+class Compaction:
+    """Where each row's real steps go in the compact layout and where every step comes back from."""
 
-    start: torch.Tensor  # (N,) first real step (0 for a fully masked row)
-    length: torch.Tensor  # (N,) number of real steps (0 for a fully masked row)
-
-    @property
-    def right_aligned(self) -> bool:
-        """True when every block starts at step 0 (right padding): no shifting needed."""
-        return not bool(self.start.any())
+    mask: torch.Tensor  # (N, L) bool, True at real steps
+    order: torch.Tensor  # (N, L) long: compact step k of row n is step order[n, k] (real steps first, in order)
+    source: torch.Tensor  # (N, L) long: the compact step of the last real step at or before t, -1 if none
+    length: torch.Tensor  # (N,) long: real steps per row
+    aligned: bool  # the real steps of every row already come first (right padding); eager only
 
 
-def contiguous_blocks(mask: torch.Tensor) -> Blocks | None:
-    """The per-row blocks of a mask, or None when some row has a hole (non-contiguous)."""
-    n, steps = mask.shape
-    t = torch.arange(steps, device=mask.device).expand(n, steps)  # (N, L)
-    count = mask.sum(1)  # (N,)
-    first = torch.where(mask, t, steps).amin(1)  # (N,)
-    last = torch.where(mask, t, -1).amax(1)  # (N,)
-    has_any = count > 0
-    if not bool(((last - first + 1 == count) | ~has_any).all()):
-        return None
-    start = torch.where(has_any, first, torch.zeros_like(first))
-    return Blocks(start, count)
+def compaction(mask: torch.Tensor) -> Compaction:
+    """The compact layout of ``mask`` (bool ``(N, L)``)."""
+    steps = mask.shape[1]
+    source = mask.long().cumsum(1) - 1  # (N, L)
+    length = source[:, -1] + 1  # (N,)
+    order = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)  # (N, L): real steps first
+    aligned = False
+    if not is_tracing():
+        t = torch.arange(steps, device=mask.device)
+        aligned = bool((mask == (t[None, :] < length[:, None])).all())
+    return Compaction(mask, order, source, length, aligned)
 
 
 def _gather_time(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``out[n, t] = x[n, index[n, t]]`` for ``x`` of shape ``(N, L, ...)``.
 
     One ``index_select`` over the flattened (batch × time) rows: the index is ``(N·L,)``,
-    not the full tensor shape, which keeps the shift cheap.
+    not the full tensor shape, which keeps the gather cheap.
     """
     n, steps = index.shape
     rows = (index + torch.arange(n, device=index.device)[:, None] * steps).reshape(-1)  # (N·L,)
@@ -66,70 +70,51 @@ def _gather_time(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return flat.index_select(0, rows).reshape(x.shape)
 
 
-def last_real_step(y: torch.Tensor, blocks: Blocks) -> torch.Tensor:
-    """``y[n, length_n - 1]`` for a shifted ``(N, L, H)`` tensor (row 0 for empty rows)."""
-    n = y.shape[0]
-    index = (blocks.length - 1).clamp(min=0)  # (N,)
-    return y[torch.arange(n, device=y.device), index]  # (N, H)
+def compact_rows(x: torch.Tensor, comp: Compaction) -> torch.Tensor:
+    """Each row's real steps first, in order: ``out[n, k] = x[n, order[n, k]]``; ``(N, L, ·)``."""
+    return x if comp.aligned else _gather_time(x, comp.order)
 
 
-def shift_rows(x: torch.Tensor, blocks: Blocks) -> torch.Tensor:
-    """Moves each row's block to the front: ``out[n, t] = x[n, (t + start_n) mod L]``."""
-    if blocks.right_aligned:
-        return x
-    steps = x.shape[1]
-    t = torch.arange(steps, device=x.device)
-    index = (t[None, :] + blocks.start[:, None]) % steps  # (N, L)
-    return _gather_time(x, index)
+def last_real_step(y: torch.Tensor, comp: Compaction) -> torch.Tensor:
+    """``y[n, length_n - 1]`` for a compact ``(N, L, H)`` tensor (step 0 for empty rows)."""
+    index = (comp.length - 1).clamp(min=0)  # (N,)
+    return y[torch.arange(y.shape[0], device=y.device), index]  # (N, H)
 
 
-def _unshift_index(blocks: Blocks, steps: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    t = torch.arange(steps, device=device)
-    rel = t[None, :] - blocks.start[:, None]  # (N, L): position inside the shifted row
-    inside = (rel >= 0) & (rel < blocks.length[:, None])  # (N, L): a real step
-    after = rel >= blocks.length[:, None]  # (N, L): after the block
-    return rel.clamp(0, steps - 1), inside, after
+def _expand(y: torch.Tensor, comp: Compaction) -> torch.Tensor:
+    """``out[n, t] = y[n, source[n, t]]`` (step 0 where ``source`` is -1); a fresh tensor."""
+    return _gather_time(y, comp.source.clamp(min=0))
 
 
-def unshift_outputs(
-    y: torch.Tensor, blocks: Blocks, final_output: torch.Tensor, zero_output_for_mask: bool
+def expand_outputs(
+    y: torch.Tensor, comp: Compaction, final_output: torch.Tensor, zero_output_for_mask: bool
 ) -> torch.Tensor:
     """Sequence outputs back in place, with Keras' values at masked steps.
 
     Args:
-        y: ``(N, L, H)`` outputs in shifted layout (real steps first). Overwritten when no shift
-            is needed (right padding): pass a tensor nobody else reads.
+        y: ``(N, L, H)`` outputs in compact layout. Overwritten when the layout is aligned
+            (right padding): pass a tensor nobody else reads.
         final_output: ``(N, H)`` the output at each row's last real step (0 for empty rows).
     """
-    rel, inside, after = _unshift_index(blocks, y.shape[1], y.device)
-    if blocks.right_aligned:
-        back = y  # no steps before the blocks
-    else:
-        back = _gather_time(y, rel)  # (N, L, H), a fresh tensor
-        back.masked_fill_(_before(blocks, y)[..., None], 0.0)
-    if zero_output_for_mask:
-        return back.masked_fill_(after[..., None], 0.0)
-    if bool(after.any()):
-        back = torch.where(after[..., None], final_output[:, None, :], back)
-    return back
+    masked = ~comp.mask[..., None]  # (N, L, 1)
+    if comp.aligned:  # real steps are in place; every masked step comes after them
+        if zero_output_for_mask:
+            return y.masked_fill_(masked, 0.0)
+        return torch.where(masked, final_output[:, None, :], y)
+    back = _expand(y, comp)  # (N, L, H)
+    empty = masked if zero_output_for_mask else (comp.source < 0)[..., None]
+    return back.masked_fill_(empty, 0.0)
 
 
-def _before(blocks: Blocks, y: torch.Tensor) -> torch.Tensor:
-    """(N, L) True at steps before each row's block."""
-    t = torch.arange(y.shape[1], device=y.device)
-    return t[None, :] < blocks.start[:, None]
+def expand_states(y: torch.Tensor, comp: Compaction, initial: torch.Tensor) -> torch.Tensor:
+    """A per-step state back in place: carried over masked steps, ``initial`` before the first real one."""
+    if comp.aligned:  # real steps in place, then the last one's state carried (initial for empty rows)
+        carried = torch.where((comp.length > 0)[:, None], last_real_step(y, comp), initial)  # (N, H)
+        return torch.where(comp.mask[..., None], y, carried[:, None, :])
+    return torch.where((comp.source < 0)[..., None], initial[:, None, :], _expand(y, comp))
 
 
-def unshift_states(y: torch.Tensor, blocks: Blocks, initial: torch.Tensor, final: torch.Tensor) -> torch.Tensor:
-    """A per-step state back in place: the initial state before a block, the final one after."""
-    rel, inside, after = _unshift_index(blocks, y.shape[1], y.device)
-    back = y if blocks.right_aligned else _gather_time(y, rel)
-    outside = torch.where(after[..., None], final[:, None, :], initial[:, None, :])
-    return torch.where(inside[..., None], back, outside)
-
-
-def unshift_gates(y: torch.Tensor, blocks: Blocks) -> torch.Tensor:
+def expand_gates(y: torch.Tensor, comp: Compaction) -> torch.Tensor:
     """A per-step gate back in place, 0 at masked steps."""
-    rel, inside, _ = _unshift_index(blocks, y.shape[1], y.device)
-    back = y if blocks.right_aligned else _gather_time(y, rel)
-    return torch.where(inside[..., None], back, torch.zeros((), dtype=y.dtype, device=y.device))
+    back = y if comp.aligned else _expand(y, comp)
+    return torch.where(comp.mask[..., None], back, torch.zeros((), dtype=y.dtype, device=y.device))

@@ -14,6 +14,7 @@ from torch import nn
 from ..activations import get_activation, is_identity
 from ..errors import InputError
 from ..registry import build_module, module_type_name, register_module
+from ..tracing import is_tracing
 from .base import ConfigMixin, check_float_input
 
 __all__ = [
@@ -89,8 +90,9 @@ class Embedding(ConfigMixin, nn.Embedding):
         return (x != 0) if self.config.mask_zero else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        checks = not is_tracing()  # value checks read the data: eager only (a traced graph has none)
         if x.is_floating_point():
-            if x.numel() and not bool(torch.isfinite(x).all()):
+            if checks and x.numel() and not bool(torch.isfinite(x).all()):
                 raise InputError(
                     f"{self.describe()} expects token indices. Received NaN or infinite values, which Keras "
                     "cannot cast to an index either."
@@ -100,7 +102,10 @@ class Embedding(ConfigMixin, nn.Embedding):
             raise InputError(f"{self.describe()} expects integer token indices. Received dtype {x.dtype}.")
         vocab = self.num_embeddings
         low = -vocab if self.config.wrap_negative else 0
-        if x.numel():
+        if not checks:
+            if low:
+                x = torch.where(x < 0, x + vocab, x)  # (N, *): Keras 3's ops.take wraps negatives
+        elif x.numel():
             lo, hi = int(x.min()), int(x.max())
             if lo < low or hi >= vocab:
                 raise InputError(

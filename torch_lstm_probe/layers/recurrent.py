@@ -35,14 +35,15 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..errors import InputError
 from ..masking import (
-    Blocks,
-    contiguous_blocks,
+    Compaction,
+    compact_rows,
+    compaction,
+    expand_gates,
+    expand_outputs,
+    expand_states,
     last_real_step,
-    shift_rows,
-    unshift_gates,
-    unshift_outputs,
-    unshift_states,
 )
+from ..tracing import is_tracing
 from .base import HookPoint, check_float_input, run_fused_kernel
 
 __all__ = ["INITIAL_STATE_RULES", "Edit", "Recurrent", "RecurrentConfig", "RecurrentMixin", "States", "StepEdit"]
@@ -275,15 +276,14 @@ class Recurrent(RecurrentMixin):
 
         want_gates = return_gates or self.gate_hooks_active()
         fused = not edits and self._fusable and (not want_gates or self._gates_after_fused(x))
-        blocks = contiguous_blocks(mask) if (fused and mask is not None) else None
         if edits:
             seq, states, last, gates = self._step_loop(x, states0, mask, want_gates, self._check_edits(edits))
         elif fused and mask is None:
             seq, states = self._fused(x, states0)  # seq (N, L, H)
             gates = self._gates_from_outputs(x, states0, seq) if want_gates else None
             last = states[0]
-        elif fused and blocks is not None:
-            seq, states, last, gates = self._fused_masked(x, states0, blocks, want_gates)
+        elif fused:
+            seq, states, last, gates = self._fused_masked(x, states0, compaction(mask), want_gates)  # type: ignore[arg-type]
         else:
             run = self._fast_loop(x, states0, want_gates) if mask is None else None
             seq, states, last, gates = run if run is not None else self._step_loop(x, states0, mask, want_gates)
@@ -418,46 +418,50 @@ class Recurrent(RecurrentMixin):
         return seq, states, last, gates
 
     def _fused_masked(
-        self, x: torch.Tensor, states0: tuple[torch.Tensor, ...], blocks: Blocks, want_gates: bool
+        self, x: torch.Tensor, states0: tuple[torch.Tensor, ...], comp: Compaction, want_gates: bool
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor, Any]:
-        """A contiguous mask on the fused kernel.
+        """Any mask on the fused kernel (see :mod:`torch_lstm_probe.masking`).
 
-        Each row's real steps are shifted to the front; the fused kernel then runs either on the
+        Each row's real steps are moved to the front; the fused kernel then runs either on the
         packed sequence (when a final state other than the output is needed: ``return_state`` or
-        ``stateful`` with several states) or on the whole shifted tensor, whose steps past each
-        row's end are never read (the final ``h`` is then the output at the row's last real step).
-        The outputs are shifted back and masked steps filled as Keras does.
+        ``stateful`` with several states; under tracing that state comes from the gates instead)
+        or on the whole compact tensor, whose steps past each row's end are never read (the
+        final ``h`` is then the output at the row's last real step). Every step is then put back
+        in place, masked steps filled as Keras does.
         """
         cfg = self.config
-        xs = shift_rows(x, blocks)  # (N, L, F), real steps first
-        empty = (blocks.length == 0)[:, None]  # (N, 1): fully masked rows keep the initial state
+        xs = compact_rows(x, comp)  # (N, L, F), real steps first
+        empty = (comp.length == 0)[:, None]  # (N, 1): fully masked rows keep the initial state
         finals: list[torch.Tensor | None]
-        if len(states0) > 1 and (cfg.return_state or cfg.stateful):
-            lengths = blocks.length.clamp(min=1).cpu()
+        several = len(states0) > 1 and (cfg.return_state or cfg.stateful)
+        if several and not is_tracing():
+            lengths = comp.length.clamp(min=1).cpu()
             packed = pack_padded_sequence(xs, lengths, batch_first=True, enforce_sorted=False)
             out, ends = self._fused(packed, states0)
             y, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])  # (N, L, H)
             finals = [torch.where(empty, s0, s) for s0, s in zip(states0, ends)]
         else:
-            y, _ = self._fused(xs, states0)  # (N, L, H); rows past their length hold unused values
-            finals = [torch.where(empty, states0[0], last_real_step(y, blocks))] + [None] * (len(states0) - 1)
+            y, _ = self._fused(xs, states0)  # (N, L, H); steps past each row's length hold unused values
+            finals = [torch.where(empty, states0[0], last_real_step(y, comp))] + [None] * (len(states0) - 1)
+        g = self._gates_from_outputs(xs, states0, y) if (want_gates or (several and is_tracing())) else None
+        inner_count = len(self.GATE_NAMES) - len(self.GATE_STATES)
+        if g is not None:  # states other than the output, at each row's last real step
+            for name, value in zip(self.GATE_STATES, g[inner_count:]):
+                at = self.STATE_NAMES.index(name)
+                if finals[at] is None:
+                    finals[at] = torch.where(empty, states0[at], last_real_step(value, comp))
         h = finals[0]
         assert h is not None
         final_out = torch.where(empty, torch.zeros_like(h), h)
         gates = None
-        if want_gates:
-            g = self._gates_from_outputs(xs, states0, y)
-            inner_count = len(self.GATE_NAMES) - len(self.GATE_STATES)
-            held = []
-            for name, value in zip(self.GATE_STATES, g[inner_count:]):
-                at = self.STATE_NAMES.index(name)
-                end = finals[at]
-                if end is None:
-                    end = finals[at] = torch.where(empty, states0[at], last_real_step(value, blocks))
-                held.append(unshift_states(value, blocks, states0[at], end))
-            gates = self.Gates(*(unshift_gates(v, blocks) for v in g[:inner_count]), *held)
+        if want_gates and g is not None:
+            held = [
+                expand_states(value, comp, states0[self.STATE_NAMES.index(name)])
+                for name, value in zip(self.GATE_STATES, g[inner_count:])
+            ]
+            gates = self.Gates(*(expand_gates(v, comp) for v in g[:inner_count]), *held)
         # Last: with right padding this writes into y, which the gates above read.
-        seq = unshift_outputs(y, blocks, final_out, cfg.zero_output_for_mask)
+        seq = expand_outputs(y, comp, final_out, cfg.zero_output_for_mask)
         return seq, tuple(finals), seq[:, -1], gates  # type: ignore[arg-type]
 
     def _repr_parts(self, activations: Sequence[str]) -> list[str]:
