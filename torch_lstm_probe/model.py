@@ -488,13 +488,22 @@ class KerasModel(nn.Module):
             return value.to(device=device)
         return value.to(device=device, dtype=dtype)
 
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        inputs = self._bind(args, kwargs)
-        # A parent graph hands a nested model its input masks through _pending_masks, so the
-        # nested call still goes through __call__ (and fires forward hooks).
-        masks, self._pending_masks = getattr(self, "_pending_masks", None), None
-        out, self._last_masks = self.run_graph(inputs, masks)
-        return out
+    def forward(
+        self,
+        *args: Any,
+        input_masks: Sequence[torch.Tensor | None] | None = None,
+        return_masks: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """Runs the model on inputs given positionally, as a list, or by name (a dict or keywords).
+
+        Args:
+            input_masks: a Keras mask (or None) for each input; a parent graph hands a nested
+                model the masks of the tensors it is called on.
+            return_masks: also return the mask of each output, ``(result, masks)``.
+        """
+        out, masks = self.run_graph(self._bind(args, kwargs), input_masks)
+        return (out, masks) if return_masks else out
 
     def run_graph(
         self, inputs: Sequence[torch.Tensor], masks: Sequence[torch.Tensor | None] | None = None
@@ -609,10 +618,9 @@ def _call(
     """Calls one layer with Keras mask handling; returns (output, mask of each output)."""
     mode = getattr(module, "mask_mode", "drop")
     mask = in_masks[0] if len(in_masks) == 1 else (in_masks if any(m is not None for m in in_masks) else None)
-    if isinstance(module, KerasModel):
-        module._pending_masks = in_masks
-        out = module(*xs)
-        return (tuple(out) if isinstance(out, list) else out), list(module._last_masks)
+    if isinstance(module, KerasModel):  # through __call__, so hooks on the nested model fire
+        out, out_masks = module(*xs, input_masks=in_masks, return_masks=True)
+        return (tuple(out) if isinstance(out, list) else out), list(out_masks)
     if mask is not None and getattr(module, "takes_mask", False):
         kwargs = {**kwargs, "mask": mask}
     out = module(*xs, **kwargs)

@@ -134,7 +134,10 @@ def _hooked(plan: CapturePlan, sink: DictSink) -> Iterator[None]:
     handles = []
     try:
         for index, target in enumerate(plan.targets):
-            handles.append(target.module.register_forward_hook(partial(_hook, sink, index)))
+            if isinstance(target.module, KerasModel):  # a nested model: its call may return masks too
+                handles.append(target.module.register_forward_hook(partial(_model_hook, sink, index), with_kwargs=True))
+            else:
+                handles.append(target.module.register_forward_hook(partial(_hook, sink, index)))
         yield
     finally:
         for handle in handles:
@@ -143,6 +146,10 @@ def _hooked(plan: CapturePlan, sink: DictSink) -> Iterator[None]:
 
 def _hook(sink: DictSink, index: int, module: nn.Module, args: Any, output: Any) -> None:
     sink.record(index, output)
+
+
+def _model_hook(sink: DictSink, index: int, module: nn.Module, args: Any, kwargs: dict[str, Any], output: Any) -> None:
+    sink.record(index, output[0] if kwargs.get("return_masks") else output)  # (result, masks): the result
 
 
 def run_plan(model: KerasModel, plan: CapturePlan, x: Any, grad: bool = False) -> dict[str, torch.Tensor]:
