@@ -22,7 +22,7 @@ from torch_lstm_probe.converters.registry import lookup
 from torch_lstm_probe.converters.spec import KerasVersion, LayerSpec
 
 import torch_lstm_probe as tlp
-from tests.helpers import assert_close, assert_model_parity, library_name, save, seed
+from tests.helpers import assert_close, assert_model_parity, keras_reference, library_name, save, seed
 from torch_lstm_probe.errors import InputError, UnsupportedOptionError
 
 pytestmark = pytest.mark.keras
@@ -60,10 +60,11 @@ def _check(klib, model, inputs: list[np.ndarray], tmp_path, in_memory: bool = Tr
     """
     sources: list[tuple[str, Any]] = [("in-memory", model)] if in_memory else []
     sources += [(f".{fmt}", save(model, tmp_path, fmt)) for fmt in formats]
+    reference = keras_reference(klib, model, inputs)  # one Keras run, compared with every load
     failures = []
     for label, source in sources:
         try:
-            assert_model_parity(klib, model, tlp.load_keras(source), inputs)
+            assert_model_parity(klib, model, tlp.load_keras(source), inputs, reference=reference)
         except Exception as err:  # noqa: BLE001 - collected and re-raised below
             failures.append(f"[{library_name(klib)} {label}] {type(err).__name__}: {err}")
     assert not failures, "\n".join(failures)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import torch_lstm_probe as tlp
-from tests.helpers import ATOL, assert_model_parity, keras_outputs, library_name, randomize_biases, save, seed
+from tests.helpers import ATOL, assert_model_parity, keras_reference, library_name, randomize_biases, save, seed
 
 pytestmark = pytest.mark.keras
 
@@ -38,7 +38,8 @@ def _check_all_sources(klib, model, inputs: list[np.ndarray], tmp_path, atol: fl
 
     Every source is checked before failing, so one failure report lists all broken sources.
     """
-    for k, value in enumerate(keras_outputs(model, inputs)):
+    reference = keras_reference(klib, model, inputs)  # one Keras run, compared with every load
+    for k, value in enumerate(reference.outputs):
         assert np.all(np.isfinite(value)), f"Keras output {k} is not finite: the case itself is ill-posed"
     sources: list[tuple[str, Any]] = [("in-memory", model)]
     for fmt in FORMATS:
@@ -47,7 +48,7 @@ def _check_all_sources(klib, model, inputs: list[np.ndarray], tmp_path, atol: fl
     for label, source in sources:
         try:
             converted = tlp.load_keras(source)
-            assert_model_parity(klib, model, converted, inputs, atol)
+            assert_model_parity(klib, model, converted, inputs, atol, reference)
         except Exception as err:  # noqa: BLE001 - collected and re-raised below
             failures.append(f"[{library_name(klib)} {label}] {type(err).__name__}: {err}")
     assert not failures, "\n".join(failures)
