@@ -27,6 +27,7 @@ from .extract import extract_ray
 from .intervene import ablate_units, activation_patch, intervene, patch_units, scale_units, set_units
 from .layers.lstm import LSTMGates
 from .model import KerasModel
+from .verify import VerifyReport, VerifyRow, verify
 
 __version__ = "0.1.0"
 
@@ -39,6 +40,9 @@ __all__ = [
     "ablate_units",
     "activation_patch",
     "patch_units",
+    "verify",
+    "VerifyReport",
+    "VerifyRow",
     "extract",
     "open_activations",
     "extract_ray",
