@@ -806,6 +806,29 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from .verify import format_report, verify
+
+    inputs = _load_inputs(args.input) if args.input else None
+    x: Any = inputs if isinstance(inputs, dict) or inputs is None else list(inputs)
+    try:
+        report = verify(
+            args.model,
+            x=x,
+            reference=args.reference,
+            atol=args.atol,
+            weights=args.weights,
+            custom_layers=_custom_layers(args.custom_layers),
+        )
+    except (UnsupportedLayerError, UnsupportedOptionError) as err:  # exit 1, as inspect does for these
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        print(f"torch-lstm-probe: not convertible: {type(err).__name__}: {_first_line(err)}", file=sys.stderr)
+        return EXIT_NOT_CONVERTIBLE
+    print(format_report(report))
+    return EXIT_OK if report.ok else EXIT_NOT_CONVERTIBLE  # 1: some layer is beyond --atol
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     import torch
     from safetensors.numpy import load_file
@@ -1046,6 +1069,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_arguments(p)
     p.set_defaults(func=_cmd_report)
+
+    p = verb(
+        "verify",
+        "compare every layer of the converted model with Keras (live, or a stored reference): one row per layer",
+        "Rows: layer, class, max abs and relative error, the worst position and the conversion's decisions "
+        "(hard_sigmoid formula, bias split, CuDNN layout, mask and call rules). A layer is within tolerance when "
+        "its max abs error <= atol * max(1, max |reference|). Keras runs live when installed (Keras 3 for files "
+        "a Keras 3 wrote, tf_keras otherwise); else give --reference. Exit 0: all within; 1: some layer beyond "
+        "(marked FAIL) or not convertible; 2: a user error.",
+    )
+    p.add_argument("model", metavar="MODEL", help="a .keras, .h5, or architecture .json file")
+    p.add_argument(
+        "--input",
+        metavar="X.npy",
+        help="inputs: .npy (one input) or .npz (one array per input, in input order or by name); default: "
+        "generated from the input spec (token ids for an Embedding, padded when it masks zeros; else N(0, 1))",
+    )
+    p.add_argument(
+        "--reference",
+        metavar="REF.npz",
+        help="compare with stored arrays instead of running Keras: .npz or .safetensors holding input:<i> and "
+        "layer:<name> (or layer:<name>:<k>) arrays, the golden files' layout",
+    )
+    p.add_argument(
+        "--atol", type=float, default=1e-5, help="tolerance (default 1e-5; relative above magnitude 1, see above)"
+    )
+    p.add_argument("--weights", help="weights-only .h5 for an architecture .json")
+    p.add_argument("--custom-layers", metavar="MODULE:NAME", help=CUSTOM_LAYERS_HELP)
+    p.set_defaults(func=_cmd_verify)
 
     p = verb("demo", "convert the bundled example sentence classifier and check parity with Keras")
     p.add_argument("--full", action="store_true", help="print every value of each LSTM output vector")

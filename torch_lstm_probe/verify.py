@@ -384,7 +384,7 @@ def _live_reference(
             keys.append(layer.name)
     try:
         sub = klib.Model(keras_model.inputs, outputs)  # one model over every layer's output
-        values = sub(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
+        values = sub(list(inputs), training=False)
     except Exception as err:  # Keras raises many types; a model Keras cannot run here is not our bug
         raise KerasUnavailableError(
             f"{library} could not run the model ({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}). "
