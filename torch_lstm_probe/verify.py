@@ -124,6 +124,8 @@ def verify(
     writer = writer_name(str(info.get("keras_version", "")) or "3", str(info.get("library", "keras")))
     inputs, origin = _choose_inputs(model, x, ref_arrays)
     model.reset_states()
+    acts = probe(model, inputs if len(inputs) > 1 else inputs[0])  # first: wrong inputs fail here, before Keras
+    model.reset_states()
     if ref_arrays is not None:
         expected = {k[len("layer:") :]: v for k, v in ref_arrays.items() if k.startswith("layer:")}
         if not expected:
@@ -131,8 +133,6 @@ def verify(
         described = f"stored reference {ref_name}"
     else:
         expected, described = _live_reference(model, info, keras_model, inputs)
-    model.reset_states()
-    acts = probe(model, inputs if len(inputs) > 1 else inputs[0])
     masked = _masked_layers(model, inputs)
     report = VerifyReport(
         source=str(info.get("source", model_or_path)),
