@@ -80,7 +80,7 @@ def describe_decisions(
     elif module_type == "Bidirectional":
         lines += _bidirectional_lines(cfg, version, library, calls, layer, masked)
     elif module_type == "TimeDistributed":
-        inner = cfg.get("layer") if isinstance(cfg.get("layer"), Mapping) else {}
+        inner = _entry(cfg, "layer")
         for line in describe_decisions(inner.get("type"), inner.get("config"), version, library):
             lines.append(f"inner layer: {line}")
     elif module_type == "Embedding":
@@ -97,6 +97,12 @@ def describe_decisions(
     if layer is not None and layer.class_name != module_type and layer.model is None:
         lines.append(f"Keras class {layer.class_name} runs as the runtime module {module_type}")
     return lines
+
+
+def _entry(cfg: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """A wrapper's ``{"type", "config"}`` entry of an inner module (empty when absent)."""
+    value = cfg.get(key)
+    return value if isinstance(value, Mapping) else {}
 
 
 def _activation_lines(cfg: Mapping[str, Any], writer: str) -> list[str]:
@@ -243,7 +249,7 @@ def _bidirectional_lines(
     ]
     halves = {}
     for role in ("forward_layer", "backward_layer"):
-        entry = cfg.get(role) if isinstance(cfg.get(role), Mapping) else {}
+        entry = _entry(cfg, role)
         inner = _inner_spec(layer, role)
         halves[role] = describe_decisions(
             entry.get("type"), entry.get("config"), version, library, calls, inner, masked

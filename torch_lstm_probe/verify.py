@@ -319,7 +319,7 @@ def _embedding_reading(model: KerasModel, input_name: str) -> tuple[int, bool] |
         if not any(list(ref)[:1] == [input_name] for ref in node["inputs"]):
             continue
         module = model.layer(node["layer"])
-        config = getattr(module, "config", None)
+        config: Any = getattr(module, "config", None)
         if getattr(module, "takes_indices", False) and hasattr(config, "num_embeddings"):
             found.append((int(config.num_embeddings), bool(getattr(config, "mask_zero", False))))
         elif isinstance(module, KerasModel) and module.input_names:
@@ -507,7 +507,8 @@ def _decisions(
     from torch_lstm_probe.registry import module_type_name
 
     type_name = module_type_name(module)
-    config = module.get_config() if type_name is not None and hasattr(module, "get_config") else None
+    get_config = getattr(module, "get_config", None)
+    config = get_config() if type_name is not None and callable(get_config) else None
     name = layer.name if layer is not None else None
     return describe_decisions(
         type_name,
