@@ -16,6 +16,7 @@ from .errors import (
     InputError,
     KerasFileError,
     MultipleErrors,
+    PortError,
     ProbeKeyError,
     TorchLstmProbeError,
     UnsafeFileError,
@@ -27,6 +28,7 @@ from .extract import extract_ray
 from .intervene import ablate_units, activation_patch, intervene, patch_units, scale_units, set_units
 from .layers.lstm import LSTMGates
 from .model import KerasModel
+from .port import port
 from .verify import VerifyReport, VerifyRow, verify
 
 __version__ = "0.1.0"
@@ -53,6 +55,7 @@ __all__ = [
     "Vocabulary",
     "save",
     "load",
+    "port",
     "KerasModel",
     "LSTMGates",
     "layers",
@@ -67,4 +70,5 @@ __all__ = [
     "GraphError",
     "InputError",
     "ProbeKeyError",
+    "PortError",
 ]

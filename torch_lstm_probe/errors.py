@@ -13,6 +13,7 @@ __all__ = [
     "GraphError",
     "InputError",
     "ProbeKeyError",
+    "PortError",
     "MultipleErrors",
     "combine_errors",
     "MAX_MESSAGE_CHARS",
@@ -143,3 +144,8 @@ def combine_errors(
     if len(flat) > _MAX_LISTED:
         lines.append(f"  ... and {len(flat) - _MAX_LISTED} more (see .errors)")
     return _make_multiple(header + "\n" + "\n".join(lines), tuple(flat))
+
+
+class PortError(TorchLstmProbeError, ValueError):
+    """A converted model cannot be written out as plain PyTorch source (``tlp.port``): a layer or
+    option has no writer. The message names the layer, its class and the option."""
