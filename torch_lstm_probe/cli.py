@@ -829,6 +829,21 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_NOT_CONVERTIBLE  # 1: some layer is beyond --atol
 
 
+def _cmd_port(args: argparse.Namespace) -> int:
+    from .errors import PortError
+    from .port import port
+
+    try:
+        path = port(args.model, args.outdir)
+    except PortError as err:
+        if args.debug:
+            traceback.print_exc()
+        print(f"torch-lstm-probe: not portable: PortError: {_first_line(err)}", file=sys.stderr)
+        return EXIT_NOT_CONVERTIBLE
+    print(f"Wrote {path} and {path.with_name('model.safetensors')}")
+    return EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     import torch
     from safetensors.numpy import load_file
@@ -1098,6 +1113,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="weights-only .h5 for an architecture .json")
     p.add_argument("--custom-layers", metavar="MODULE:NAME", help=CUSTOM_LAYERS_HELP)
     p.set_defaults(func=_cmd_verify)
+
+    p = verb(
+        "port",
+        "write the model as plain PyTorch: OUTDIR/model.py (one nn.Module, no import of this package) and "
+        "OUTDIR/model.safetensors",
+        "Use it anywhere with torch and safetensors: from model import load; net = load(). "
+        "Exit status 1 when some layer or option cannot be written as plain PyTorch (the message names it).",
+    )
+    p.add_argument("model", metavar="MODEL", help="a .keras or .h5 Keras model file")
+    p.add_argument("outdir", metavar="OUTDIR", help="output folder (created if missing; its model.py is replaced)")
+    p.set_defaults(func=_cmd_port)
 
     p = verb("demo", "convert the bundled example sentence classifier and check parity with Keras")
     p.add_argument("--full", action="store_true", help="print every value of each LSTM output vector")
