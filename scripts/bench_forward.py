@@ -1,5 +1,7 @@
-"""Benchmark: plain forward of a converted model vs a hand-written nn.LSTM stack, Keras on
-TensorFlow and Keras 3 on torch, plus file → ready module. All in one run, threads pinned.
+"""Benchmark: plain forward of a converted model vs a hand-written nn.LSTM stack, the same
+model exported to ONNX Runtime and compiled with torch.compile, Keras on TensorFlow and Keras 3
+on torch, plus file → ready module. All in one run, threads pinned (ONNX Runtime with the same
+thread count and its idle spinning off, so it does not steal the other cores).
 
 Usage: python scripts/bench_forward.py [--threads 1] [--batch 64] [--steps 100] [--repeats 20]
 """
@@ -15,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from scripts._bench_common import median_time, pin_threads  # noqa: E402
+from scripts._bench_common import interleaved_medians, median_time, pin_threads  # noqa: E402
 
 
 def _make_model(path: Path, steps: int) -> None:
@@ -30,6 +32,41 @@ keras.utils.set_random_seed(0)
 build_seed_model(keras, steps={steps}).save({str(path)!r})
 """
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _portable_rows(model, x, conv: float, threads: int, repeats: int, workdir: Path) -> None:
+    """ONNX Runtime and torch.compile rows, each timed interleaved with the converted model."""
+    import numpy as np
+    import torch
+
+    try:
+        import onnxruntime as ort
+
+        path = workdir / "model.onnx"
+        torch.onnx.export(model, (x,), str(path), dynamic_shapes=model.dynamic_shapes(), dynamo=True, verbose=False)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: x.numpy()}
+        with torch.inference_mode():
+            err = float(np.abs(session.run(None, feed)[0] - model(x).numpy()).max())
+            times = interleaved_medians({"ort": lambda: session.run(None, feed), "ours": lambda: model(x)}, repeats)
+        print(
+            f"{'ONNX Runtime (exported)':32s} {times['ort'] * 1e3:9.2f} ms  ratio ORT/converted = "
+            f"{times['ort'] / times['ours']:.3f} (same run: converted {times['ours'] * 1e3:.2f} ms); max |diff| {err:.1e}"
+        )
+    except Exception as err_:  # noqa: BLE001 - a missing exporter must not hide the other rows
+        print(f"ONNX Runtime: not measured ({type(err_).__name__}: {str(err_).splitlines()[0][:120]})")
+    compiled = torch.compile(model)
+    with torch.inference_mode():
+        err = float((compiled(x) - model(x)).abs().max())
+        times = interleaved_medians({"compiled": lambda: compiled(x), "ours": lambda: model(x)}, repeats)
+    print(
+        f"{'torch.compile(converted)':32s} {times['compiled'] * 1e3:9.2f} ms  ratio compiled/eager = "
+        f"{times['compiled'] / times['ours']:.3f} (same run: eager {times['ours'] * 1e3:.2f} ms); max |diff| {err:.1e}"
+    )
 
 
 def _keras_child(backend: str, path: Path, batch: int, steps: int, threads: int, repeats: int) -> dict:
@@ -152,6 +189,7 @@ def main() -> None:
     print(
         f"{'hand-written nn.LSTM stack':32s} {hand_t * 1e3:9.2f} ms  ratio converted/hand = {conv / hand_t:.3f} (target <= 1.05)"
     )
+    _portable_rows(model, x, conv, args.threads, args.repeats, workdir)
     if not args.skip_keras:
         tf_res = _keras_child("tensorflow", path, args.batch, args.steps, args.threads, max(5, args.repeats // 2))
         print(

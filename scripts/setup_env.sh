@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv and installs the package. Usage: bash scripts/setup_env.sh [extra]
-#   extra "test" also installs pytest, TensorFlow, tf_keras, Keras 3, Ray Data, matplotlib and Captum.
+#   extra "test" also installs pytest, TensorFlow, tf_keras, Keras 3, Ray Data, matplotlib, Captum and ONNX (Runtime).
 # torch is pinned first: on machines that carry a local CPU wheel this avoids a multi-GB CUDA
 # download; the package itself accepts any torch 2.x.
 set -euo pipefail

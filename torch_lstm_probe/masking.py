@@ -48,13 +48,16 @@ class Compaction:
 def compaction(mask: torch.Tensor) -> Compaction:
     """The compact layout of ``mask`` (bool ``(N, L)``)."""
     steps = mask.shape[1]
-    source = mask.long().cumsum(1) - 1  # (N, L)
+    t = torch.arange(steps, device=mask.device).expand_as(mask)  # (N, L)
+    source = mask.long().cumsum(1) - 1  # (N, L): rank of each real step
     length = source[:, -1] + 1  # (N,)
-    order = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)  # (N, L): real steps first
+    # Real steps go to their rank, masked ones after all of them, in order; ``order`` inverts that
+    # (a scatter rather than a stable sort, which ONNX lacks).
+    dest = torch.where(mask, source, length[:, None] + (~mask).long().cumsum(1) - 1)  # (N, L)
+    order = torch.zeros_like(dest).scatter(1, dest, t)  # (N, L)
     aligned = False
     if not is_tracing():
-        t = torch.arange(steps, device=mask.device)
-        aligned = bool((mask == (t[None, :] < length[:, None])).all())
+        aligned = bool((mask == (t < length[:, None])).all())
     return Compaction(mask, order, source, length, aligned)
 
 

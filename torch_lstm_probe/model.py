@@ -358,6 +358,18 @@ class KerasModel(nn.Module):
         """Each input's name, Keras batch shape (``None`` for free axes) and dtype."""
         return [dict(i) for i in self._inputs]
 
+    def dynamic_shapes(self) -> tuple[tuple[dict[int, Any], ...]]:
+        """``dynamic_shapes`` for ``torch.export.export(model, args)`` and ``torch.onnx.export``:
+        the batch axis is dynamic (one dimension shared by every input whose batch Keras leaves
+        free). Other axes keep the traced size: exporting ``nn.LSTM`` unrolls it over time, which
+        fixes the number of steps.
+
+        Example:
+            >>> program = torch.export.export(model, (x,), dynamic_shapes=model.dynamic_shapes())
+        """
+        batch = torch.export.Dim("batch")
+        return (tuple({0: batch} if spec["shape"][0] is None else {} for spec in self._inputs),)
+
     @property
     def output_refs(self) -> list[Ref]:
         return list(self._outputs)

@@ -30,6 +30,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..registry import register_module
+from ..tracing import is_tracing
 from .base import ConfigMixin
 
 __all__ = ["Merge", "Concatenate", "Dot", "MERGE_OPS"]
@@ -67,7 +68,7 @@ def _check_inputs(layer: ConfigMixin, xs: Sequence[torch.Tensor], exactly: int |
     for x in xs:
         if not x.is_floating_point():
             raise InputError(f"{layer.describe()} expects floating-point tensors. Received dtype {x.dtype}.")
-    if len({x.shape[0] for x in xs}) > 1:
+    if not is_tracing() and len({x.shape[0] for x in xs}) > 1:  # traced: the ops below check
         raise InputError(
             f"{layer.describe()} cannot merge tensors with different batch sizes: {[tuple(x.shape) for x in xs]}."
         )
