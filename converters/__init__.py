@@ -29,7 +29,7 @@ from .readers import read
 from .registry import supported_classes
 from .spec import ModelSpec
 
-__all__ = ["load_keras", "read", "convert_model", "supported_classes", "ModelSpec"]
+__all__ = ["load_keras", "read", "convert_model", "convert_with_source", "supported_classes", "ModelSpec"]
 
 
 def load_keras(
@@ -40,7 +40,14 @@ def load_keras(
     dtype: torch.dtype = torch.float32,
 ) -> KerasModel:
     """Loads a Keras model file (or live model) as a native PyTorch model. See tlp.load_keras."""
-    spec = read(source, weights=weights)
+    model = convert_with_source(read(source, weights=weights), custom_layers)
+    if not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch dtype. Received {dtype}.")
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def convert_with_source(spec: ModelSpec, custom_layers: Mapping[str, CustomConverter] | None = None) -> KerasModel:
+    """``spec`` converted, with ``source_info`` (source, Keras version, file format, library) recorded."""
     model = convert_model(spec, custom_layers)
     model.source_info = {  # type: ignore[assignment]
         "source": spec.source,
@@ -48,6 +55,4 @@ def load_keras(
         "file_format": spec.file_format,
         "library": spec.library,
     }
-    if not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating-point torch dtype. Received {dtype}.")
-    return model.to(device=device, dtype=dtype).eval()
+    return model

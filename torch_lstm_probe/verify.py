@@ -182,16 +182,9 @@ def _load(model_or_path: Any, weights: Any, custom_layers: Any) -> tuple[KerasMo
 
 def _converted(spec: Any, custom_layers: Any) -> KerasModel:
     """``spec`` converted as :func:`tlp.load_keras` converts it (one read of the file serves both)."""
-    from torch_lstm_probe.converters import convert_model
+    from torch_lstm_probe.converters import convert_with_source
 
-    model = convert_model(spec, custom_layers)
-    model.source_info = {  # type: ignore[assignment]
-        "source": spec.source,
-        "keras_version": str(spec.keras_version),
-        "file_format": spec.file_format,
-        "library": spec.library,
-    }
-    return model.eval()
+    return convert_with_source(spec, custom_layers).eval()
 
 
 def _spec_of(model: KerasModel, weights: Any) -> Any:
