@@ -1,6 +1,7 @@
 """The ``torch-lstm-probe`` command: a thin argparse front-end over the library.
 
-Exit status: 0 success; 1 the model is not convertible (``inspect``); 2 a user or file error (bad
+Exit status: 0 success; 1 the model is not convertible (``inspect``, ``verify``), not portable
+(``port``) or beyond tolerance (``verify``); 2 a user or file error (bad
 arguments, a missing or damaged file, a wrong input); 3 an internal error. Every error prints one
 line on stderr; ``--debug``, anywhere on the command line, adds the traceback.
 """
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, TorchLstmProbeError, UnsupportedLayerError, UnsupportedOptionError
+from .errors import InputError, PortError, TorchLstmProbeError, UnsupportedLayerError, UnsupportedOptionError
 
 __all__ = [
     "main",
@@ -811,35 +812,22 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
     inputs = _load_inputs(args.input) if args.input else None
     x: Any = inputs if isinstance(inputs, dict) or inputs is None else list(inputs)
-    try:
-        report = verify(
-            args.model,
-            x=x,
-            reference=args.reference,
-            atol=args.atol,
-            weights=args.weights,
-            custom_layers=_custom_layers(args.custom_layers),
-        )
-    except (UnsupportedLayerError, UnsupportedOptionError) as err:  # exit 1, as inspect does for these
-        if getattr(args, "debug", False):
-            traceback.print_exc()
-        print(f"torch-lstm-probe: not convertible: {type(err).__name__}: {_first_line(err)}", file=sys.stderr)
-        return EXIT_NOT_CONVERTIBLE
+    report = verify(
+        args.model,
+        x=x,
+        reference=args.reference,
+        atol=args.atol,
+        weights=args.weights,
+        custom_layers=_custom_layers(args.custom_layers),
+    )
     print(format_report(report))
     return EXIT_OK if report.ok else EXIT_NOT_CONVERTIBLE  # 1: some layer is beyond --atol
 
 
 def _cmd_port(args: argparse.Namespace) -> int:
-    from .errors import PortError
     from .port import port
 
-    try:
-        path = port(args.model, args.outdir)
-    except PortError as err:
-        if args.debug:
-            traceback.print_exc()
-        print(f"torch-lstm-probe: not portable: PortError: {_first_line(err)}", file=sys.stderr)
-        return EXIT_NOT_CONVERTIBLE
+    path = port(args.model, args.outdir)
     print(f"Wrote {path} and {path.with_name('model.safetensors')}")
     return EXIT_OK
 
@@ -1138,7 +1126,9 @@ def _first_line(err: BaseException) -> str:
 
 
 def _exit_code(err: Exception, command: str | None) -> int:
-    if command == "inspect" and isinstance(err, (UnsupportedLayerError, UnsupportedOptionError)):
+    if command in ("inspect", "verify", "port") and isinstance(err, (UnsupportedLayerError, UnsupportedOptionError)):
+        return EXIT_NOT_CONVERTIBLE
+    if command == "port" and isinstance(err, PortError):
         return EXIT_NOT_CONVERTIBLE
     if isinstance(err, (TorchLstmProbeError, *USER_OS_ERRORS)):
         return EXIT_USER_ERROR
@@ -1179,7 +1169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if code == EXIT_INTERNAL_ERROR:
             message = f"internal error: {kind} (run with --debug for the traceback)"
         elif code == EXIT_NOT_CONVERTIBLE:
-            message = f"not convertible: {kind}"
+            message = f"{'not portable' if isinstance(err, PortError) else 'not convertible'}: {kind}"
         else:
             message = f"error: {kind}"
         print(f"torch-lstm-probe: {message}", file=sys.stderr)
