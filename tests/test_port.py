@@ -20,7 +20,16 @@ from torch_lstm_probe.cli import main
 from torch_lstm_probe.model import KerasModel
 
 GOLDENS = Path(__file__).parent / "goldens"
-CASES = sorted(p.name for p in GOLDENS.glob("*.keras")) + sorted(p.name for p in GOLDENS.glob("*.h5"))
+CASES = (
+    sorted(p.name for p in GOLDENS.glob("*.keras"))
+    + sorted(p.name for p in GOLDENS.glob("*.h5"))
+    # the Keras 1/2 files; an architecture JSON stands for itself plus its weights-only .h5
+    + sorted(
+        f"legacy/{p.name}"
+        for p in (GOLDENS / "legacy").glob("*.*")
+        if p.suffix == ".json" or p.suffix == ".h5" and not p.with_suffix(".json").exists()
+    )
+)
 ATOL = 1e-5
 
 # Runs first in the driver: any import of this package fails, so a ported file cannot lean on it.
@@ -80,8 +89,10 @@ def ported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("ported")
     folders = {}
     for case in CASES:
-        folders[case] = root / case.replace(".", "_")
-        tlp.port(GOLDENS / case, folders[case], check=False)  # the driver compares with Keras itself
+        folders[case] = root / case.replace(".", "_").replace("/", "_")
+        path = GOLDENS / case
+        model = tlp.load_keras(path, weights=path.with_suffix(".h5")) if path.suffix == ".json" else path
+        tlp.port(model, folders[case], check=False)  # the driver compares with Keras itself
     return folders
 
 

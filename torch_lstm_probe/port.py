@@ -43,6 +43,7 @@ from .layers.normalization import BatchNormalization, LayerNormalization
 from .layers.reshape import Flatten, Permute, RepeatVector, Reshape
 from .layers.simple_rnn import SimpleRNN
 from .model import KerasModel
+from .verify import embedding_reading
 
 __all__ = ["port", "port_source", "EMITTERS"]
 
@@ -783,7 +784,10 @@ def _trace_inputs(model: KerasModel, run: int) -> list[torch.Tensor]:
         if shape is None:
             raise PortError(f"Cannot port model {model.name!r}: input {spec['name']!r} has no declared shape.")
         dims = [_BATCHES[run] if shape[0] is None else shape[0]] + [_STEPS[run] if d is None else d for d in shape[1:]]
-        if str(spec.get("dtype", "float32")).startswith(("int", "uint")):
+        if (
+            str(spec.get("dtype", "float32")).startswith(("int", "uint"))
+            or embedding_reading(model, spec["name"]) is not None
+        ):
             inputs.append(torch.randint(0, 2, dims, generator=gen))  # 0 and 1 index any vocabulary; 0 pads
         else:
             inputs.append(torch.randn(dims, generator=gen))

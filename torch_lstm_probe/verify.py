@@ -285,7 +285,7 @@ def generate_inputs(
         shape = spec.get("shape") or [None, None]
         dims = [batch if shape[0] is None else int(shape[0])] + [steps if d is None else int(d) for d in shape[1:]]
         dtype = str(spec.get("dtype", "float32"))
-        embedding = _embedding_reading(model, spec["name"])
+        embedding = embedding_reading(model, spec["name"])
         if dtype == "bool":
             arrays.append(np.ones(dims, dtype=bool))
         elif embedding is not None or not dtype.startswith(("float", "bfloat")):
@@ -301,7 +301,7 @@ def generate_inputs(
     return arrays
 
 
-def _embedding_reading(model: KerasModel, input_name: str) -> tuple[int, bool] | None:
+def embedding_reading(model: KerasModel, input_name: str) -> tuple[int, bool] | None:
     """``(input_dim, mask_zero)`` of the Embedding(s) reading model input ``input_name``, if any.
 
     With several readers: the smallest ``input_dim`` and whether any masks zeros. A nested model
@@ -316,7 +316,7 @@ def _embedding_reading(model: KerasModel, input_name: str) -> tuple[int, bool] |
         if getattr(module, "takes_indices", False) and hasattr(config, "num_embeddings"):
             found.append((int(config.num_embeddings), bool(getattr(config, "mask_zero", False))))
         elif isinstance(module, KerasModel) and module.input_names:
-            inner = _embedding_reading(module, module.input_names[0])
+            inner = embedding_reading(module, module.input_names[0])
             if inner is not None:
                 found.append(inner)
     if not found:
