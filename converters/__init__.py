@@ -49,7 +49,7 @@ def load_keras(
 def convert_with_source(spec: ModelSpec, custom_layers: Mapping[str, CustomConverter] | None = None) -> KerasModel:
     """``spec`` converted, with ``source_info`` (source, Keras version, file format, library) recorded."""
     model = convert_model(spec, custom_layers)
-    model.source_info = {  # type: ignore[assignment]
+    model.source_info = {
         "source": spec.source,
         "keras_version": str(spec.keras_version),
         "file_format": spec.file_format,

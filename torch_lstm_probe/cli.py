@@ -237,7 +237,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         acts = probe(model, x, layers=layers, gates=args.gates)
     keys = [k for k, v in acts.items() if isinstance(v, torch.Tensor)]
     tensors, aliases = _store_once(acts)
-    info = getattr(model, "source_info", {})
+    info = model.source_info
     metadata = {
         "source_file": str(args.file),
         "source_sha256": _sha256(args.file),

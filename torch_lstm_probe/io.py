@@ -31,7 +31,7 @@ def save(model: KerasModel, path: str | os.PathLike[str], metadata: dict[str, st
     config = model.get_config()
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     meta = {CONFIG_KEY: json.dumps(config), FORMAT_KEY: FORMAT_VERSION}
-    info: dict[str, Any] = getattr(model, "source_info", {}) or {}
+    info: dict[str, Any] = model.source_info
     meta.update({f"source.{k}": str(v) for k, v in info.items()})
     meta.update(metadata or {})
     save_file(tensors, str(path), metadata=meta)
@@ -128,5 +128,5 @@ def load(path: str | os.PathLike[str], device: torch.device | str | None = None)
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as err:
         raise WeightMismatchError(f"{path}: the tensors do not fit the model config: {err}") from err
-    model.source_info = {k[len("source.") :]: v for k, v in meta.items() if k.startswith("source.")}  # type: ignore[assignment]
+    model.source_info = {k[len("source.") :]: v for k, v in meta.items() if k.startswith("source.")}
     return model.to(device=device).eval()

@@ -98,6 +98,8 @@ class KerasModel(nn.Module):
             raise GraphError(f"A model config must be a JSON object. Received {type(config).__name__}.")
         self.name: str = str(config.get("name", "model"))
         self.keras_name = ""
+        # where the model came from (source, keras_version, file_format, library), set by the loader
+        self.source_info: dict[str, str] = {}
         self._inputs: list[dict[str, Any]] = [_input_spec(self.name, i) for i in _section(self.name, config, "inputs")]
         self._layer_entries: list[dict[str, Any]] = [
             _layer_entry(self.name, e) for e in _section(self.name, config, "layers")

@@ -118,7 +118,7 @@ def verify(
         raise InputError(f"atol must be a positive number. Received {atol!r}.")
     ref_arrays, ref_name = _read_reference(reference) if reference is not None else (None, "")
     model, spec, keras_model = _load(model_or_path, weights, custom_layers)
-    info = dict(getattr(model, "source_info", {}) or {})
+    info = dict(model.source_info)
     from torch_lstm_probe.converters.decisions import writer_name  # lazy: the runtime never needs the converters
 
     writer = writer_name(str(info.get("keras_version", "")) or "3", str(info.get("library", "keras")))
@@ -191,7 +191,7 @@ def _spec_of(model: KerasModel, weights: Any) -> Any:
     """The spec of the file a converted model came from, when that file is still there (else None)."""
     from torch_lstm_probe import converters
 
-    source = str(getattr(model, "source_info", {}).get("source", ""))
+    source = str(model.source_info.get("source", ""))
     if not source or not Path(source).is_file():
         return None
     try:
