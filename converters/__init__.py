@@ -22,6 +22,7 @@ from . import (  # noqa: F401  (importing the converter modules fills the regist
     normalization,
     recurrent,
     reshape,
+    rnn_cell,
     simple_rnn,
 )
 from .build import CustomConverter, convert_model

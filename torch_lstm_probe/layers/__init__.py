@@ -11,6 +11,7 @@ from .merge import Concatenate, Dot, Merge
 from .normalization import BatchNormalization, LayerNormalization
 from .reshape import Cropping1D, Flatten, Permute, RepeatVector, Reshape, UpSampling1D, ZeroPadding1D
 from .simple_rnn import SimpleRNN, SimpleRNNGates, simple_rnn_reference
+from .stacked import StackedGates, StackedRecurrent
 
 __all__ = [
     "Activation",
@@ -28,6 +29,8 @@ __all__ = [
     "SimpleRNN",
     "SimpleRNNGates",
     "simple_rnn_reference",
+    "StackedRecurrent",
+    "StackedGates",
     "Bidirectional",
     "BidirectionalGates",
     "Conv1D",
