@@ -13,6 +13,7 @@ from torch_lstm_probe.model import KerasModel
 
 from . import (  # noqa: F401  (importing the converter modules fills the registry)
     activation_layers,
+    attention,
     bidirectional,
     conv,
     core,

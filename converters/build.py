@@ -155,6 +155,42 @@ def _flat_tensors(value: Any) -> list[TensorRef]:
     return []
 
 
+_ATTENTION_FLAGS = ("return_attention_scores", "use_causal_mask")
+
+
+def _attention_inputs(args: list[Any], kwargs: dict[str, Any], where: str) -> tuple[list[Any], dict[str, bool]]:
+    """``[query, value(, key)]`` and the constant flags of an attention call, popped from ``kwargs``.
+
+    ``Attention([q, v, k])`` passes a list; ``MultiHeadAttention(q, v, key=k)`` positional
+    arguments or keywords (tf_keras records ``value`` and ``key`` as keywords).
+    """
+    first = args[0]
+    tensors = list(first) if isinstance(first, (list, tuple)) else [first, *[a for a in args[1:] if a is not None]]
+    for name in ("value", "key"):
+        value = kwargs.pop(name, None)
+        if value is not None:
+            tensors.append(value)
+    for name in ("query_mask", "value_mask", "key_mask", "attention_mask"):
+        if kwargs.pop(name, None) is not None:
+            raise UnsupportedOptionError(
+                f"{where}: a call passes {name} explicitly, which the converter does not reproduce (the masks of "
+                "the query, value and key tensors, e.g. from Embedding(mask_zero=True), are). Fix: mask the inputs "
+                "with Masking or Embedding(mask_zero=True) instead."
+            )
+    flags = {}
+    for name in _ATTENTION_FLAGS:
+        value = kwargs.pop(name, False)
+        if not isinstance(value, bool):
+            raise UnsupportedOptionError(f"{where}: call argument {name}={value!r}. Expected True or False.")
+        if value:
+            flags[name] = True
+    if not 2 <= len(tensors) <= 3:
+        raise UnsupportedOptionError(
+            f"{where}: an attention call on {len(tensors)} tensor(s). Expected [query, value] or [query, value, key]."
+        )
+    return tensors, flags
+
+
 def _wire_call(layer: LayerSpec, call: CallSpec, convention: str, ctx: Context) -> dict[str, Any]:
     where = layer_label(layer, ctx)
     args = list(call.args)
@@ -171,7 +207,10 @@ def _wire_call(layer: LayerSpec, call: CallSpec, convention: str, ctx: Context) 
         tensors: list[TensorRef] = []
         op_template([list(call.args), dict(call.kwargs)], tensors)
         return {"layer": layer.name, "inputs": [t.as_list() for t in tensors], "kwargs": {}}
-    if convention == "rnn":
+    if convention == "attention":
+        inputs, flags = _attention_inputs(args, kwargs, where)
+        node_kwargs.update(flags)
+    elif convention == "rnn":
         tensors = _flat_tensors(args[0]) if isinstance(args[0], (list, tuple)) else [args[0]]
         inputs = [tensors[0]]
         states = tensors[1:]  # Keras 1/2 pass initial states as extra inputs

@@ -55,6 +55,7 @@ OP_TABLE: dict[str, tuple[str, dict[str, str]]] = {
     "Max": ("max", {"axis": "axis", "keepdims": "keepdims"}),
     "Min": ("min", {"axis": "axis", "keepdims": "keepdims"}),
     "Cast": ("cast", {"dtype": "dtype"}),
+    "ConvertToTensor": ("convert_to_tensor", {"dtype": "dtype"}),
     "ExpandDims": ("expand_dims", {"axis": "axis"}),
     "Squeeze": ("squeeze", {"axis": "axis"}),
     "Reshape": ("reshape", {"newshape": "newshape"}),
@@ -71,7 +72,7 @@ OP_TABLE: dict[str, tuple[str, dict[str, str]]] = {
 # Config keys of op nodes that change nothing.
 _OP_IGNORED = {"name", "dtype"}
 # Keys accepted only at their default value (anything else would change the result).
-_OP_DEFAULT_ONLY = {"initial": None}
+_OP_DEFAULT_ONLY = {"initial": None, "sparse": None, "ragged": None}
 
 
 def is_op_node(layer: LayerSpec) -> bool:

@@ -553,6 +553,9 @@ class KerasModel(nn.Module):
                     f"shape {shapes} ({type(err).__name__}: {err}). Fix: feed inputs of the shapes in "
                     "model.input_specs; if they match, the file's layers do not fit together."
                 ) from err
+            if getattr(module, "clears_input_masks", False):
+                for ref in node.inputs:  # the tensors it read lose their masks for later layers
+                    mask_of[ref] = None
             outs = out if isinstance(out, tuple) else (out,)
             for k, o in enumerate(outs):
                 values[(node.layer, node.call, k)] = o

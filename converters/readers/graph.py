@@ -49,6 +49,11 @@ class WeightSource(Protocol):
     ) -> tuple[np.ndarray, ...]: ...
 
 
+# Config class names that are aliases of a Python class with another name; the saved group is
+# named after the Python class.
+_SAVED_CLASS = {"GroupQueryAttention": "GroupedQueryAttention"}
+
+
 class _Counter:
     """Keras 3's per-container unique-name counter (``lstm``, ``lstm_1``, ``lstm_2`` …)."""
 
@@ -56,7 +61,7 @@ class _Counter:
         self.used: dict[str, int] = {}
 
     def next(self, class_name: str) -> str:
-        name = snake_case(class_name)
+        name = snake_case(_SAVED_CLASS.get(class_name, class_name))
         if name in self.used:
             self.used[name] += 1
             return f"{name}_{self.used[name]}"

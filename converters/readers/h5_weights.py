@@ -19,6 +19,11 @@ __all__ = ["LegacyH5Weights", "Keras3H5Weights", "CHILD_ORDER"]
 # layer's own order. Where the two differ, this table gives get_weights() order.
 CHILD_ORDER: dict[str, tuple[str, ...]] = {
     "Bidirectional": ("forward_layer", "backward_layer"),
+    # Keras 3 names the projections query_dense, …; tf_keras _query_dense, …
+    **{
+        name: tuple(f"{u}{p}_dense" for p in ("query", "key", "value", "output") for u in ("", "_"))
+        for name in ("MultiHeadAttention", "GroupQueryAttention", "GroupedQueryAttention")
+    },
 }
 
 

@@ -34,6 +34,12 @@ KEY_GRAMMAR: tuple[tuple[str, str], ...] = (
     ),
     ("<model>/<layer>", "a layer inside a nested model (a model used as a layer)"),
     ("<layer>/mask", "with `gates=True`: the bool (batch, time) mask a recurrent layer applied, in input time order"),
+    (
+        "<layer>/scores",
+        "with `gates=True`: the attention weights of an attention layer (the softmax Keras returns with "
+        "`return_attention_scores`), (batch, query steps, value steps), with a heads axis after the batch for "
+        "`MultiHeadAttention`/`GroupQueryAttention`",
+    ),
 )
 
 # What each gate or state is, by cell kind; ``act``/``sigma`` are the layer's activation and
@@ -77,6 +83,10 @@ def key_meaning(key: str, cell: str | None = None) -> str:
         return f"{what}; (time, units) per sample, {half}processing order"
     if key.endswith("/mask"):
         return "bool (time,) mask the recurrent layer applied, input time order"
+    if key.endswith("/scores"):
+        return (
+            "attention weights ([heads,] query steps, value steps) per sample; each row sums to 1 over the value steps"
+        )
     if ":" in key.rsplit("/", 1)[-1]:
         return f"output {key.rsplit(':', 1)[1]} of a layer with several outputs"
     return "layer output"

@@ -2,6 +2,7 @@
 
 from . import ops  # noqa: F401  (Keras 3 op nodes)
 from .activation_layers import ELU, LeakyReLU, PReLU, ReLU, Softmax
+from .attention import AdditiveAttention, Attention, GroupQueryAttention, MultiHeadAttention
 from .bidirectional import Bidirectional, BidirectionalGates
 from .conv import AveragePooling1D, Conv1D, GlobalAveragePooling1D, GlobalMaxPooling1D, MaxPooling1D
 from .core import Activation, Dense, Dropout, Embedding, Masking, TimeDistributed
@@ -55,4 +56,8 @@ __all__ = [
     "LeakyReLU",
     "PReLU",
     "ELU",
+    "Attention",
+    "AdditiveAttention",
+    "MultiHeadAttention",
+    "GroupQueryAttention",
 ]

@@ -81,6 +81,11 @@ def _cast(x: torch.Tensor, dtype: str) -> torch.Tensor:
     return x.to(target)
 
 
+def _convert_to_tensor(x: torch.Tensor, dtype: str | None = None) -> torch.Tensor:
+    """``keras.ops.convert_to_tensor``: the identity, or a cast when a dtype is given."""
+    return x if dtype is None else _cast(x, dtype)
+
+
 def _softmax(x: torch.Tensor, axis: int = -1) -> torch.Tensor:
     return torch.softmax(x, dim=axis)
 
@@ -171,6 +176,7 @@ OPS: dict[str, Callable[..., torch.Tensor]] = {
     "max": _reduce(_amax),
     "min": _reduce(_amin),
     "cast": _cast,
+    "convert_to_tensor": _convert_to_tensor,
     "expand_dims": _expand_dims,
     "squeeze": _squeeze,
     "reshape": _reshape,
