@@ -136,6 +136,11 @@ def convert_bidirectional(layer: LayerSpec, ctx: Context) -> ModuleSpec:
                 f"{layer_label(inner, ctx)} is wrapped in Bidirectional but is not a recurrent layer. "
                 "Expected LSTM, GRU or SimpleRNN."
             )
+        if converted.children:  # a half holding a user's module (RNN around a custom cell): built here
+            from .build import instantiate  # noqa: PLC0415 (build imports the registry this module fills)
+
+            custom[role] = instantiate(converted)
+            continue
         halves[role] = converted
 
     def entry(role: str) -> dict[str, Any]:

@@ -39,13 +39,15 @@ from dataclasses import asdict
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from torch import nn
 
 from torch_lstm_probe.errors import UnsupportedLayerError, UnsupportedOptionError, WeightMismatchError
+from torch_lstm_probe.layers.cell_rnn import CellRNNConfig, cell_state_sizes
 from torch_lstm_probe.layers.stacked import StackedRecurrentConfig
 
 from .common import Context, ModuleSpec, check_keys, config_int, inner_layer_spec, layer_label, refuse_unless
 from .readers.graph import snake_case
-from .recurrent import initial_state_rule
+from .recurrent import initial_state_rule, sequence_options
 from .registry import lookup, register
 from .spec import LayerSpec
 
@@ -78,14 +80,43 @@ def convert_rnn(layer: LayerSpec, ctx: Context) -> ModuleSpec:
     """Keras ``RNN(cell)`` → the runtime layer of the fused class of ``cell`` (or a stack of them)."""
     raw = _serialized_cell(layer, ctx, layer.config.get("cell"), "cell")
     stacked = _class_name(raw) == "StackedRNNCells" and _is_builtin(raw)
-    if not stacked:
-        _check_builtin_cell(layer, ctx, raw)
+    if not stacked and not (_class_name(raw) in CELL_LAYERS and _is_builtin(raw)):
+        cell = inner_layer_spec(layer, raw, "cell", layer.weights)
+        module = ctx.build_inner(cell) if ctx.build_inner is not None else None
+        if module is None:
+            _check_builtin_cell(layer, ctx, raw)  # raises: no converter for this cell
+        check_keys(layer, ctx, RNN_SUPPORTED, RNN_IGNORED)
+        refuse_unless(layer, ctx, "num_constants", [None, 0], "Cells with constants are not supported.")
+        return _custom_cell_spec(layer, ctx, module)  # type: ignore[arg-type]
     check_keys(layer, ctx, RNN_SUPPORTED, RNN_IGNORED)
     refuse_unless(layer, ctx, "num_constants", [None, 0], "Cells with constants are not supported.")
     if stacked:
         return _convert_stacked(layer, ctx, raw)
     spec = _fused_spec(layer, raw, layer.weights, {}, f"{layer.path or layer.name}/cell")
     return lookup(spec, ctx)(spec, ctx)
+
+
+def _custom_cell_spec(layer: LayerSpec, ctx: Context, cell: nn.Module) -> ModuleSpec:
+    """``RNN(user's cell)`` → :class:`torch_lstm_probe.layers.cell_rnn.CellRNN` holding ``cell``."""
+    try:
+        sizes = cell_state_sizes(cell)
+    except ValueError as err:
+        raise UnsupportedOptionError(f"{layer_label(layer, ctx)}: {err}") from None
+    if len(set(sizes)) != 1:
+        raise UnsupportedOptionError(
+            f"{layer_label(layer, ctx)}: its cell's states have sizes {sizes}. Expected every state of the "
+            "same size (the units), as the recurrent skeleton carries (batch, units) states."
+        )
+    features = getattr(cell, "input_size", None)
+    if not isinstance(features, int) or features < 1:
+        raise UnsupportedOptionError(
+            f"{layer_label(layer, ctx)}: its cell module {type(cell).__name__} has input_size {features!r}. "
+            "Expected the number of input features per step as an int attribute input_size."
+        )
+    config = CellRNNConfig(
+        input_size=features, hidden_size=sizes[0], num_states=len(sizes), **sequence_options(layer, ctx)
+    )
+    return ModuleSpec("CellRNN", config, {}, call="rnn", children={"cell": cell})
 
 
 def stacked_state_order_known(ctx: Context) -> bool:
@@ -139,9 +170,10 @@ def _check_builtin_cell(layer: LayerSpec, ctx: Context, raw: Mapping[str, Any], 
     raise UnsupportedLayerError(
         f"{layer_label(layer, ctx)} wraps a cell of class {shown!r}{where}, which this loader cannot run. "
         f"Expected one of the built-in cells {sorted(CELL_LAYERS)} or a StackedRNNCells of them. Fix: pass "
-        "custom_layers={'RNN': converter} in tlp.load_keras, where converter(config, weights) returns an "
-        "nn.Module for the whole RNN layer (config['cell'] holds the cell's config; this converts every RNN "
-        "layer of the model)."
+        f"custom_layers={{{name!r}: converter}} in tlp.load_keras, where converter(config, weights) returns the "
+        "cell as an nn.Module computing one step, forward(x_t, states) -> (h, new_states), with attributes "
+        "input_size and state_size (the README shows a peephole LSTM cell); or custom_layers={'RNN': converter} "
+        "returning a module for the whole RNN layer (this converts every RNN layer of the model)."
     )
 
 

@@ -231,7 +231,8 @@ def _arrays(features: int, units: int, blocks: int) -> tuple[np.ndarray, ...]:
 def test_custom_cell_is_refused_with_the_fix():
     custom = {"module": "my_cells", "class_name": "MinimalCell", "config": {"units": 2}}
     with pytest.raises(
-        UnsupportedLayerError, match=r"layer 'r' \(RNN\) wraps a cell of class 'MinimalCell'.*custom_layers=\{'RNN'"
+        UnsupportedLayerError,
+        match=r"layer 'r' \(RNN\) wraps a cell of class 'MinimalCell'.*custom_layers=\{'MinimalCell'",
     ):
         convert_rnn(_rnn(custom), CTX)
     stack = {"class_name": "StackedRNNCells", "config": {"name": "s", "cells": [_cell("LSTMCell"), custom]}}

@@ -21,6 +21,7 @@ def test_readme_python_blocks_run():
     clamped = tlp.intervene(model, padded, {"lstm/gates/f": tlp.set_units(1.0)})["output"]
     assert namespace["remembered"].equal(clamped)  # the replacing hook equals its edit, as the README says
     assert tuple(namespace["per_word"].shape) == (2, 4) and float(namespace["delta"].abs().max()) < 1e-5
+    assert abs(namespace["cell_delta"]).max() < 1e-5  # the custom peephole cell matches Keras
 
 
 def test_readme_starts_with_the_two_commands():

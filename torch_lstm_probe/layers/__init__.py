@@ -4,6 +4,7 @@ from . import ops  # noqa: F401  (Keras 3 op nodes)
 from .activation_layers import ELU, LeakyReLU, PReLU, ReLU, Softmax
 from .attention import AdditiveAttention, Attention, GroupQueryAttention, MultiHeadAttention
 from .bidirectional import Bidirectional, BidirectionalGates
+from .cell_rnn import CellRNN
 from .conv import AveragePooling1D, Conv1D, GlobalAveragePooling1D, GlobalMaxPooling1D, MaxPooling1D
 from .core import Activation, Dense, Dropout, Embedding, Masking, TimeDistributed
 from .gru import GRU, GRUGates, gru_reference
@@ -31,6 +32,7 @@ __all__ = [
     "SimpleRNNGates",
     "simple_rnn_reference",
     "StackedRecurrent",
+    "CellRNN",
     "StackedGates",
     "Bidirectional",
     "BidirectionalGates",
