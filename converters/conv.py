@@ -1,14 +1,18 @@
-"""Converters for Keras 1-D convolution and pooling: Conv1D, Max/AveragePooling1D, global pooling.
+"""Converters for Keras convolution and pooling over 1, 2 or 3 spatial axes.
 
-======================  =======================  ==============================================
-Keras array             shape                    PyTorch parameter
-======================  =======================  ==============================================
-Conv1D ``kernel``       ``(k, in / groups, out)``  ``weight = kernel.transpose(2, 1, 0)`` ``(out, in / groups, k)``
-Conv1D ``bias``         ``(out,)``               ``bias``
-======================  =======================  ==============================================
+Conv1D/2D/3D, Max/AveragePooling1D/2D/3D, GlobalMax/AveragePooling1D/2D/3D, SpatialDropout2D/3D.
+
+======================  ==================================  ==============================================
+Keras array             shape                               PyTorch parameter
+======================  ==================================  ==============================================
+Conv1D ``kernel``       ``(k, in / groups, out)``           ``weight = kernel.transpose(2, 1, 0)`` ``(out, in / groups, k)``
+Conv2D ``kernel``       ``(kh, kw, in / groups, out)``      ``weight = kernel.transpose(3, 2, 0, 1)`` ``(out, in / groups, kh, kw)``
+Conv3D ``kernel``       ``(kd, kh, kw, in / groups, out)``  ``weight = kernel.transpose(4, 3, 0, 1, 2)`` ``(out, in / groups, kd, kh, kw)``
+Conv ``bias``           ``(out,)``                          ``bias``
+======================  ==================================  ==============================================
 
 Pooling layers have no weights. ``data_format="channels_first"`` is supported everywhere
-(the runtime modules then take ``(N, C, L)``).
+(the runtime modules then take ``(N, C, *S)``).
 """
 
 from __future__ import annotations
@@ -20,10 +24,13 @@ import numpy as np
 from torch_lstm_probe.errors import UnsupportedOptionError
 from torch_lstm_probe.layers.conv import (
     Conv1DConfig,
+    ConvConfig,
     GlobalAveragePooling1DConfig,
-    GlobalPooling1DConfig,
+    GlobalPoolingConfig,
     Pooling1DConfig,
+    PoolingConfig,
 )
+from torch_lstm_probe.layers.core import DropoutConfig
 
 from .common import (
     INIT_REG_CONSTRAINT,
@@ -39,9 +46,30 @@ from .common import (
 from .registry import register
 from .spec import LayerSpec
 
-__all__ = ["convert_conv1d", "convert_pooling1d", "convert_global_pooling1d", "single_int", "channels_first"]
+__all__ = [
+    "convert_conv",
+    "convert_pooling",
+    "convert_global_pooling1d",
+    "convert_global_pooling",
+    "convert_spatial_dropout",
+    "convert_conv1d",
+    "convert_pooling1d",
+    "single_int",
+    "int_tuple",
+    "channels_first",
+]
 
 _LORA = "LoRA-adapted weights are not merged by this converter. Fix: merge the LoRA factors into the kernel in Keras before saving."
+_RANK = {"1D": 1, "2D": 2, "3D": 3}
+
+
+def _rank(layer: LayerSpec) -> int:
+    """The number of spatial axes, read from the class name's ``1D``/``2D``/``3D`` suffix."""
+    return _RANK[layer.class_name[-2:]]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def single_int(layer: LayerSpec, ctx: Context, key: str, default: Any = None) -> int:
@@ -49,12 +77,24 @@ def single_int(layer: LayerSpec, ctx: Context, key: str, default: Any = None) ->
     value = layer.config.get(key, default)
     if isinstance(value, (list, tuple)) and len(value) == 1:
         value = value[0]
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or int(value) < 1:
+    if not _is_int(value) or int(value) < 1:
         raise UnsupportedOptionError(
             f"{layer_label(layer, ctx)}: config key {key!r} is {layer.config.get(key, default)!r}. "
             "Expected a positive integer (or a list holding one)."
         )
     return int(value)
+
+
+def int_tuple(layer: LayerSpec, ctx: Context, key: str, rank: int, default: Any = None) -> tuple[int, ...]:
+    """``config[key]`` as ``rank`` positive ints, one per spatial axis; an int means every axis."""
+    value = layer.config.get(key, default)
+    values = [value] * rank if _is_int(value) else value
+    if not isinstance(values, (list, tuple)) or len(values) != rank or not all(_is_int(v) and v >= 1 for v in values):
+        raise UnsupportedOptionError(
+            f"{layer_label(layer, ctx)}: config key {key!r} is {value!r}. "
+            f"Expected a positive integer or a list of {rank} positive integers."
+        )
+    return tuple(int(v) for v in values)
 
 
 def channels_first(layer: LayerSpec, ctx: Context) -> bool:
@@ -77,10 +117,19 @@ def _padding(layer: LayerSpec, ctx: Context, allowed: tuple[str, ...]) -> str:
     return value
 
 
-@register("Conv1D")
-def convert_conv1d(layer: LayerSpec, ctx: Context) -> ModuleSpec:
-    """Keras ``Conv1D`` → :class:`torch_lstm_probe.layers.conv.Conv1D` (weight = kernel.transpose(2, 1, 0))."""
+def _sizes(layer: LayerSpec, ctx: Context, key: str, rank: int, default: Any) -> int | tuple[int, ...]:
+    """A size option: one int for 1-D layers (their config type keeps ints), else one int per axis."""
+    return single_int(layer, ctx, key, default) if rank == 1 else int_tuple(layer, ctx, key, rank, default)
+
+
+@register("Conv1D", "Conv2D", "Conv3D")
+def convert_conv(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """Keras ``Conv1D``/``Conv2D``/``Conv3D`` → the runtime module of the same name.
+
+    ``weight = kernel.transpose(r + 1, r, 0, ..., r - 1)`` for ``r`` spatial axes.
+    """
     cfg = layer.config
+    rank = _rank(layer)
     check_keys(
         layer,
         ctx,
@@ -101,11 +150,12 @@ def convert_conv1d(layer: LayerSpec, ctx: Context) -> ModuleSpec:
     )
     refuse_unless(layer, ctx, "lora_rank", [None, 0], _LORA)
     filters = single_int(layer, ctx, "filters")
-    kernel_size = single_int(layer, ctx, "kernel_size")
+    kernel_size = int_tuple(layer, ctx, "kernel_size", rank)
     groups = single_int(layer, ctx, "groups", 1)
     use_bias = bool(cfg.get("use_bias", True))
-    per_group = int(layer.weights[0].shape[1]) if layer.weights and layer.weights[0].ndim == 3 else 0
-    expected = {"kernel": (kernel_size, per_group, filters)}
+    has_kernel = layer.weights and layer.weights[0].ndim == rank + 2
+    per_group = int(layer.weights[0].shape[rank]) if has_kernel else 0
+    expected = {"kernel": (*kernel_size, per_group, filters)}
     if use_bias:
         expected["bias"] = (filters,)
     w = unpack_weights(layer, ctx, expected)
@@ -113,35 +163,39 @@ def convert_conv1d(layer: LayerSpec, ctx: Context) -> ModuleSpec:
         raise UnsupportedOptionError(
             f"{layer_label(layer, ctx)}: filters={filters} is not divisible by groups={groups}."
         )
-    config = Conv1DConfig(
+    config_type = Conv1DConfig if rank == 1 else ConvConfig
+    config = config_type(
         in_channels=per_group * groups,
         out_channels=filters,
-        kernel_size=kernel_size,
-        stride=single_int(layer, ctx, "strides", 1),
-        dilation=single_int(layer, ctx, "dilation_rate", 1),
+        kernel_size=kernel_size[0] if rank == 1 else kernel_size,
+        stride=_sizes(layer, ctx, "strides", rank, 1),
+        dilation=_sizes(layer, ctx, "dilation_rate", rank, 1),
         groups=groups,
-        padding=_padding(layer, ctx, ("valid", "same", "causal")),
+        padding=_padding(layer, ctx, ("valid", "same", "causal") if rank == 1 else ("valid", "same")),
         use_bias=use_bias,
         activation=resolve_activation(layer, ctx, "activation"),
         channels_first=channels_first(layer, ctx),
     )
-    state = {"weight": to_tensor(np.transpose(w["kernel"], (2, 1, 0)))}  # (out, in / groups, k)
+    order = (rank + 1, rank, *range(rank))
+    state = {"weight": to_tensor(np.transpose(w["kernel"], order))}  # (out, in / groups, *k)
     if use_bias:
         state["bias"] = to_tensor(w["bias"])
-    return ModuleSpec("Conv1D", config, state)
+    return ModuleSpec(layer.class_name, config, state)
 
 
-@register("MaxPooling1D", "AveragePooling1D")
-def convert_pooling1d(layer: LayerSpec, ctx: Context) -> ModuleSpec:
-    """Keras ``MaxPooling1D``/``AveragePooling1D`` → the runtime module of the same name.
+@register("MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D", "AveragePooling3D")
+def convert_pooling(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """Keras ``Max/AveragePooling1D/2D/3D`` → the runtime module of the same name.
 
     ``strides=None`` means ``pool_size``, as in Keras.
     """
     check_keys(layer, ctx, {"pool_size", "strides", "padding", "data_format"}, set())
     unpack_weights(layer, ctx, {})
-    pool_size = single_int(layer, ctx, "pool_size", 2)
-    stride = pool_size if layer.config.get("strides") is None else single_int(layer, ctx, "strides")
-    config = Pooling1DConfig(pool_size, stride, _padding(layer, ctx, ("valid", "same")), channels_first(layer, ctx))
+    rank = _rank(layer)
+    pool_size = _sizes(layer, ctx, "pool_size", rank, 2)
+    stride = pool_size if layer.config.get("strides") is None else _sizes(layer, ctx, "strides", rank, None)
+    config_type = Pooling1DConfig if rank == 1 else PoolingConfig
+    config = config_type(pool_size, stride, _padding(layer, ctx, ("valid", "same")), channels_first(layer, ctx))
     return ModuleSpec(layer.class_name, config)
 
 
@@ -157,6 +211,28 @@ def convert_global_pooling1d(layer: LayerSpec, ctx: Context) -> ModuleSpec:
     keepdims = bool(layer.config.get("keepdims", False))
     first = channels_first(layer, ctx)
     if layer.class_name == "GlobalMaxPooling1D":
-        return ModuleSpec("GlobalMaxPooling1D", GlobalPooling1DConfig(keepdims, first))
+        return ModuleSpec("GlobalMaxPooling1D", GlobalPoolingConfig(keepdims, first))
     zero_masked = "where" if ctx.keras_version.major >= 3 else "multiply"
     return ModuleSpec("GlobalAveragePooling1D", GlobalAveragePooling1DConfig(keepdims, first, zero_masked))
+
+
+@register("GlobalMaxPooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling3D", "GlobalAveragePooling3D")
+def convert_global_pooling(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """Keras ``GlobalMax/AveragePooling2D/3D`` → the runtime module of the same name (no mask support in Keras)."""
+    check_keys(layer, ctx, {"data_format", "keepdims"}, set())
+    unpack_weights(layer, ctx, {})
+    config = GlobalPoolingConfig(bool(layer.config.get("keepdims", False)), channels_first(layer, ctx))
+    return ModuleSpec(layer.class_name, config)
+
+
+@register("SpatialDropout2D", "SpatialDropout3D")
+def convert_spatial_dropout(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """Keras ``SpatialDropout2D/3D`` → :class:`torch_lstm_probe.layers.core.Dropout`: the identity at inference."""
+    check_keys(layer, ctx, {"rate", "data_format"}, {"noise_shape", "seed"})
+    unpack_weights(layer, ctx, {})
+    channels_first(layer, ctx)
+    return ModuleSpec("Dropout", DropoutConfig(float(layer.config.get("rate", 0.0))))
+
+
+convert_conv1d = convert_conv  # the 1-D names, kept for existing imports
+convert_pooling1d = convert_pooling

@@ -1,5 +1,5 @@
 """Converters for Keras reshaping layers: Flatten, Reshape, Permute, RepeatVector,
-ZeroPadding1D, Cropping1D and UpSampling1D. None of them has weights."""
+ZeroPadding1D/2D/3D, Cropping1D/2D/3D and UpSampling1D/2D/3D. None of them has weights."""
 
 from __future__ import annotations
 
@@ -10,16 +10,19 @@ import numpy as np
 from torch_lstm_probe.errors import UnsupportedOptionError
 from torch_lstm_probe.layers.reshape import (
     Cropping1DConfig,
+    CroppingConfig,
     FlattenConfig,
     PermuteConfig,
     RepeatVectorConfig,
     ReshapeConfig,
     UpSampling1DConfig,
+    UpSamplingConfig,
     ZeroPadding1DConfig,
+    ZeroPaddingConfig,
 )
 
 from .common import Context, ModuleSpec, check_keys, layer_label, unpack_weights
-from .conv import channels_first, single_int
+from .conv import channels_first, int_tuple, single_int
 from .registry import register
 from .spec import LayerSpec
 
@@ -31,6 +34,9 @@ __all__ = [
     "convert_zero_padding1d",
     "convert_cropping1d",
     "convert_up_sampling1d",
+    "convert_zero_padding",
+    "convert_cropping",
+    "convert_up_sampling",
 ]
 
 
@@ -127,3 +133,70 @@ def convert_up_sampling1d(layer: LayerSpec, ctx: Context) -> ModuleSpec:
     check_keys(layer, ctx, {"size"}, set())
     unpack_weights(layer, ctx, {})
     return ModuleSpec("UpSampling1D", UpSampling1DConfig(single_int(layer, ctx, "size", 2)))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _axis_pairs(layer: LayerSpec, ctx: Context, key: str, rank: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``config[key]`` as ``(before, after)``, each one non-negative int per spatial axis.
+
+    Keras accepts an int (every side), ``rank`` ints (both sides of each axis) or ``rank``
+    pairs ``(before, after)``.
+    """
+    value: Any = layer.config.get(key)
+    entries = [value] * rank if _is_int(value) else value
+    pairs = None
+    if isinstance(entries, (list, tuple)) and len(entries) == rank:
+        pairs = [(e, e) if _is_int(e) else tuple(e) if isinstance(e, (list, tuple)) else None for e in entries]
+    if pairs is None or not all(p is not None and len(p) == 2 and all(_is_int(v) and v >= 0 for v in p) for p in pairs):
+        raise UnsupportedOptionError(
+            f"{layer_label(layer, ctx)}: config key {key!r} is {value!r}. Expected a non-negative int, "
+            f"{rank} of them, or {rank} pairs (before, after) of them."
+        )
+    return tuple(int(p[0]) for p in pairs), tuple(int(p[1]) for p in pairs)
+
+
+def _rank(layer: LayerSpec) -> int:
+    """The number of spatial axes, from the class name's ``2D``/``3D`` suffix."""
+    return int(layer.class_name[-2])
+
+
+@register("ZeroPadding2D", "ZeroPadding3D")
+def convert_zero_padding(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """Keras ``ZeroPadding2D/3D`` → the runtime module of the same name."""
+    check_keys(layer, ctx, {"padding", "data_format"}, set())
+    unpack_weights(layer, ctx, {})
+    before, after = _axis_pairs(layer, ctx, "padding", _rank(layer))
+    return ModuleSpec(layer.class_name, ZeroPaddingConfig(before, after, channels_first(layer, ctx)))
+
+
+@register("Cropping2D", "Cropping3D")
+def convert_cropping(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """Keras ``Cropping2D/3D`` → the runtime module of the same name."""
+    check_keys(layer, ctx, {"cropping", "data_format"}, set())
+    unpack_weights(layer, ctx, {})
+    before, after = _axis_pairs(layer, ctx, "cropping", _rank(layer))
+    return ModuleSpec(layer.class_name, CroppingConfig(before, after, channels_first(layer, ctx)))
+
+
+@register("UpSampling2D", "UpSampling3D")
+def convert_up_sampling(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """Keras ``UpSampling2D/3D`` → the runtime module of the same name.
+
+    Only ``"nearest"`` and ``"bilinear"`` (2-D) are reproduced exactly; Keras' other
+    interpolations (bicubic, lanczos, area, ...) are refused.
+    """
+    rank = _rank(layer)
+    check_keys(layer, ctx, {"size", "data_format", "interpolation"}, set())
+    unpack_weights(layer, ctx, {})
+    allowed = ("nearest", "bilinear") if rank == 2 else ("nearest",)
+    interpolation = layer.config.get("interpolation", "nearest")
+    if interpolation not in allowed:
+        raise UnsupportedOptionError(
+            f"{layer_label(layer, ctx)}: interpolation is {interpolation!r}, which is not reproduced exactly. "
+            f"Expected one of {list(allowed)}. Fix: use one of these in Keras, or pass custom_layers."
+        )
+    size = int_tuple(layer, ctx, "size", rank, 2)
+    return ModuleSpec(layer.class_name, UpSamplingConfig(size, interpolation, channels_first(layer, ctx)))

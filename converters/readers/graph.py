@@ -49,6 +49,9 @@ class WeightSource(Protocol):
     ) -> tuple[np.ndarray, ...]: ...
 
 
+# Keras 3 layers whose config has no ``trainable`` key (so it cannot tell them from op nodes).
+_LAYERS_WITHOUT_TRAINABLE = frozenset({"SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D"})
+
 # Config class names that are aliases of a Python class with another name; the saved group is
 # named after the Python class.
 _SAVED_CLASS = {"GroupQueryAttention": "GroupedQueryAttention"}
@@ -325,6 +328,8 @@ class _Parser:
         if module:
             return str(module).startswith("keras.src.ops")
         config = entry.get("config")
+        if entry.get("class_name") in _LAYERS_WITHOUT_TRAINABLE:
+            return False
         return self.version.major >= 3 and isinstance(config, Mapping) and "trainable" not in config
 
     def sequential(self, config: Any, names: tuple[str, ...], keras3_path: str) -> dict[str, Any]:

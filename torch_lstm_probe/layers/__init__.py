@@ -5,13 +5,43 @@ from .activation_layers import ELU, LeakyReLU, PReLU, ReLU, Softmax
 from .attention import AdditiveAttention, Attention, GroupQueryAttention, MultiHeadAttention
 from .bidirectional import Bidirectional, BidirectionalGates
 from .cell_rnn import CellRNN
-from .conv import AveragePooling1D, Conv1D, GlobalAveragePooling1D, GlobalMaxPooling1D, MaxPooling1D
+from .conv import (
+    AveragePooling1D,
+    AveragePooling2D,
+    AveragePooling3D,
+    Conv1D,
+    Conv2D,
+    Conv3D,
+    GlobalAveragePooling1D,
+    GlobalAveragePooling2D,
+    GlobalAveragePooling3D,
+    GlobalMaxPooling1D,
+    GlobalMaxPooling2D,
+    GlobalMaxPooling3D,
+    MaxPooling1D,
+    MaxPooling2D,
+    MaxPooling3D,
+)
 from .core import Activation, Dense, Dropout, Embedding, Masking, TimeDistributed
 from .gru import GRU, GRUGates, gru_reference
 from .lstm import LSTM, LSTMGates, lstm_reference
 from .merge import Concatenate, Dot, Merge
 from .normalization import BatchNormalization, LayerNormalization
-from .reshape import Cropping1D, Flatten, Permute, RepeatVector, Reshape, UpSampling1D, ZeroPadding1D
+from .reshape import (
+    Cropping1D,
+    Cropping2D,
+    Cropping3D,
+    Flatten,
+    Permute,
+    RepeatVector,
+    Reshape,
+    UpSampling1D,
+    UpSampling2D,
+    UpSampling3D,
+    ZeroPadding1D,
+    ZeroPadding2D,
+    ZeroPadding3D,
+)
 from .simple_rnn import SimpleRNN, SimpleRNNGates, simple_rnn_reference
 from .stacked import StackedGates, StackedRecurrent
 
@@ -41,6 +71,22 @@ __all__ = [
     "AveragePooling1D",
     "GlobalMaxPooling1D",
     "GlobalAveragePooling1D",
+    "Conv2D",
+    "Conv3D",
+    "MaxPooling2D",
+    "MaxPooling3D",
+    "AveragePooling2D",
+    "AveragePooling3D",
+    "GlobalMaxPooling2D",
+    "GlobalAveragePooling2D",
+    "GlobalMaxPooling3D",
+    "GlobalAveragePooling3D",
+    "ZeroPadding2D",
+    "ZeroPadding3D",
+    "Cropping2D",
+    "Cropping3D",
+    "UpSampling2D",
+    "UpSampling3D",
     "Flatten",
     "Reshape",
     "Permute",

@@ -1,5 +1,5 @@
-"""Shape-changing Keras layers: Flatten, Reshape, Permute, RepeatVector, ZeroPadding1D,
-Cropping1D and UpSampling1D, all in Keras' channels-last element order.
+"""Shape-changing Keras layers: Flatten, Reshape, Permute, RepeatVector, ZeroPadding1D/2D/3D,
+Cropping1D/2D/3D and UpSampling1D/2D/3D, all in Keras' channels-last element order.
 
 None of them supports masking in Keras: a mask arriving here stops.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -16,8 +17,23 @@ from torch import nn
 from ..errors import InputError
 from ..registry import register_module
 from .base import ConfigMixin
+from .conv import check_spatial_input, pad_argument, to_keras_layout, to_torch_layout
 
-__all__ = ["Flatten", "Reshape", "Permute", "RepeatVector", "ZeroPadding1D", "Cropping1D", "UpSampling1D"]
+__all__ = [
+    "Flatten",
+    "Reshape",
+    "Permute",
+    "RepeatVector",
+    "ZeroPadding1D",
+    "ZeroPadding2D",
+    "ZeroPadding3D",
+    "Cropping1D",
+    "Cropping2D",
+    "Cropping3D",
+    "UpSampling1D",
+    "UpSampling2D",
+    "UpSampling3D",
+]
 
 
 def _check_rank(layer: ConfigMixin, x: torch.Tensor, rank: int, what: str) -> None:
@@ -196,3 +212,150 @@ class UpSampling1D(ConfigMixin, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_rank(self, x, 3, "an input (batch, steps, features)")
         return x.repeat_interleave(self.config.size, dim=1)  # (N, L * size, C)
+
+
+# ------------------------------------------------------------------------ 2-D and 3-D spatial layers
+
+
+class _Spatial(ConfigMixin, nn.Module):
+    """A shape-changing layer over ``rank`` spatial axes of ``(N, *S, C)`` (or ``(N, C, *S)``)."""
+
+    rank: ClassVar[int]
+
+    def __init__(self, config: ZeroPaddingConfig | CroppingConfig | UpSamplingConfig) -> None:
+        super().__init__()
+        per_axis = {name: getattr(config, name) for name in ("before", "after", "size") if hasattr(config, name)}
+        for name, values in per_axis.items():
+            if len(values) != self.rank:
+                raise ValueError(f"{type(self).__name__} {name} needs {self.rank} values. Received {values!r}.")
+        self.config = config
+
+    def _spatial_dims(self) -> range:
+        """The spatial axes: ``1..rank`` channels last, ``2..rank+1`` channels first."""
+        start = 2 if self.config.channels_first else 1
+        return range(start, start + self.rank)
+
+
+@dataclass(frozen=True)
+class ZeroPaddingConfig:
+    before: tuple[int, ...]  # Keras `padding[i][0]`: zero cells added before each spatial axis
+    after: tuple[int, ...]  # Keras `padding[i][1]`: zero cells added after each spatial axis
+    channels_first: bool = False  # Keras data_format "channels_first": input (N, C, *S)
+
+
+class _ZeroPadding(_Spatial):
+    """Keras ``ZeroPaddingND``: ``(N, *S, C)`` → ``(N, *(before + S + after), C)`` with zero cells."""
+
+    Config = ZeroPaddingConfig
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        check_spatial_input(self, x, self.rank, None, cfg.channels_first)
+        pads = list(zip(cfg.before, cfg.after)) + ([] if cfg.channels_first else [(0, 0)])
+        return F.pad(x, pad_argument(pads))  # (N, *(before + S + after), C)
+
+
+@register_module("ZeroPadding2D")
+class ZeroPadding2D(_ZeroPadding):
+    """Keras ``ZeroPadding2D``: ``(N, H, W, C)`` → ``(N, top + H + bottom, left + W + right, C)``."""
+
+    rank = 2
+
+
+@register_module("ZeroPadding3D")
+class ZeroPadding3D(_ZeroPadding):
+    """Keras ``ZeroPadding3D``: zero cells before and after each of ``(D, H, W)``."""
+
+    rank = 3
+
+
+@dataclass(frozen=True)
+class CroppingConfig:
+    before: tuple[int, ...]  # Keras `cropping[i][0]`: cells removed at the start of each spatial axis
+    after: tuple[int, ...]  # Keras `cropping[i][1]`: cells removed at the end of each spatial axis
+    channels_first: bool = False  # Keras data_format "channels_first": input (N, C, *S)
+
+
+class _Cropping(_Spatial):
+    """Keras ``CroppingND``: ``(N, *S, C)`` → ``(N, *(S - before - after), C)``."""
+
+    Config = CroppingConfig
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        check_spatial_input(self, x, self.rank, None, cfg.channels_first)
+        index: list[slice] = [slice(None)] * x.dim()
+        for axis, before, after in zip(self._spatial_dims(), cfg.before, cfg.after):
+            if before + after >= x.shape[axis]:
+                raise InputError(
+                    f"{self.describe()} crops {before} + {after} cells from axis {axis}, which needs more than "
+                    f"{before + after} cells there. Received shape {tuple(x.shape)}."
+                )
+            index[axis] = slice(before, x.shape[axis] - after)
+        return x[tuple(index)]  # (N, *(S - before - after), C)
+
+
+@register_module("Cropping2D")
+class Cropping2D(_Cropping):
+    """Keras ``Cropping2D``: ``(N, H, W, C)`` → ``(N, H - top - bottom, W - left - right, C)``."""
+
+    rank = 2
+
+
+@register_module("Cropping3D")
+class Cropping3D(_Cropping):
+    """Keras ``Cropping3D``: cells removed before and after each of ``(D, H, W)``."""
+
+    rank = 3
+
+
+@dataclass(frozen=True)
+class UpSamplingConfig:
+    size: tuple[int, ...]  # Keras `size`: the factor per spatial axis
+    interpolation: str = "nearest"  # "nearest" (repeat each cell) | "bilinear" (2-D, half-pixel centers)
+    channels_first: bool = False  # Keras data_format "channels_first": input (N, C, *S)
+
+
+class _UpSampling(_Spatial):
+    """Keras ``UpSamplingND``: ``(N, *S, C)`` → ``(N, *(S * size), C)``.
+
+    ``"nearest"`` repeats each cell ``size`` times per axis. ``"bilinear"`` is TensorFlow's
+    ``resize`` with half-pixel centers: output cell ``o`` reads the input at
+    ``(o + 0.5) / size - 0.5``, clamped to the edges, interpolated linearly on each axis.
+    """
+
+    Config = UpSamplingConfig
+
+    def __init__(self, config: UpSamplingConfig) -> None:
+        super().__init__(config)
+        allowed = ("nearest", "bilinear") if self.rank == 2 else ("nearest",)
+        if config.interpolation not in allowed:
+            raise ValueError(
+                f"{type(self).__name__} interpolation must be one of {list(allowed)}. Received {config.interpolation!r}."
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        check_spatial_input(self, x, self.rank, None, cfg.channels_first)
+        if cfg.interpolation == "bilinear":
+            h = to_torch_layout(x, cfg.channels_first)  # (N, C, H, W)
+            out = [n * s for n, s in zip(h.shape[2:], cfg.size)]
+            y = F.interpolate(h, size=out, mode="bilinear", align_corners=False)  # (N, C, H * sh, W * sw)
+            return to_keras_layout(y, cfg.channels_first)  # (N, H * sh, W * sw, C)
+        for axis, size in zip(self._spatial_dims(), cfg.size):
+            x = x.repeat_interleave(size, dim=axis)
+        return x  # (N, *(S * size), C)
+
+
+@register_module("UpSampling2D")
+class UpSampling2D(_UpSampling):
+    """Keras ``UpSampling2D``: ``(N, H, W, C)`` → ``(N, H * sh, W * sw, C)``, nearest or bilinear."""
+
+    rank = 2
+
+
+@register_module("UpSampling3D")
+class UpSampling3D(_UpSampling):
+    """Keras ``UpSampling3D``: each cell repeated ``size`` times on each of ``(D, H, W)``."""
+
+    rank = 3
