@@ -20,6 +20,7 @@ from torch_lstm_probe.errors import (
 from torch_lstm_probe.model import KerasModel
 from torch_lstm_probe.registry import MODULE_TYPES, build_module
 
+from .call_order import keras3_call_order
 from .common import Context, ModuleSpec, layer_label
 from .ops import op_template
 from .registry import TF_FUNCTION_LAYERS, lookup
@@ -302,6 +303,10 @@ def convert_model(
                     f"{layer_label(layer, ctx)}: a call of this layer cannot be read ({type(err).__name__}: {err}). "
                     "The file's graph is damaged."
                 ) from err
+    outputs = [_renumber(r, output_offsets).as_list() for r in spec.outputs]
+    if ctx.keras_version.major >= 3 and any(layer.class_name == "MultiHeadAttention" for layer in spec.layers):
+        # Its calls delete the masks of the tensors they read: later readers must come later.
+        nodes = [nodes[k] for k in keras3_call_order(nodes, outputs)]
     config = {
         "name": spec.name,
         "inputs": [
@@ -310,7 +315,7 @@ def convert_model(
         ],
         "layers": [{"name": layer.name, "type": None, "config": None} for layer in spec.layers],
         "nodes": nodes,
-        "outputs": [_renumber(r, output_offsets).as_list() for r in spec.outputs],
+        "outputs": outputs,
     }
     try:
         return KerasModel(config, modules)

@@ -92,10 +92,31 @@ def describe_decisions(
             lines.append(f"negative ids: refused, as Keras 1/2 refuse them; {writer} wrote the file")
     elif module_type == "Masking":
         lines.append(f"mask: a step whose features all equal {cfg.get('mask_value', 0.0)!r} is masked and zeroed")
+    elif module_type in ("Attention", "AdditiveAttention", "MultiHeadAttention", "GroupQueryAttention"):
+        lines += _attention_lines(module_type, cfg, writer)
     elif "mask_rules" in cfg:
         lines.append(_mask_rules_line(module_type, str(cfg["mask_rules"]), writer))
     if layer is not None and layer.class_name != module_type and layer.model is None:
         lines.append(f"Keras class {layer.class_name} runs as the runtime module {module_type}")
+    return lines
+
+
+def _attention_lines(module_type: str, cfg: Mapping[str, Any], writer: str) -> list[str]:
+    """How an attention layer masks, by the file's writer."""
+    lines = []
+    if module_type in ("Attention", "AdditiveAttention"):
+        lines.append("masked value steps: score - 1e9 before the softmax (a fully masked row is uniform)")
+        how = "selected to 0 (Keras 3)" if cfg.get("zero_masked") == "where" else "multiplied by the mask (Keras 2)"
+        lines.append(f"masked query steps: output {how}; {writer} wrote the file")
+    elif cfg.get("mask_rule") == "subtract":
+        lines.append(f"masked scores: score - 1e9 (a masked query row is uniform), as tf_keras' Softmax; {writer}")
+    else:
+        lines.append(
+            "masked scores: a call returning scores zeroes masked query rows (Keras 3 Softmax), any other call "
+            f"leaves them uniform (its dot_product_attention); {writer} wrote the file"
+        )
+    if cfg.get("clears_input_masks"):
+        lines.append("Keras 3: the masks of the tensors it reads are deleted for the layers run after it")
     return lines
 
 

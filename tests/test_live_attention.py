@@ -9,7 +9,9 @@ formats, and the ``"<layer>/scores"`` probe keys against the scores Keras return
   ``Attention`` reading the same LSTM output after it (Keras 3's ``MultiHeadAttention`` deletes the
   masks of the tensors it reads, so there the value is unmasked), then cross-attention with ``value_dim``,
   ``output_shape``, no biases and a causal mask;
-* Keras 3 only: ``GroupQueryAttention`` (four query heads sharing two key/value heads).
+* Keras 3 only: ``GroupQueryAttention`` (four query heads sharing two key/value heads);
+* attention layers side by side on the same tensors, where Keras 3's run order decides which of
+  them see the masks.
 
 Token rows hold right padding, a hole, a full row and a row with every step masked.
 """
@@ -84,10 +86,28 @@ def _grouped(k):
     return k.Model(tok, [scored, scores], name="grouped_attention")
 
 
+def _parallel(k):
+    """Attention layers reading the same tensors side by side: Keras 3 runs the later-created ones
+    first, and its MultiHeadAttention deletes the masks of what it reads for those run after it."""
+    tok = k.Input((STEPS,), dtype="int32", name="tok")
+    emb = k.layers.Embedding(VOCAB, EMBED, mask_zero=True, name="emb")(tok)
+    q = k.layers.LSTM(UNITS, return_sequences=True, name="lstm")(emb)
+    luong = k.layers.Attention(use_scale=True, score_mode="concat", name="att")([q, emb], return_attention_scores=True)
+    additive = k.layers.AdditiveAttention(name="add")([q, emb, emb], use_causal_mask=True)
+    heads = k.layers.MultiHeadAttention(num_heads=2, key_dim=3, value_dim=5, name="mha")(
+        q, emb, return_attention_scores=True
+    )
+    causal = k.layers.MultiHeadAttention(num_heads=2, key_dim=3, name="mha2", output_shape=7)(
+        q, emb, emb, use_causal_mask=True
+    )
+    return k.Model(tok, [luong[0], luong[1], additive, heads[0], heads[1], causal], name="parallel_attention")
+
+
 CASES = {
     "seq2seq": (_seq2seq, lambda: [_tokens(), _tokens(steps=STEPS - 1, offset=1)], {"luong": "luong:1"}),
     "transformer": (_transformer, lambda: [_tokens()], {"self": "self:1"}),
     "grouped": (_grouped, lambda: [_tokens()], {"gqa_scores": "gqa_scores:1"}),
+    "parallel": (_parallel, lambda: [_tokens()], {"att": "att:1", "mha": "mha:1"}),
 }
 
 
