@@ -328,3 +328,23 @@ def test_stateful_and_time_major_stacks(klib, tmp_path):
             got = converted(x)
             for j, (g, e) in enumerate(zip(got if isinstance(got, list) else [got], want)):
                 assert_close(g, e, what=f".{fmt} call {k} output {j}")
+
+
+def test_tf_keras_stacked_initial_state_nested_in_the_call(tmp_path):
+    """tf_keras writes ``initial_state=[[h, c], h2]`` of a stack as nested call entries."""
+    k = import_keras("tf_keras")
+    seed(k)
+    x, h0, c0, g0 = k.Input((STEPS, FEATURES)), k.Input((3,)), k.Input((3,)), k.Input((2,))
+    cells = k.layers.StackedRNNCells([k.layers.LSTMCell(3), k.layers.GRUCell(2)])
+    model = k.Model(
+        [x, h0, c0, g0], k.layers.RNN(cells, return_sequences=True, name="stack")(x, initial_state=[[h0, c0], g0])
+    )
+    rng = np.random.default_rng(2)
+    inputs = [
+        rng.standard_normal(s).astype("float32") for s in ((BATCH, STEPS, FEATURES), (BATCH, 3), (BATCH, 3), (BATCH, 2))
+    ]
+    expected = keras_outputs(model, inputs)[0]
+    for fmt in FORMATS:
+        converted = tlp.load_keras(save(model, tmp_path, fmt))
+        with torch.inference_mode():
+            assert_close(converted(*inputs), expected, ATOL["cpu_float32"], f"stack with initial_state ({fmt})")

@@ -179,7 +179,7 @@ def _parse_inbound_nodes(raw: Any, where: str) -> tuple[CallSpec, ...]:
                 node = [node]
             refs: list[Any] = []
             kwargs: dict[str, Any] = {}
-            for entry in node:
+            for entry in _flat_entries(node):
                 if not (isinstance(entry, (list, tuple)) and len(entry) >= 3):
                     raise KerasFileError(f"{where}: malformed inbound node entry {short_repr(entry)}.")
                 if entry[0] == _CONSTANT_VALUE:  # tf_keras: a constant first argument of a TF function
@@ -200,6 +200,19 @@ def _parse_inbound_nodes(raw: Any, where: str) -> tuple[CallSpec, ...]:
         else:
             raise KerasFileError(f"{where}: malformed inbound_nodes {short_repr(raw)}.")
     return tuple(calls)
+
+
+def _flat_entries(node: Sequence[Any], depth: int = 0) -> list[Any]:
+    """A Keras 1/2 call's tensor entries ``[name, node, tensor, {kwargs}]``, in order, with nested
+    groups flattened: tf_keras writes a nested argument, such as a StackedRNNCells'
+    ``initial_state=[[h, c], h2]``, as nested lists of entries."""
+    flat: list[Any] = []
+    for entry in node:
+        if isinstance(entry, (list, tuple)) and entry and isinstance(entry[0], (list, tuple)) and depth < 8:
+            flat += _flat_entries(entry, depth + 1)
+        else:
+            flat.append(entry)
+    return flat
 
 
 def _io_refs(raw: Any, where: str = "") -> tuple[TensorRef, ...]:
