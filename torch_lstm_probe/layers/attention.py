@@ -81,7 +81,25 @@ class AttentionConfig:
     zero_masked: str = "where"
 
 
-class _DenseAttention(ConfigMixin, nn.Module):
+class _AttentionBase(ConfigMixin, nn.Module):
+    """What every attention layer shares: the scores hook point (probe key ``"<layer>/scores"``)
+    and the output mask, the query's (none on the scores)."""
+
+    mask_mode = "custom"
+    takes_mask = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hook_scores = HookPoint()  # sees the attention weights (N, [heads,] Tq, Tv)
+
+    def gate_points(self) -> list[tuple[str, HookPoint]]:
+        return [("/scores", self.hook_scores)]
+
+    def compute_mask(self, *xs: torch.Tensor, mask: object = None) -> tuple[torch.Tensor | None, None]:
+        return _masks(mask, len(xs))[0], None  # type: ignore[arg-type]
+
+
+class _DenseAttention(_AttentionBase):
     """What ``Attention`` and ``AdditiveAttention`` share: inputs ``[query, value(, key)]``, the
     value mask and the causal mask on the scores, the softmax, and the query mask on the output.
 
@@ -89,24 +107,15 @@ class _DenseAttention(ConfigMixin, nn.Module):
     """
 
     Config = AttentionConfig
-    mask_mode = "custom"
-    takes_mask = True
 
     def __init__(self, config: AttentionConfig) -> None:
         super().__init__()
         if config.zero_masked not in ("where", "multiply"):
             raise ValueError(f"zero_masked must be 'where' or 'multiply'. Received {config.zero_masked!r}.")
         self.config = config
-        self.hook_scores = HookPoint()  # sees the attention weights (N, Tq, Tv)
-
-    def gate_points(self) -> list[tuple[str, HookPoint]]:
-        return [("/scores", self.hook_scores)]
 
     def _scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
-
-    def compute_mask(self, *xs: torch.Tensor, mask: object = None) -> tuple[torch.Tensor | None, None]:
-        return _masks(mask, len(xs))[0], None  # the query's mask; none on the scores
 
     def forward(
         self,
@@ -204,7 +213,7 @@ class MultiHeadAttentionConfig:
 
 
 @register_module("MultiHeadAttention")
-class MultiHeadAttention(ConfigMixin, nn.Module):
+class MultiHeadAttention(_AttentionBase):
     """Keras ``MultiHeadAttention`` over the steps axis (``attention_axes=None``, rank-3 inputs).
 
     With ``q = x_q W_q + b_q`` ``(N, T, h, d)``, ``k``, ``v`` likewise ``(N, S, h, d)``:
@@ -217,8 +226,6 @@ class MultiHeadAttention(ConfigMixin, nn.Module):
     """
 
     Config = MultiHeadAttentionConfig
-    mask_mode = "custom"
-    takes_mask = True
 
     def __init__(self, config: MultiHeadAttentionConfig) -> None:
         super().__init__()
@@ -237,20 +244,13 @@ class MultiHeadAttention(ConfigMixin, nn.Module):
             self.register_parameter(f"{name}_bias", bias)
         self.output_kernel = nn.Parameter(torch.empty(config.num_heads, config.value_dim, config.output_dim))
         self.output_bias = nn.Parameter(torch.zeros(config.output_dim)) if config.use_bias else None
-        self.hook_scores = HookPoint()  # sees the attention weights (N, heads, T, S)
         self.clears_input_masks = config.clears_input_masks
-
-    def gate_points(self) -> list[tuple[str, HookPoint]]:
-        return [("/scores", self.hook_scores)]
 
     def _project(self, x: torch.Tensor, name: str) -> torch.Tensor:
         kernel = getattr(self, f"{name}_kernel")  # (D, h, d)
         bias = getattr(self, f"{name}_bias")  # (h, d) or None
         y = torch.einsum("nsd,dhk->nshk", x, kernel)  # (N, S, h, d)
         return y + bias if bias is not None else y
-
-    def compute_mask(self, *xs: torch.Tensor, mask: object = None) -> tuple[torch.Tensor | None, None]:
-        return _masks(mask, len(xs))[0], None  # the query's mask; none on the scores
 
     def forward(
         self,
