@@ -138,6 +138,9 @@ def test_attention_models_match_keras(library: str, case: str, tmp_path: Path):
         acts = tlp.probe(converted, inputs, layers=sorted(score_keys), gates=True)
         for layer, output_key in score_keys.items():
             assert_close(acts[f"{layer}/scores"], reference.layers[output_key], ATOL["cpu_float32"], f"{layer} scores")
+    saved = tmp_path / "saved.safetensors"
+    tlp.save(converted, saved)  # the run order (Keras 3's, where it matters) survives a reload
+    assert_model_parity(k, model, tlp.load(saved), inputs, reference=reference)
 
 
 def test_scores_of_a_layer_without_return_attention_scores_are_the_softmax_it_used():

@@ -332,10 +332,7 @@ class KerasModel(nn.Module):
                 )
             layers.append({"name": entry["name"], "type": type_name, "config": module.get_config()})  # type: ignore[operator]
         nodes = []
-        order = {(n.layer, n.call): n for n in self._nodes}
-        position = {e["name"]: k for k, e in enumerate(self._layer_entries)}
-        for key in sorted(order, key=lambda k: (position[k[0]], k[1])):
-            node = order[key]
+        for node in self._saved_node_order():
             nodes.append({"layer": node.layer, "inputs": [list(r) for r in node.inputs], "kwargs": dict(node.kwargs)})
         return {
             "name": self.name,
@@ -344,6 +341,18 @@ class KerasModel(nn.Module):
             "nodes": nodes,
             "outputs": [list(r) for r in self._outputs],
         }
+
+    def _saved_node_order(self) -> list[_Node]:
+        """The nodes in run order, which a reload keeps (the run order can matter: see
+        ``clears_input_masks``), unless it calls a shared layer's calls out of order; a node's call
+        index is its rank among the layer's nodes, so then the layer order is used."""
+        last: dict[str, int] = {}
+        for node in self._nodes:
+            if node.call < last.get(node.layer, -1):
+                position = {e["name"]: k for k, e in enumerate(self._layer_entries)}
+                return sorted(self._nodes, key=lambda n: (position[n.layer], n.call))
+            last[node.layer] = node.call
+        return list(self._nodes)
 
     # ------------------------------------------------------------------ public API
     @property
