@@ -18,7 +18,17 @@ from .spec import LayerSpec, ModelSpec
 
 __all__ = ["LayerRow", "Report", "inspect_model", "format_report", "describe_recurrent"]
 
-RECURRENT_CLASSES = ("LSTM", "GRU", "SimpleRNN", "CuDNNLSTM", "CuDNNGRU", "ConvLSTM1D")
+RECURRENT_CLASSES = (
+    "LSTM",
+    "GRU",
+    "SimpleRNN",
+    "CuDNNLSTM",
+    "CuDNNGRU",
+    "RNN",
+    "ConvLSTM1D",
+    "ConvLSTM2D",
+    "ConvLSTM3D",
+)
 
 
 @dataclass
@@ -56,12 +66,18 @@ def describe_recurrent(layer: LayerSpec) -> str | None:
         cfg = inner.get("config", {})
     if layer.class_name not in RECURRENT_CLASSES and inner is None:
         return None
-    units = cfg.get("units", cfg.get("output_dim", "?"))
+    cell = cfg.get("cell") if isinstance(cfg.get("cell"), dict) else None
+    units = cfg.get("units", cfg.get("output_dim", cfg.get("filters", "?")))
+    if cell is not None:  # RNN(cell): the cell's units (the last cell's for StackedRNNCells)
+        cells = cell.get("config", {}).get("cells") or [cell]
+        units = cells[-1].get("config", {}).get("units", "?") if isinstance(cells[-1], dict) else "?"
     seq = bool(cfg.get("return_sequences", False))
     state = bool(cfg.get("return_state", False))
     width = units
     if inner is not None and layer.config.get("merge_mode", "concat") == "concat" and isinstance(units, int):
         width = 2 * units
+    if "filters" in cfg:  # ConvLSTM: feature maps
+        width = f"*spatial, {width}" if cfg.get("data_format") != "channels_first" else f"{width}, *spatial"
     out = (
         f"every step's hidden state h_t, shape (batch, time, {width})"
         if seq

@@ -173,6 +173,23 @@ def test_unsupported_layer_is_a_typed_error(tmp_path: Path) -> None:
     assert not (tmp_path / "model.py").exists()
 
 
+def test_unsupported_layer_read_by_a_later_layer_is_a_typed_error(tmp_path: Path) -> None:
+    model = tlp.KerasModel(
+        {
+            "name": "two",
+            "inputs": [{"name": "x", "shape": [None, 4, 3], "dtype": "float32"}],
+            "layers": [
+                {"name": "odd", "type": "UpSampling1D", "config": {"size": 2}},
+                {"name": "head", "type": "Dense", "config": {"in_features": 3, "out_features": 2}},
+            ],
+            "nodes": [{"layer": "odd", "inputs": [["x", 0, 0]]}, {"layer": "head", "inputs": [["odd", 0, 0]]}],
+            "outputs": [["head", 0, 0]],
+        }
+    )
+    with pytest.raises(tlp.PortError, match=r"no plain-PyTorch writer for layer\(s\) 'odd' \(UpSampling1D\)"):
+        tlp.port(model, tmp_path)
+
+
 def test_unsupported_option_is_a_typed_error(tmp_path: Path) -> None:
     config = {"input_size": 3, "hidden_size": 2, "stateful": True, "batch_size": 2}
     model = _one_layer_model("LSTM", config, [2, 4, 3])

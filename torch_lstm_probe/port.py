@@ -902,13 +902,22 @@ def _build(model: KerasModel) -> tuple[_Generator, list[str], list[str], _Trace]
         var[(spec["name"], 0, 0)] = name
         params.append(name)
     attrs = _attribute_names(model)
-    unsupported = []
+    unsupported = sorted(
+        {
+            f"{node.layer!r} ({type(model.layer(node.layer)).__name__})"
+            for node in model._nodes
+            if type(model.layer(node.layer)) not in EMITTERS
+        }
+    )
+    if unsupported:  # before writing anything: a later layer would read the missing layer's output
+        raise PortError(
+            f"Cannot port model {model.name!r}: no plain-PyTorch writer for layer(s) {', '.join(unsupported)}. "
+            f"Supported runtime layers: {', '.join(sorted(c.__name__ for c in EMITTERS))}. "
+            "Fix: use tlp.load_keras for this model, or add an emitter to torch_lstm_probe.port.EMITTERS."
+        )
     for node in model._nodes:
         module = model.layer(node.layer)
-        emitter = EMITTERS.get(type(module))
-        if emitter is None:
-            unsupported.append(f"{node.layer!r} ({type(module).__name__})")
-            continue
+        emitter = EMITTERS[type(module)]
         where = f"layer {node.layer!r} ({type(module).__name__})"
         unknown = sorted(set(node.kwargs) - {"initial_state", "apply_mask"})
         if unknown:
@@ -936,12 +945,6 @@ def _build(model: KerasModel) -> tuple[_Generator, list[str], list[str], _Trace]
         for k, out in enumerate(call.outs):
             var[(node.layer, node.call, k)] = out
             mask_var[(node.layer, node.call, k)] = out_masks[k] if k < len(out_masks) else None
-    if unsupported:
-        raise PortError(
-            f"Cannot port model {model.name!r}: no plain-PyTorch writer for layer(s) {', '.join(unsupported)}. "
-            f"Supported runtime layers: {', '.join(sorted(c.__name__ for c in EMITTERS))}. "
-            "Fix: use tlp.load_keras for this model, or add an emitter to torch_lstm_probe.port.EMITTERS."
-        )
     returns = [var[r] for r in model.output_refs]
     return g, params, returns, trace
 

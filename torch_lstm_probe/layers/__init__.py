@@ -22,11 +22,13 @@ from .conv import (
     MaxPooling2D,
     MaxPooling3D,
 )
+from .conv_lstm import ConvLSTM, ConvLSTMGates
 from .core import Activation, Dense, Dropout, Embedding, Masking, TimeDistributed
 from .gru import GRU, GRUGates, gru_reference
 from .lstm import LSTM, LSTMGates, lstm_reference
 from .merge import Concatenate, Dot, Merge
 from .normalization import BatchNormalization, LayerNormalization
+from .preprocessing import ActivityRegularization, CategoryEncoding, IntegerLookup, Normalization, Rescaling
 from .reshape import (
     Cropping1D,
     Cropping2D,
@@ -63,6 +65,8 @@ __all__ = [
     "simple_rnn_reference",
     "StackedRecurrent",
     "CellRNN",
+    "ConvLSTM",
+    "ConvLSTMGates",
     "StackedGates",
     "Bidirectional",
     "BidirectionalGates",
@@ -108,4 +112,9 @@ __all__ = [
     "AdditiveAttention",
     "MultiHeadAttention",
     "GroupQueryAttention",
+    "ActivityRegularization",
+    "CategoryEncoding",
+    "IntegerLookup",
+    "Normalization",
+    "Rescaling",
 ]

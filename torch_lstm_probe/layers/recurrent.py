@@ -46,11 +46,21 @@ from ..masking import (
 from ..tracing import is_tracing
 from .base import HookPoint, check_float_input, run_fused_kernel
 
-__all__ = ["INITIAL_STATE_RULES", "Edit", "Recurrent", "RecurrentConfig", "RecurrentMixin", "States", "StepEdit"]
+__all__ = [
+    "INITIAL_STATE_RULES",
+    "CellStep",
+    "Edit",
+    "Recurrent",
+    "RecurrentConfig",
+    "RecurrentMixin",
+    "States",
+    "StepEdit",
+]
 
 Edit = Callable[[int, torch.Tensor], torch.Tensor]  # (step in processing order, value (N, H)) -> value (N, H)
 StepEdit = Callable[[str, torch.Tensor], torch.Tensor]  # one step's edit: (gate name, value (N, H)) -> value (N, H)
 States = tuple[torch.Tensor, ...]  # a cell's states (or gates), each (N, H)
+CellStep = Callable[[torch.Tensor, States, "StepEdit | None"], tuple[States, States]]  # one step, as _cell
 
 # How a stateful layer called with initial_state picks its start state (see the module docstring).
 INITIAL_STATE_RULES = ("given", "carried_unless_zero")
@@ -317,6 +327,7 @@ class Recurrent(RecurrentMixin):
         mask: torch.Tensor | None,
         edits: Mapping[str, Edit] | None,
         run: tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor, Any],
+        cell: CellStep | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor, Any]:
         """Passes each gate through its hook point, in gate order; hooks may replace gates.
 
@@ -335,7 +346,7 @@ class Recurrent(RecurrentMixin):
                 substitutes[name] = functools.partial(_substitute, _checked_like(value, out, where, wanted))
         if not substitutes:
             return run
-        run = self._step_loop(x, states0, mask, True, {**(edits or {}), **substitutes})
+        run = self._step_loop(x, states0, mask, True, {**(edits or {}), **substitutes}, cell)
         for name, value in zip(self.GATE_NAMES, run[3]):
             if name not in substitutes and getattr(self, f"hook_{name}")(value) is not value:
                 raise InputError(
@@ -375,12 +386,16 @@ class Recurrent(RecurrentMixin):
         mask: torch.Tensor | None,
         want_gates: bool,
         edits: dict[str, Edit] | None = None,
+        cell: CellStep | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor, Any]:
         """Exact loop over time with the input projection hoisted out of the loop.
 
         At a masked step every state is carried, the output is the previous output (or 0 with
-        ``zero_output_for_mask``), and the gates read 0, as in Keras.
+        ``zero_output_for_mask``), and the gates read 0, as in Keras. ``cell`` is the step to run
+        (default :meth:`_cell`): a layer whose step depends on the call (a ConvLSTM's spatial grid)
+        binds it per call and passes it here, and :meth:`_gates_view` gets it back.
         """
+        step = self._cell if cell is None else cell
         n, steps, _ = x.shape
         hidden = self.config.hidden_size
         zero_output = self.config.zero_output_for_mask
@@ -396,7 +411,7 @@ class Recurrent(RecurrentMixin):
             edit = None
             if edits and (mask is None or bool(mask[:, t].any())):
                 edit = _step_edit(self, edits, t)
-            new, inner = self._cell(xp[:, t], states, edit)  # states (N, H) each, gates without states
+            new, inner = step(xp[:, t], states, edit)  # states (N, H) each, gates without states
             if mask is None:
                 states = new
                 seq[:, t] = new[0]
@@ -414,8 +429,12 @@ class Recurrent(RecurrentMixin):
                 for k, at in enumerate(state_at):
                     buf[inner_count + k, :, t] = states[at]
         last = states[0] if mask is None else seq[:, -1]
-        gates = self.Gates(*buf.unbind(0)) if want_gates else None
+        gates = self._gates_view(self.Gates(*buf.unbind(0)), cell) if want_gates else None
         return seq, states, last, gates
+
+    def _gates_view(self, gates: Any, cell: CellStep | None) -> Any:
+        """The gates of a step-loop run as the layer shows them (hooks, ``return_gates``): as they are."""
+        return gates
 
     def _fused_masked(
         self, x: torch.Tensor, states0: tuple[torch.Tensor, ...], comp: Compaction, want_gates: bool

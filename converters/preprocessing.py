@@ -1,0 +1,282 @@
+"""Converters for Keras numeric preprocessing layers: Rescaling, Normalization, CategoryEncoding,
+ActivityRegularization, and IntegerLookup in int mode with its vocabulary in the config.
+
+====================================  ===================================  ==============================
+Keras value                           where the file keeps it              PyTorch
+====================================  ===================================  ==============================
+Rescaling ``scale``, ``offset``       config: number, list, ``__numpy__``  buffers ``scale``, ``offset``
+Normalization ``mean``, ``variance``  weights ``mean, variance, count``,   buffers ``mean``, ``variance``
+                                      or config ``mean``, ``variance``
+IntegerLookup ``vocabulary``          config: a list of tokens             config ``vocabulary``
+====================================  ===================================  ==============================
+
+An adapted IntegerLookup keeps its vocabulary in the archive's assets, which the readers do not
+read: it is refused with the fix (rebuild it with ``vocabulary=``). The string layers
+(TextVectorization, StringLookup) have no converter: the registry raises UnsupportedLayerError.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from torch_lstm_probe.errors import KerasFileError, UnsupportedOptionError
+from torch_lstm_probe.layers.preprocessing import (
+    ActivityRegularizationConfig,
+    CategoryEncodingConfig,
+    IntegerLookupConfig,
+    NormalizationConfig,
+    RescalingConfig,
+)
+
+from .common import Context, ModuleSpec, check_keys, config_int, layer_label, refuse_unless, to_tensor, unpack_weights
+from .registry import register
+from .spec import LayerSpec
+
+__all__ = [
+    "convert_rescaling",
+    "convert_normalization",
+    "convert_category_encoding",
+    "convert_activity_regularization",
+    "convert_integer_lookup",
+]
+
+_MAX_CONFIG_VALUES = 1 << 20  # numbers a config array may hold (a hostile file could list more)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _config_array(layer: LayerSpec, ctx: Context, key: str, value: Any) -> np.ndarray:
+    """A config number, nested list, or Keras 3 ``{"class_name": "__numpy__", ...}`` as float64.
+
+    Anything else (a string, a ragged list, another serialized object) raises KerasFileError
+    naming the layer and key.
+    """
+    if isinstance(value, Mapping) and value.get("class_name") == "__numpy__":
+        inner = value.get("config")
+        value = inner.get("value") if isinstance(inner, Mapping) else None
+    if isinstance(value, Mapping) or isinstance(value, (str, bytes, bool)) or value is None:
+        raise KerasFileError(
+            f"{layer_label(layer, ctx)}: config key {key!r} is {_short(value)}. Expected a number or a (nested) "
+            "list of numbers. Keras never writes this: the file is damaged or was edited."
+        )
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise KerasFileError(
+            f"{layer_label(layer, ctx)}: config key {key!r} is {_short(value)}, not a rectangular array of numbers "
+            f"({err}). The file is damaged or was edited."
+        ) from None
+    if array.size > _MAX_CONFIG_VALUES:
+        raise KerasFileError(
+            f"{layer_label(layer, ctx)}: config key {key!r} holds {array.size} numbers. Expected at most "
+            f"{_MAX_CONFIG_VALUES}. The file is damaged or was edited."
+        )
+    return array
+
+
+@register("Rescaling")
+def convert_rescaling(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """Keras ``Rescaling`` → :class:`torch_lstm_probe.layers.preprocessing.Rescaling`: ``y = x * scale + offset``.
+
+    ``scale`` and ``offset`` are cast to float32 as Keras casts them to its compute dtype, and
+    broadcast from the last axis (Keras' channels-last default; ``image_data_format`` is a
+    process setting the file does not record).
+    """
+    check_keys(layer, ctx, {"scale", "offset"}, set())
+    unpack_weights(layer, ctx, {})
+    scale = _config_array(layer, ctx, "scale", layer.config.get("scale", 1.0))
+    offset = _config_array(layer, ctx, "offset", layer.config.get("offset", 0.0))
+    keep_mask = ctx.keras_version.major >= 3  # Keras 2's Rescaling does not support masking: the mask stops
+    config = RescalingConfig(scale_shape=tuple(scale.shape), offset_shape=tuple(offset.shape), keep_mask=keep_mask)
+    return ModuleSpec("Rescaling", config, {"scale": to_tensor(scale), "offset": to_tensor(offset)})
+
+
+def _normalization_axes(layer: LayerSpec, ctx: Context) -> tuple[int, ...]:
+    """Keras ``axis``: None → (), an int → (int,), a list of distinct ints as given."""
+    value: Any = layer.config.get("axis", -1)
+    if value is None:
+        return ()
+    axes = [value] if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else value
+    if (
+        not isinstance(axes, (list, tuple))
+        or not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in axes)
+        or len({int(a) for a in axes}) != len(axes)
+    ):
+        raise UnsupportedOptionError(
+            f"{layer_label(layer, ctx)}: axis is {_short(value)}. Expected None, an integer or a list of distinct "
+            "integers."
+        )
+    return tuple(int(a) for a in axes)
+
+
+def _config_stats(layer: LayerSpec, ctx: Context, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``mean`` and ``variance`` given in the config, broadcast to one shape (of rank <= len(axes))."""
+    mean = _config_array(layer, ctx, "mean", layer.config.get("mean"))
+    variance = _config_array(layer, ctx, "variance", layer.config.get("variance"))
+    try:
+        mean, variance = np.broadcast_arrays(mean, variance)
+    except ValueError:
+        raise KerasFileError(
+            f"{layer_label(layer, ctx)}: config mean has shape {mean.shape} and variance {variance.shape}. Expected "
+            "shapes that broadcast together. The file is damaged or was edited."
+        ) from None
+    if mean.ndim > len(axes):
+        raise KerasFileError(
+            f"{layer_label(layer, ctx)}: config mean/variance have rank {mean.ndim} for axis {list(axes)}. Expected "
+            f"rank <= {len(axes)} (Keras refuses more). The file is damaged or was edited."
+        )
+    return mean, variance
+
+
+def _weight_stats(layer: LayerSpec, ctx: Context) -> tuple[np.ndarray, np.ndarray]:
+    """The adapted ``mean`` and ``variance`` weights (``count`` is checked and not used)."""
+    shape = tuple(int(d) for d in layer.weights[0].shape) if layer.weights else (0,)
+    w = unpack_weights(layer, ctx, {"mean": shape, "variance": shape, "count": ()})
+    return w["mean"], w["variance"]
+
+
+@register("Normalization")
+def convert_normalization(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """Keras ``Normalization`` → :class:`torch_lstm_probe.layers.preprocessing.Normalization`.
+
+    ``y = (x - mean) / max(sqrt(variance), 1e-7)``; with ``invert``: ``y = mean + x * max(sqrt(variance), 1e-7)``.
+    Statistics come from the config when it gives ``mean`` and ``variance``, else from the adapted
+    weights ``mean``, ``variance``, ``count``.
+    """
+    check_keys(layer, ctx, {"axis", "mean", "variance", "invert"}, set())
+    axes = _normalization_axes(layer, ctx)
+    given = [layer.config.get(k) is not None for k in ("mean", "variance")]
+    if given[0] != given[1]:
+        raise KerasFileError(
+            f"{layer_label(layer, ctx)}: the config sets only one of mean and variance. Expected both or neither "
+            "(Keras refuses one alone). The file is damaged or was edited."
+        )
+    if given[0]:
+        unpack_weights(layer, ctx, {})
+        mean, variance = _config_stats(layer, ctx, axes)
+    else:
+        mean, variance = _weight_stats(layer, ctx)
+    invert = bool(layer.config.get("invert", False))
+    keep_mask = ctx.keras_version.major >= 3  # Keras 2's Normalization does not support masking: the mask stops
+    config = NormalizationConfig(axes=axes, stats_shape=tuple(mean.shape), invert=invert, keep_mask=keep_mask)
+    return ModuleSpec("Normalization", config, {"mean": to_tensor(mean), "variance": to_tensor(variance)})
+
+
+@register("CategoryEncoding")
+def convert_category_encoding(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """Keras ``CategoryEncoding`` → :class:`torch_lstm_probe.layers.preprocessing.CategoryEncoding`.
+
+    ``output_mode`` one_hot, multi_hot (``binary`` is its old name) or count; dense output only.
+    """
+    check_keys(layer, ctx, {"num_tokens", "output_mode", "sparse"}, set())
+    unpack_weights(layer, ctx, {})
+    refuse_unless(
+        layer, ctx, "sparse", [False], "Sparse outputs are not produced. Fix: save the layer with sparse=False."
+    )
+    mode = layer.config.get("output_mode", "multi_hot")
+    mode = "multi_hot" if mode == "binary" else mode
+    if mode not in ("one_hot", "multi_hot", "count"):
+        raise UnsupportedOptionError(
+            f"{layer_label(layer, ctx)}: output_mode is {_short(mode)}. Expected one of 'one_hot', 'multi_hot', "
+            "'count'. Fix: use one of these modes in Keras."
+        )
+    config = CategoryEncodingConfig(num_tokens=config_int(layer, ctx, "num_tokens"), output_mode=mode)
+    return ModuleSpec("CategoryEncoding", config)
+
+
+@register("ActivityRegularization")
+def convert_activity_regularization(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """Keras ``ActivityRegularization`` → the identity (its penalty is a training loss only)."""
+    check_keys(layer, ctx, {"l1", "l2"}, set())
+    unpack_weights(layer, ctx, {})
+    values = {}
+    for key in ("l1", "l2"):
+        value = layer.config.get(key, 0.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise KerasFileError(
+                f"{layer_label(layer, ctx)}: config key {key!r} is {_short(value)}. Expected a number. The file is "
+                "damaged or was edited."
+            )
+        values[key] = float(value)
+    return ModuleSpec("ActivityRegularization", ActivityRegularizationConfig(**values))
+
+
+_LOOKUP_IGNORED = {"max_tokens", "pad_to_max_tokens", "sparse", "vocabulary_size", "salt"}
+
+
+def _int_token(layer: LayerSpec, ctx: Context, key: str, value: Any) -> int:
+    """An int64 token (a bool, a non-integral number or one outside int64 is a damaged file)."""
+    integral = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if not integral or not -(2**63) <= value < 2**63:
+        raise KerasFileError(
+            f"{layer_label(layer, ctx)}: {key} holds {_short(value)}. Expected an integer token in the int64 range. "
+            "The file is damaged or was edited."
+        )
+    return int(value)
+
+
+def _lookup_vocabulary(layer: LayerSpec, ctx: Context, mask_token: int | None, num_oov: int) -> tuple[int, ...]:
+    """The config ``vocabulary`` without a leading ``[mask] + [oov] * num_oov`` block, as Keras strips it."""
+    value: Any = layer.config.get("vocabulary")
+    if value is None or isinstance(value, str):
+        where = "the archive's assets (an adapted layer)" if value is None else f"the file {_short(value)}"
+        raise UnsupportedOptionError(
+            f"{layer_label(layer, ctx)}: the vocabulary is not in the config but in {where}, which this loader does "
+            "not read. Expected config key 'vocabulary' to list the tokens. Fix: rebuild the layer in Keras with "
+            "vocabulary=layer.get_vocabulary() and save again."
+        )
+    if not isinstance(value, (list, tuple)) or not value or len(value) > _MAX_CONFIG_VALUES:
+        raise KerasFileError(
+            f"{layer_label(layer, ctx)}: config key 'vocabulary' is {_short(value)}. Expected a non-empty list of at "
+            f"most {_MAX_CONFIG_VALUES} integer tokens. The file is damaged or was edited."
+        )
+    tokens = [_int_token(layer, ctx, "config key 'vocabulary'", v) for v in value]
+    oov_token = layer.config.get("oov_token", -1)
+    special = [mask_token] * (mask_token is not None) + [oov_token] * num_oov
+    if tokens[: len(special)] == special:
+        tokens = tokens[len(special) :]
+    if len(set(tokens)) != len(tokens) or mask_token in tokens or not tokens:
+        raise KerasFileError(
+            f"{layer_label(layer, ctx)}: the vocabulary repeats a token, holds the mask token {mask_token!r} after "
+            "the special tokens, or has no token besides them. Expected distinct tokens (Keras refuses repeats and a "
+            "misplaced mask token): the file is damaged or was edited."
+        )
+    return tuple(tokens)
+
+
+@register("IntegerLookup")
+def convert_integer_lookup(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """Keras ``IntegerLookup`` (``output_mode="int"``, vocabulary in the config) →
+    :class:`torch_lstm_probe.layers.preprocessing.IntegerLookup`.
+
+    ``index = m + num_oov_indices + position`` for a known token (``m = 1`` with a mask token),
+    ``0`` for the mask token, ``m + floormod(token, num_oov_indices)`` for an unknown one.
+    """
+    cfg = layer.config
+    check_keys(
+        layer,
+        ctx,
+        {"vocabulary", "num_oov_indices", "mask_token", "oov_token", "output_mode", "invert", "idf_weights"}
+        | {"vocabulary_dtype", "oov_method"},
+        _LOOKUP_IGNORED,
+    )
+    unpack_weights(layer, ctx, {})
+    refuse_unless(layer, ctx, "output_mode", ["int"], "Fix: use CategoryEncoding after an int-mode lookup.")
+    refuse_unless(layer, ctx, "invert", [False], "The inverse lookup (index → token) is not converted.")
+    refuse_unless(layer, ctx, "idf_weights", [None], "TF-IDF weights are not used in int mode.")
+    refuse_unless(layer, ctx, "vocabulary_dtype", ["int64", "int32"])
+    num_oov = config_int(layer, ctx, "num_oov_indices", 1, minimum=0)
+    if num_oov > 1:
+        refuse_unless(
+            layer, ctx, "oov_method", ["floormod"], "Fix: use oov_method='floormod' (token % num_oov_indices)."
+        )
+    mask = cfg.get("mask_token")
+    mask_token = None if mask is None else _int_token(layer, ctx, "config key 'mask_token'", mask)
+    vocabulary = _lookup_vocabulary(layer, ctx, mask_token, num_oov)
+    config = IntegerLookupConfig(vocabulary=vocabulary, num_oov_indices=num_oov, mask_token=mask_token)
+    return ModuleSpec("IntegerLookup", config)

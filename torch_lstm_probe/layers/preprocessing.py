@@ -1,0 +1,363 @@
+"""Keras numeric preprocessing layers at inference: Rescaling, Normalization, CategoryEncoding,
+ActivityRegularization and the integer IntegerLookup.
+
+All but CategoryEncoding keep the input's layout. ActivityRegularization passes a mask on;
+Rescaling and Normalization pass it in Keras 3 and drop it in Keras 2 / tf_keras (whose layers do
+not support masking, so the layers after them see none); CategoryEncoding and IntegerLookup drop it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from ..registry import register_module
+from ..tracing import is_tracing
+from .base import ConfigMixin
+
+__all__ = [
+    "Rescaling",
+    "RescalingConfig",
+    "Normalization",
+    "NormalizationConfig",
+    "CategoryEncoding",
+    "CategoryEncodingConfig",
+    "ActivityRegularization",
+    "ActivityRegularizationConfig",
+    "IntegerLookup",
+    "IntegerLookupConfig",
+]
+
+
+def _as_float(layer: ConfigMixin, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``x`` cast to the layer's float dtype, as Keras casts any real input to its compute dtype."""
+    if x.dtype == torch.bool or x.is_complex():
+        raise InputError(f"{layer.describe()} expects real numbers. Received dtype {x.dtype}.")
+    return x if x.is_floating_point() else x.to(dtype)
+
+
+def _broadcast(layer: ConfigMixin, value: torch.Tensor, what: str, x: torch.Tensor) -> None:
+    """Raises InputError unless ``value`` broadcasts against ``x`` without changing ``x``'s shape."""
+    try:
+        shape = torch.broadcast_shapes(value.shape, x.shape)
+    except RuntimeError:
+        shape = None
+    if shape != x.shape:
+        raise InputError(
+            f"{layer.describe()} has {what} of shape {tuple(value.shape)}, which does not broadcast to an input "
+            f"of shape {tuple(x.shape)} (axes align from the last). Fix: feed inputs whose last axes match "
+            f"{tuple(value.shape)}."
+        )
+
+
+# ---------------------------------------------------------------------------- Rescaling
+
+
+@dataclass(frozen=True)
+class RescalingConfig:
+    scale_shape: tuple[int, ...] = ()  # shape of Keras `scale`: () for a scalar, (C,) per channel
+    offset_shape: tuple[int, ...] = ()  # shape of Keras `offset`
+    keep_mask: bool = True  # Keras 3 passes a mask on; Keras 2 / tf_keras drop it
+
+
+@register_module("Rescaling")
+class Rescaling(ConfigMixin, nn.Module):
+    """Keras ``Rescaling``: ``y = float(x) * scale + offset``.
+
+    Buffers ``scale`` and ``offset`` hold the Keras values cast to float32 (as Keras casts them to
+    its compute dtype); they broadcast numpy-style from the last axis (channels last). A mask
+    passes on when ``keep_mask`` (Keras 3). Shapes: ``(N, *)`` → ``(N, *)``.
+    """
+
+    Config = RescalingConfig
+    mask_mode = "custom"
+
+    def __init__(self, config: RescalingConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.register_buffer("scale", torch.ones(config.scale_shape))
+        self.register_buffer("offset", torch.zeros(config.offset_shape))
+
+    def compute_mask(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor | None:
+        return mask if self.config.keep_mask else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = _as_float(self, x, self.scale.dtype)
+        _broadcast(self, self.scale, "scale", x)
+        _broadcast(self, self.offset, "offset", x)
+        return x * self.scale + self.offset  # (N, *)
+
+    def extra_repr(self) -> str:
+        return f"scale_shape={self.config.scale_shape}, offset_shape={self.config.offset_shape}"
+
+
+# ---------------------------------------------------------------------------- Normalization
+
+
+@dataclass(frozen=True)
+class NormalizationConfig:
+    axes: tuple[int, ...]  # Keras `axis` (None becomes ()): the kept axes; negative counts from the end
+    stats_shape: tuple[int, ...]  # shape of the stored mean/variance (numpy-broadcast to the kept axes' sizes)
+    invert: bool = False  # Keras `invert`: y = mean + x * max(sqrt(var), eps)
+    epsilon: float = 1e-7  # keras.backend.epsilon(), the floor of the standard deviation
+    keep_mask: bool = True  # Keras 3 passes a mask on; Keras 2 / tf_keras drop it
+
+
+@register_module("Normalization")
+class Normalization(ConfigMixin, nn.Module):
+    """Keras ``Normalization`` as Keras 3 and tf_keras compute it:
+
+    ``std = max(sqrt(variance), epsilon)``; ``y = (x - mean) / std``, or with ``invert``
+    ``y = mean + x * std``; ``epsilon`` is ``keras.backend.epsilon()`` (1e-7).
+
+    Buffers ``mean`` and ``variance`` have ``stats_shape``: the sizes of the kept axes (adapted
+    weights) or the shape given in the config (a scalar or trailing sizes). At each call they are
+    broadcast numpy-style (aligned from the right) to the sizes of the kept axes, sorted, and
+    reshaped to the input's rank with 1 on the reduced axes. A mask passes on when ``keep_mask``
+    (Keras 3). Shapes: ``(N, *)`` → ``(N, *)``.
+    """
+
+    Config = NormalizationConfig
+    mask_mode = "custom"
+
+    def __init__(self, config: NormalizationConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.register_buffer("mean", torch.zeros(config.stats_shape))
+        self.register_buffer("variance", torch.ones(config.stats_shape))
+
+    def _kept(self, x: torch.Tensor) -> list[int]:
+        """The kept axes as sorted positions in ``x``; raises InputError for an axis ``x`` lacks."""
+        rank = x.dim()
+        if any(not -rank <= a < rank for a in self.config.axes):
+            raise InputError(
+                f"{self.describe()} keeps axes {list(self.config.axes)}, which do not exist in an input of shape "
+                f"{tuple(x.shape)}. Fix: feed inputs of the rank the model was built for."
+            )
+        return sorted(a % rank for a in self.config.axes)
+
+    def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``mean`` and ``variance`` in the input's broadcast shape (kept axes' sizes, 1 elsewhere)."""
+        kept = self._kept(x)
+        sizes = torch.Size(x.shape[k] for k in kept)
+        try:
+            fits = torch.broadcast_shapes(self.mean.shape, sizes) == sizes
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise InputError(
+                f"{self.describe()} has mean and variance of shape {tuple(self.mean.shape)} for the kept axes "
+                f"{list(self.config.axes)}. Received an input of shape {tuple(x.shape)}, whose kept axes have sizes "
+                f"{tuple(sizes)}. Fix: feed inputs of the shape the layer was adapted to."
+            )
+        shape = [x.shape[d] if d in kept else 1 for d in range(x.dim())]
+        mean = self.mean.broadcast_to(sizes).reshape(shape)  # (1.., kept sizes, ..1)
+        variance = self.variance.broadcast_to(sizes).reshape(shape)
+        return mean, variance
+
+    def compute_mask(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor | None:
+        return mask if self.config.keep_mask else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = _as_float(self, x, self.mean.dtype)
+        mean, variance = self._stats(x)
+        std = torch.clamp_min(torch.sqrt(variance), self.config.epsilon)
+        if self.config.invert:
+            return mean + x * std  # (N, *)
+        return (x - mean) / std  # (N, *)
+
+    def extra_repr(self) -> str:
+        cfg = self.config
+        return f"axes={cfg.axes}, stats_shape={cfg.stats_shape}, invert={cfg.invert}, epsilon={cfg.epsilon}"
+
+
+# ---------------------------------------------------------------------------- CategoryEncoding
+
+
+def _integer_ids(layer: ConfigMixin, x: torch.Tensor) -> torch.Tensor:
+    """``x`` as int64 ids; a float input must hold whole numbers (checked in eager mode)."""
+    if x.dtype == torch.bool or x.is_complex():
+        raise InputError(f"{layer.describe()} expects integer ids. Received dtype {x.dtype}.")
+    if not x.is_floating_point():
+        return x.long()
+    if not is_tracing() and x.numel() and not bool((torch.isfinite(x) & (x == x.trunc())).all()):
+        raise InputError(
+            f"{layer.describe()} expects integer ids. Received floats that are not whole numbers (or NaN/inf). "
+            "Fix: feed an integer tensor."
+        )
+    return x.long()
+
+
+@dataclass(frozen=True)
+class CategoryEncodingConfig:
+    num_tokens: int  # Keras `num_tokens`: ids lie in [0, num_tokens)
+    output_mode: str = "multi_hot"  # "one_hot", "multi_hot" ("binary") or "count"
+
+
+@register_module("CategoryEncoding")
+class CategoryEncoding(ConfigMixin, nn.Module):
+    """Keras ``CategoryEncoding``: integer ids → one-hot rows, presence or counts, in the model's float dtype.
+
+    With ``N = num_tokens`` and ``onehot(i)[t] = (i == t)``:
+
+    * ``one_hot``: a trailing axis of size 1 is dropped (when the rank is above 1), then each id
+      becomes a row: ``(B,)`` → ``(B, N)``, ``(B, 1)`` → ``(B, N)``, ``(B, k)`` → ``(B, k, N)``
+      (Keras 3; tf_keras refuses to build that last case).
+    * ``multi_hot``: ``y[b, t] = max_j onehot(x[b, j])[t]``; ``count``: ``y[b, t] = sum_j onehot(x[b, j])[t]``.
+      ``(B, k)`` → ``(B, N)``. A rank-1 input ``(B,)`` is *one* sample in both libraries:
+      ``(B,)`` → ``(N,)``, with no batch axis.
+
+    Ids outside ``[0, N)`` raise :class:`InputError` in eager mode (tf_keras asserts the range;
+    Keras 3 gives a zero one-hot row, drops too-large ids from multi_hot/count and fails on
+    negative ones). Under tracing, where values are not read, an out-of-range id counts nowhere.
+    """
+
+    Config = CategoryEncodingConfig
+    takes_indices = True
+
+    def __init__(self, config: CategoryEncodingConfig) -> None:
+        super().__init__()
+        if config.output_mode not in ("one_hot", "multi_hot", "count"):
+            raise ValueError(
+                f"CategoryEncoding output_mode must be one_hot, multi_hot or count; got {config.output_mode!r}."
+            )
+        self.config = config
+        # Empty and not saved: follows model.to(dtype=...) so the output takes the model's float dtype.
+        self.register_buffer("dtype_anchor", torch.zeros(0), persistent=False)
+
+    def _check_range(self, ids: torch.Tensor) -> None:
+        n = self.config.num_tokens
+        if is_tracing() or not ids.numel():
+            return
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= n:
+            raise InputError(
+                f"{self.describe()} has num_tokens {n}: ids must lie in [0, {n - 1}]. Received ids from {lo} to "
+                f"{hi}. Fix: map ids into range (e.g. with IntegerLookup) or raise num_tokens."
+            )
+
+    def _one_hot(self, ids: torch.Tensor) -> torch.Tensor:
+        tokens = torch.arange(self.config.num_tokens, device=ids.device)  # (N,)
+        return (ids.unsqueeze(-1) == tokens).to(self.dtype_anchor.dtype)  # (*, N)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ids = _integer_ids(self, x)
+        self._check_range(ids)
+        if self.config.output_mode == "one_hot":
+            if ids.dim() > 1 and ids.shape[-1] == 1:
+                ids = ids.squeeze(-1)  # (B, ..., 1) -> (B, ...)
+            return self._one_hot(ids)  # (B, ..., N)
+        if ids.dim() not in (1, 2):
+            raise InputError(
+                f"{self.describe()} with output_mode {self.config.output_mode!r} takes ids of shape (batch, k) or "
+                f"(k,). Received shape {tuple(ids.shape)}. Fix: reshape the ids to rank 2."
+            )
+        hot = self._one_hot(ids)  # (B, k, N) or (k, N)
+        if self.config.output_mode == "count":
+            return hot.sum(dim=-2)  # (B, N) or (N,)
+        return hot.amax(dim=-2) if ids.shape[-1] else hot.sum(dim=-2)  # (B, N) or (N,)
+
+    def extra_repr(self) -> str:
+        return f"num_tokens={self.config.num_tokens}, output_mode={self.config.output_mode!r}"
+
+
+# ---------------------------------------------------------------------------- ActivityRegularization
+
+
+@dataclass(frozen=True)
+class ActivityRegularizationConfig:
+    l1: float = 0.0  # Keras `l1`: a training loss only
+    l2: float = 0.0  # Keras `l2`: a training loss only
+
+
+@register_module("ActivityRegularization")
+class ActivityRegularization(ConfigMixin, nn.Module):
+    """Keras ``ActivityRegularization`` at inference: the identity (its penalty is a training
+    loss). It passes the mask on. Shapes: ``(N, *)`` → ``(N, *)``."""
+
+    Config = ActivityRegularizationConfig
+    mask_mode = "pass"
+
+    def __init__(self, config: ActivityRegularizationConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def extra_repr(self) -> str:
+        return f"l1={self.config.l1}, l2={self.config.l2} (identity at inference)"
+
+
+# ---------------------------------------------------------------------------- IntegerLookup
+
+
+@dataclass(frozen=True)
+class IntegerLookupConfig:
+    vocabulary: tuple[int, ...]  # the tokens, without the mask and OOV entries, in index order
+    num_oov_indices: int = 1  # Keras `num_oov_indices`: OOV ids hash into this many indices
+    mask_token: int | None = None  # Keras `mask_token`: maps to index 0 and shifts every other index by 1
+
+
+@register_module("IntegerLookup")
+class IntegerLookup(ConfigMixin, nn.Module):
+    """Keras ``IntegerLookup`` with ``output_mode="int"``: token ids → vocabulary indices (int64).
+
+    With ``m = 1`` if ``mask_token`` is set else ``0`` and ``k = num_oov_indices``:
+    ``vocabulary[i] → m + k + i``; ``mask_token → 0``; a token not in the vocabulary →
+    ``m + floormod(token, k)`` (``m`` when ``k == 1``). With ``k == 0`` an unknown token raises
+    :class:`InputError` in eager mode, as Keras asserts; under tracing it maps to ``-1`` as
+    Keras' table does before its assertion. Shapes: ``(N, *)`` → ``(N, *)``.
+    """
+
+    Config = IntegerLookupConfig
+    takes_indices = True
+
+    def __init__(self, config: IntegerLookupConfig) -> None:
+        super().__init__()
+        if not config.vocabulary:
+            raise ValueError("IntegerLookup needs a non-empty vocabulary.")
+        self.config = config
+        tokens = torch.tensor(config.vocabulary, dtype=torch.long)  # (V,)
+        keys, order = torch.sort(tokens)
+        start = self._oov_start() + config.num_oov_indices
+        # Rebuilt from the config, so not saved; integer buffers keep their dtype under model.to(dtype).
+        self.register_buffer("sorted_tokens", keys, persistent=False)  # (V,)
+        self.register_buffer("sorted_indices", order + start, persistent=False)  # (V,)
+
+    def _oov_start(self) -> int:
+        return 0 if self.config.mask_token is None else 1
+
+    def _check_known(self, ids: torch.Tensor, found: torch.Tensor) -> None:
+        if self.config.num_oov_indices or is_tracing() or bool(found.all()):
+            return
+        unknown = torch.unique(ids[~found])[:10].tolist()
+        raise InputError(
+            f"{self.describe()} has num_oov_indices 0, so every input must be in its vocabulary of "
+            f"{len(self.config.vocabulary)} tokens. Received unknown tokens {unknown}. Fix: map them to known tokens, "
+            "or rebuild the layer with num_oov_indices=1."
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        ids = _integer_ids(self, x)  # (N, *)
+        pos = torch.searchsorted(self.sorted_tokens, ids).clamp(max=len(cfg.vocabulary) - 1)  # (N, *)
+        found = self.sorted_tokens[pos] == ids  # (N, *)
+        self._check_known(ids, found)
+        if cfg.num_oov_indices == 0:
+            oov = torch.full_like(ids, -1)
+        else:
+            oov = torch.remainder(ids, cfg.num_oov_indices) + self._oov_start()  # floormod
+        out = torch.where(found, self.sorted_indices[pos], oov)  # (N, *)
+        if cfg.mask_token is not None:
+            out = torch.where(ids == cfg.mask_token, torch.zeros_like(out), out)
+        return out
+
+    def extra_repr(self) -> str:
+        cfg = self.config
+        return (
+            f"vocabulary_size={len(cfg.vocabulary)}, num_oov_indices={cfg.num_oov_indices}, mask_token={cfg.mask_token}"
+        )
