@@ -27,6 +27,7 @@ from . import (  # noqa: F401  (importing the converter modules fills the regist
     reshape,
     rnn_cell,
     simple_rnn,
+    text,
 )
 from .build import CustomConverter, convert_model
 from .readers import read

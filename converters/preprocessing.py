@@ -10,9 +10,9 @@ Normalization ``mean``, ``variance``  weights ``mean, variance, count``,   buffe
 IntegerLookup ``vocabulary``          config: a list of tokens             config ``vocabulary``
 ====================================  ===================================  ==============================
 
-An adapted IntegerLookup keeps its vocabulary in the archive's assets, which the readers do not
-read: it is refused with the fix (rebuild it with ``vocabulary=``). The string layers
-(TextVectorization, StringLookup) have no converter: the registry raises UnsupportedLayerError.
+An adapted IntegerLookup keeps its vocabulary in the archive's assets, which this converter does
+not read yet: it is refused with the fix (rebuild it with ``vocabulary=``). The string layers
+(TextVectorization, StringLookup) are in :mod:`converters.text`.
 """
 
 from __future__ import annotations

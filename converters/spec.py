@@ -53,6 +53,9 @@ class LayerSpec:
     path: str = ""  # graph path, "outer/inner/name", for messages
     module: str | None = None  # Keras "module" of the class, when the file records it
     registered_name: str | None = None  # "package>Class" of a registered custom class
+    # Files the layer saved in a .keras archive's assets/<its Keras 3 path>/ folder, by path
+    # inside that folder (e.g. a lookup layer's "vocabulary.txt"); read as bytes, never executed.
+    assets: Mapping[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, order=True)

@@ -18,11 +18,10 @@ from torch_lstm_probe.converters.registry import lookup
 from torch_lstm_probe.converters.spec import KerasVersion, LayerSpec
 
 import torch_lstm_probe as tlp
-from tests.helpers import assert_close, assert_model_parity, keras_reference, library_name, save, seed
+from tests.helpers import ATOL, assert_close, assert_model_parity, keras_reference, library_name, save, seed
 from torch_lstm_probe.errors import (
     InputError,
     KerasFileError,
-    UnsupportedLayerError,
     UnsupportedOptionError,
     WeightMismatchError,
 )
@@ -271,16 +270,19 @@ def test_adapted_integer_lookup_is_refused(klib, tmp_path):
 # ---------------------------------------------------------------------------- refusals
 
 
-def test_string_layers_are_refused(klib, tmp_path):
+def test_string_layers_take_strings(klib, tmp_path):
+    """StringLookup and TextVectorization convert (converters/text.py): the model takes the texts."""
+    texts = np.array([["a"], ["b"], ["zz"]])
     for cls, options in (
         ("StringLookup", {"vocabulary": ["a", "b"]}),
         ("TextVectorization", {"vocabulary": ["a", "b"], "output_sequence_length": 4}),
     ):
         inp = klib.Input((1,), dtype="string")
         out = klib.layers.Embedding(5, 2)(getattr(klib.layers, cls)(name="strings", **options)(inp))
-        model = klib.Model(inp, out, name=f"refuse_{cls.lower()}")
-        with pytest.raises(UnsupportedLayerError, match=rf"layer 'strings' \({cls}\): no converter"):
-            tlp.load_keras(save(model, tmp_path, "keras"))
+        model = klib.Model(inp, out, name=f"strings_{cls.lower()}")
+        converted = tlp.load_keras(save(model, tmp_path, "keras"))
+        with torch.inference_mode():
+            assert_close(converted(texts), np.asarray(model(texts)), ATOL["cpu_float32"], cls)
 
 
 def _convert(class_name: str, config: dict[str, Any], weights: tuple[np.ndarray, ...] = ()):

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .errors import GraphError, InputError, TorchLstmProbeError
+from .layers.text import as_string_array
 from .registry import build_module, module_type_name, register_module
 
 __all__ = ["KerasModel", "Ref"]
@@ -250,9 +251,10 @@ class KerasModel(nn.Module):
                 f"({pretty}): {failure}"
             ) from failure
 
-    def _dry_inputs(self, steps: int, batch: int | None) -> list[torch.Tensor] | None:
-        """Zeros of each declared shape: free axes ``steps`` long, the first axis ``batch`` rows
-        (``None``: the declared size, or 1); None when that would be more than a small input."""
+    def _dry_inputs(self, steps: int, batch: int | None) -> list[Any] | None:
+        """Zeros (for a text input, the word ``"a"``) of each declared shape: free axes ``steps`` long,
+        the first axis ``batch`` rows (``None``: the declared size, or 1); None when that would be more
+        than a small input."""
         device, dtype = self._device_dtype()
         shapes = []
         for spec in self._inputs:
@@ -267,7 +269,9 @@ class KerasModel(nn.Module):
                 "with more than 2**62 elements per sample. Expected sizes a tensor can have."
             )
         return [
-            torch.zeros(shape, device=device, dtype=torch.long if spec["name"] in self._index_inputs else dtype)
+            np.full(shape, "a", dtype=object)  # text inputs: one short word each
+            if _is_text(spec)
+            else torch.zeros(shape, device=device, dtype=torch.long if spec["name"] in self._index_inputs else dtype)
             for spec, shape in zip(self._inputs, shapes)
         ]
 
@@ -467,8 +471,10 @@ class KerasModel(nn.Module):
         device, dtype = self._device_dtype()
         return [self._prepare(spec, v, device, dtype) for spec, v in zip(self._inputs, values)]
 
-    def _prepare(self, spec: Mapping[str, Any], value: Any, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    def _prepare(self, spec: Mapping[str, Any], value: Any, device: torch.device, dtype: torch.dtype) -> Any:
         name = spec["name"]
+        if _is_text(spec):
+            return self._prepare_text(spec, value)
         if isinstance(value, np.ndarray):
             if value.dtype.kind not in "biuf":
                 raise InputError(f"Input {name!r} must be numeric. Received a numpy array of dtype {value.dtype}.")
@@ -510,6 +516,37 @@ class KerasModel(nn.Module):
         if name in self._index_inputs:
             return value.to(device=device)
         return value.to(device=device, dtype=dtype)
+
+    def _prepare_text(self, spec: Mapping[str, Any], value: Any) -> np.ndarray:
+        """A text input as an object array of str, reshaped as Keras does between ``(N,)`` and ``(N, 1)``.
+
+        It stays an array: the text layer it feeds turns it into ids.
+        """
+        name = spec["name"]
+        if isinstance(value, (str, bytes)):
+            raise InputError(
+                f"Input {name!r} of model {self.name!r} takes a batch of texts. Received one {type(value).__name__} "
+                f"{_short(value, 60)}. Expected a list, tuple or numpy array of strings, e.g. [{_short(value, 60)}]."
+            )
+        array = as_string_array(value, f"Input {name!r} of model {self.name!r}")
+        shape = spec.get("shape")
+        if shape is None:
+            return array
+        expected = tuple(shape)
+        if array.ndim + 1 == len(expected) and expected[-1] == 1:
+            array = array[..., None]  # Keras feeds (N,) to Input(shape=(1,)) as (N, 1)
+        elif array.ndim == len(expected) + 1 and array.shape[-1] == 1:
+            array = array[..., 0]
+        ok = array.ndim == len(expected) and all(
+            e is None or e == g or (k == 0 and not spec.get("fixed_batch"))
+            for k, (e, g) in enumerate(zip(expected, array.shape))
+        )
+        if not ok:
+            raise InputError(
+                f"Input {name!r} of model {self.name!r} expects texts of shape {_pretty_shape(expected)} (None = any "
+                f"size). Received shape {array.shape}."
+            )
+        return array
 
     def forward(
         self,
@@ -627,6 +664,11 @@ def _layer_entry(model: str, raw: Any) -> dict[str, Any]:
     if not isinstance(raw, Mapping) or not isinstance(raw.get("name"), str):
         raise GraphError(f"Model {model!r}: malformed layer entry {_short(raw)}. Expected {{'name': str, ...}}.")
     return dict(raw)
+
+
+def _is_text(spec: Mapping[str, Any]) -> bool:
+    """Whether a model input takes strings (Keras ``Input(dtype="string")``)."""
+    return spec.get("dtype") == "string"
 
 
 def _short(value: Any, limit: int = 200) -> str:

@@ -46,6 +46,7 @@ from .reshape import (
 )
 from .simple_rnn import SimpleRNN, SimpleRNNGates, simple_rnn_reference
 from .stacked import StackedGates, StackedRecurrent
+from .text import StringLookup, TextVectorization
 
 __all__ = [
     "Activation",
@@ -117,4 +118,6 @@ __all__ = [
     "IntegerLookup",
     "Normalization",
     "Rescaling",
+    "StringLookup",
+    "TextVectorization",
 ]
