@@ -442,8 +442,18 @@ class _GlobalPooling(ConfigMixin, nn.Module):
         return self._reduce(x)  # (N, C) or keepdims
 
 
+class _GlobalMax(_GlobalPooling):
+    def _reduce(self, x: torch.Tensor) -> torch.Tensor:
+        return x.amax(dim=self._spatial_dims(), keepdim=self.config.keepdims)  # (N, C) or keepdims
+
+
+class _GlobalMean(_GlobalPooling):
+    def _reduce(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=self._spatial_dims(), keepdim=self.config.keepdims)  # (N, C) or keepdims
+
+
 @register_module("GlobalMaxPooling1D")
-class GlobalMaxPooling1D(_GlobalPooling):
+class GlobalMaxPooling1D(_GlobalMax):
     """Keras ``GlobalMaxPooling1D``: the maximum over all steps.
 
     Keras ignores a mask here (the layer does not support masking): masked steps take part,
@@ -452,48 +462,33 @@ class GlobalMaxPooling1D(_GlobalPooling):
 
     rank = 1
 
-    def _reduce(self, x: torch.Tensor) -> torch.Tensor:
-        return x.amax(dim=self._spatial_dims(), keepdim=self.config.keepdims)  # (N, C) or keepdims
-
 
 @register_module("GlobalMaxPooling2D")
-class GlobalMaxPooling2D(_GlobalPooling):
+class GlobalMaxPooling2D(_GlobalMax):
     """Keras ``GlobalMaxPooling2D``: the maximum over height and width. ``(N, H, W, C)`` → ``(N, C)``."""
 
     rank = 2
 
-    def _reduce(self, x: torch.Tensor) -> torch.Tensor:
-        return x.amax(dim=self._spatial_dims(), keepdim=self.config.keepdims)  # (N, C) or keepdims
-
 
 @register_module("GlobalAveragePooling2D")
-class GlobalAveragePooling2D(_GlobalPooling):
+class GlobalAveragePooling2D(_GlobalMean):
     """Keras ``GlobalAveragePooling2D``: the mean over height and width. ``(N, H, W, C)`` → ``(N, C)``."""
 
     rank = 2
 
-    def _reduce(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=self._spatial_dims(), keepdim=self.config.keepdims)  # (N, C) or keepdims
-
 
 @register_module("GlobalMaxPooling3D")
-class GlobalMaxPooling3D(_GlobalPooling):
+class GlobalMaxPooling3D(_GlobalMax):
     """Keras ``GlobalMaxPooling3D``: the maximum over depth, height and width. ``(N, D, H, W, C)`` → ``(N, C)``."""
 
     rank = 3
 
-    def _reduce(self, x: torch.Tensor) -> torch.Tensor:
-        return x.amax(dim=self._spatial_dims(), keepdim=self.config.keepdims)  # (N, C) or keepdims
-
 
 @register_module("GlobalAveragePooling3D")
-class GlobalAveragePooling3D(_GlobalPooling):
+class GlobalAveragePooling3D(_GlobalMean):
     """Keras ``GlobalAveragePooling3D``: the mean over depth, height and width. ``(N, D, H, W, C)`` → ``(N, C)``."""
 
     rank = 3
-
-    def _reduce(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=self._spatial_dims(), keepdim=self.config.keepdims)  # (N, C) or keepdims
 
 
 @dataclass(frozen=True)
