@@ -73,6 +73,8 @@ class Rescaling(ConfigMixin, nn.Module):
     """
 
     Config = RescalingConfig
+    scale: torch.Tensor  # a registered buffer
+    offset: torch.Tensor  # a registered buffer
     mask_mode = "custom"
 
     def __init__(self, config: RescalingConfig) -> None:
@@ -121,6 +123,8 @@ class Normalization(ConfigMixin, nn.Module):
     """
 
     Config = NormalizationConfig
+    mean: torch.Tensor  # a registered buffer
+    variance: torch.Tensor  # a registered buffer
     mask_mode = "custom"
 
     def __init__(self, config: NormalizationConfig) -> None:
@@ -216,6 +220,7 @@ class CategoryEncoding(ConfigMixin, nn.Module):
     """
 
     Config = CategoryEncodingConfig
+    dtype_anchor: torch.Tensor  # a registered buffer
     takes_indices = True
 
     def __init__(self, config: CategoryEncodingConfig) -> None:
@@ -314,6 +319,8 @@ class IntegerLookup(ConfigMixin, nn.Module):
     """
 
     Config = IntegerLookupConfig
+    sorted_tokens: torch.Tensor  # a registered buffer
+    sorted_indices: torch.Tensor  # a registered buffer
     takes_indices = True
 
     def __init__(self, config: IntegerLookupConfig) -> None:
