@@ -131,6 +131,48 @@ def convert_dropout(layer: LayerSpec, ctx: Context) -> ModuleSpec:
     return ModuleSpec("Dropout", DropoutConfig(rate))
 
 
+# Layers that are the identity at inference (Keras runs them with training=False): Keras' own
+# Identity and the random data-augmentation layers. RandomCrop is not among them (it crops at
+# inference too), nor AutoContrast/Equalization/Solarization, which transform at inference.
+INFERENCE_IDENTITY = (
+    "Identity",
+    "RandomFlip",
+    "RandomRotation",
+    "RandomTranslation",
+    "RandomZoom",
+    "RandomContrast",
+    "RandomBrightness",
+    "RandomHeight",
+    "RandomWidth",
+    "RandomHue",
+    "RandomSaturation",
+    "RandomColorJitter",
+    "RandomColorDegeneration",
+    "RandomGrayscale",
+    "RandomSharpness",
+    "RandomShear",
+    "RandomPosterization",
+    "RandomInvert",
+    "RandomErasing",
+    "RandomGaussianBlur",
+    "RandomPerspective",
+    "RandomElasticTransform",
+    "AugMix",
+    "CutMix",
+    "MixUp",
+    "RandAugment",
+)
+
+
+@register(*INFERENCE_IDENTITY)
+def convert_inference_identity(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """A layer that returns its input unchanged at inference → :class:`torch_lstm_probe.layers.Dropout`
+    (the identity); its options only shape training-time randomness. ``Identity`` passes a mask on;
+    the augmentation layers do not support masking, so a mask stops there, as in Keras."""
+    unpack_weights(layer, ctx, {})
+    return ModuleSpec("Dropout", DropoutConfig(0.0, keeps_mask=layer.class_name == "Identity"))
+
+
 @register("Activation")
 def convert_activation(layer: LayerSpec, ctx: Context) -> ModuleSpec:
     """Keras ``Activation`` → :class:`torch_lstm_probe.layers.Activation`."""

@@ -22,7 +22,11 @@ from typing import Any
 import numpy as np
 
 from torch_lstm_probe.errors import UnsupportedOptionError
-from torch_lstm_probe.layers.normalization import BatchNormalizationConfig, LayerNormalizationConfig
+from torch_lstm_probe.layers.normalization import (
+    BatchNormalizationConfig,
+    LayerNormalizationConfig,
+    UnitNormalizationConfig,
+)
 
 from .common import (
     INIT_REG_CONSTRAINT,
@@ -37,7 +41,7 @@ from .common import (
 from .registry import register
 from .spec import LayerSpec
 
-__all__ = ["convert_batch_normalization", "convert_layer_normalization"]
+__all__ = ["convert_batch_normalization", "convert_layer_normalization", "convert_unit_normalization"]
 
 
 def _axes(layer: LayerSpec, ctx: Context) -> tuple[int, ...]:
@@ -146,3 +150,13 @@ def convert_layer_normalization(layer: LayerSpec, ctx: Context) -> ModuleSpec:
     if has_beta:
         state["bias"] = to_tensor(w["beta"])
     return ModuleSpec("LayerNormalization", config, state)
+
+
+@register("UnitNormalization")
+def convert_unit_normalization(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """Keras ``UnitNormalization`` → the runtime module of the same name; the bound on a zero
+    vector's inverse norm follows the writer (Keras 3 ``ops.normalize``, tf_keras ``l2_normalize``)."""
+    check_keys(layer, ctx, {"axis"}, set())
+    unpack_weights(layer, ctx, {})
+    rule = "clip_inverse" if ctx.keras_version.major >= 3 else "clip_square_sum"
+    return ModuleSpec("UnitNormalization", UnitNormalizationConfig(_axes(layer, ctx), rule))

@@ -423,7 +423,7 @@ def _emit_embedding(g: _Generator, call: _Call) -> list[str | None]:
 
 def _emit_identity(g: _Generator, call: _Call) -> list[str | None]:
     g.line(f"{call.outs[0]} = {call.xs[0]}", f"{type(call.module).__name__}: identity at inference")
-    return [call.mask]
+    return [call.mask if getattr(call.module, "mask_mode", "pass") == "pass" else None]
 
 
 def _emit_activation(g: _Generator, call: _Call) -> list[str | None]:

@@ -121,6 +121,7 @@ class Embedding(ConfigMixin, nn.Embedding):
 @dataclass(frozen=True)
 class DropoutConfig:
     rate: float = 0.0  # Keras `rate`; unused at inference
+    keeps_mask: bool = True  # False for layers that do not support masking (the mask stops here)
 
 
 @register_module("Dropout")
@@ -133,6 +134,7 @@ class Dropout(ConfigMixin, nn.Module):
     def __init__(self, config: DropoutConfig) -> None:
         super().__init__()
         self.config = config
+        self.mask_mode = "pass" if config.keeps_mask else "drop"  # type: ignore[misc]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x

@@ -162,3 +162,40 @@ class LayerNormalization(ConfigMixin, nn.Module):
     def extra_repr(self) -> str:
         cfg = self.config
         return f"axes={cfg.axes}, epsilon={cfg.epsilon}, center={cfg.center}, scale={cfg.scale}, rms_scaling={cfg.rms_scaling}"
+
+
+@dataclass(frozen=True)
+class UnitNormalizationConfig:
+    axes: tuple[int, ...] = (-1,)  # Keras `axis`; negative counts from the end
+    # How the norm of a (near-)zero vector is bounded: "clip_inverse" (Keras 3: x * min(rsqrt(s), 1e12))
+    # or "clip_square_sum" (tf_keras' l2_normalize: x * rsqrt(max(s, 1e-12))), s = sum of squares.
+    epsilon_rule: str = "clip_inverse"
+
+
+@register_module("UnitNormalization")
+class UnitNormalization(ConfigMixin, nn.Module):
+    """Keras ``UnitNormalization``: each sample scaled to unit L2 norm over ``axes``.
+
+    With ``s = Σ_axes x²``: Keras 3 ``y = x · min(rsqrt(s), 1e12)``; tf_keras
+    ``y = x · rsqrt(max(s, 1e-12))``. The two differ only for vectors of norm below 1e-6. The
+    mask passes. Shapes: ``(N, *)`` → ``(N, *)``.
+    """
+
+    Config = UnitNormalizationConfig
+    mask_mode = "pass"
+
+    def __init__(self, config: UnitNormalizationConfig) -> None:
+        super().__init__()
+        if config.epsilon_rule not in ("clip_inverse", "clip_square_sum"):
+            raise ValueError(
+                f"epsilon_rule must be 'clip_inverse' or 'clip_square_sum'. Received {config.epsilon_rule!r}."
+            )
+        self.config = config
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not x.is_floating_point():
+            raise InputError(f"{self.describe()} expects a floating-point tensor. Received dtype {x.dtype}.")
+        squares = x.square().sum(dim=_resolve_axes(self, self.config.axes, x), keepdim=True)  # (N, ...) 1 on axes
+        if self.config.epsilon_rule == "clip_inverse":
+            return x * torch.rsqrt(squares).clamp(max=1e12)
+        return x * torch.rsqrt(squares.clamp(min=1e-12))
