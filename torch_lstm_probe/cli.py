@@ -120,14 +120,16 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return EXIT_OK if report.convertible else EXIT_NOT_CONVERTIBLE
 
 
-def _load_inputs(path: str) -> list[np.ndarray] | dict[str, np.ndarray]:
+def _load_inputs(path: str, model: Any = None) -> list[Any] | dict[str, np.ndarray]:
+    """``--input`` as arrays; a text file (one text per line) for a ``model`` whose one input takes strings."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"--input file not found: {p}")
     if p.suffix not in (".npy", ".npz"):
-        raise InputError(
-            f"--input {p}: expected a .npy file (one input) or a .npz file (several). Received {p.name!r}."
-        )
+        expected = f"--input {p}: expected a .npy file (one input) or a .npz file (several). Received {p.name!r}."
+        if model is None or not _takes_text(model):
+            raise InputError(expected + _TEXT_FILE_NOTE)
+        return [_text_lines(model, p, "--input")]
     try:
         if p.suffix == ".npy":
             return [np.load(p, allow_pickle=False)]
@@ -141,6 +143,37 @@ def _load_inputs(path: str) -> list[np.ndarray] | dict[str, np.ndarray]:
         except KeyError:
             pass  # not numbered 0..n-1: pass them by name
     return arrays
+
+
+_TEXT_FILE_NOTE = " A text file (one text per line) is read only for a model whose input takes strings."
+
+
+def _takes_text(model: Any) -> bool:
+    from .extract.sources import text_input_names
+
+    return bool(text_input_names(model))
+
+
+def _text_lines(model: Any, path: Path, what: str) -> list[str]:
+    """The lines of text file ``path`` (one sample each) for a ``model`` whose one input takes strings."""
+    from .analysis.vocab import read_text_lines
+    from .extract.sources import text_input_names
+
+    texts = text_input_names(model)
+    if len(model.input_names) != 1:
+        raise InputError(
+            f"{what} {path}: text lines feed one string input, but model {model.name!r} takes inputs "
+            f"{model.input_names} (strings: {texts}). Fix: call tlp.probe / tlp.extract from Python with a dict "
+            "by input name."
+        )
+    lines = read_text_lines(path)
+    if not lines:
+        raise InputError(f"{what} {path}: the text file holds no lines. Expected one text per line.")
+    return lines
+
+
+def _is_text_path(value: str) -> bool:
+    return Path(value).suffix.lower() not in DATA_SUFFIXES
 
 
 def _output_path(value: str) -> Path:
@@ -227,8 +260,11 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     out = _output_path(args.out)
     texts = list(getattr(args, "edit", None) or [])
     edits = dict(parse_edit(text) for text in texts)  # checked before the model loads
-    inputs = _load_inputs(args.input)
+    text = Path(args.input).suffix not in (".npy", ".npz")  # read once the model shows it takes strings
+    inputs = _load_inputs(args.input) if not text else None
     model = load_keras(args.file, weights=args.weights, custom_layers=_custom_layers(args.custom_layers))
+    if inputs is None:
+        inputs = _load_inputs(args.input, model)
     layers = [s for s in args.layers.split(",") if s] if args.layers else None
     x: Any = inputs if isinstance(inputs, dict) else (inputs[0] if len(inputs) == 1 else list(inputs))
     if edits:
@@ -268,13 +304,18 @@ DATA_SUFFIXES = (".npy", ".npz", ".safetensors")
 DEFAULT_SHARD_MB = 64.0  # extract --shard-mb: tlp.extract's DEFAULT_SHARD_BYTES, in MiB (kept equal by a test)
 
 
-def _data_path(value: str) -> Path:
-    """``DATA`` as an existing ``.npy``/``.npz``/``.safetensors`` file (checked before the model is loaded)."""
+def _data_path(value: str, model: Any = None) -> Any:
+    """``DATA`` as an existing ``.npy``/``.npz``/``.safetensors`` file (checked before the model is loaded), or,
+    given a ``model`` whose input takes strings, any other file's lines (one text per line)."""
     path = Path(value)
     if not path.exists():
         raise FileNotFoundError(f"DATA file not found: {path}. Expected a {'/'.join(DATA_SUFFIXES)} file.")
     if path.suffix.lower() not in DATA_SUFFIXES:
-        raise InputError(f"DATA {path}: expected a {'/'.join(DATA_SUFFIXES)} file. Received {path.name!r}.")
+        if model is None or not _takes_text(model):
+            raise InputError(
+                f"DATA {path}: expected a {'/'.join(DATA_SUFFIXES)} file. Received {path.name!r}.{_TEXT_FILE_NOTE}"
+            )
+        return _text_lines(model, path, "DATA")
     return path
 
 
@@ -318,11 +359,14 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     from .api import extract, load_keras
     from .extract import ExtractionMismatchError, distributed
 
-    data = _data_path(args.data)
+    text = _is_text_path(args.data)  # read once the model shows it takes strings
+    data = _data_path(args.data) if not text else None
     device = _device(args.device)
     if args.shard_mb <= 0:
         raise _CommandLineError(f"--shard-mb {args.shard_mb:g}: expected a positive number of MiB.")
     model = load_keras(args.model, weights=args.weights, custom_layers=_custom_layers(args.custom_layers))
+    if data is None:
+        data = _data_path(args.data, model)
     layers = [s for s in args.layers.split(",") if s] if args.layers else None
     out = Path(args.out)
     complete = (out / "index.json").is_file() and not args.overwrite
@@ -434,11 +478,14 @@ class _Data:
     texts: list[str] | None  # text DATA's lines (one sample each), else None
 
 
-def _check_data(args: argparse.Namespace) -> Path:
-    """``DATA`` as an existing file of a kind the verb reads (checked before the model is loaded)."""
+def _check_data(args: argparse.Namespace, model: Any = None) -> Path:
+    """``DATA`` as an existing file of a kind the verb reads (checked before the model is loaded, and again, with
+    ``model``, after: a model whose input takes strings refuses the text options)."""
     path = Path(args.data)
     text = path.suffix.lower() not in DATA_SUFFIXES
-    if text and getattr(args, "vocab", None) is None:
+    if model is not None and _takes_text(model):
+        _refuse_text_model(args, model, path)
+    if text and getattr(args, "vocab", None) is None and model is not None:
         raise InputError(
             f"DATA {path}: expected a {'/'.join(DATA_SUFFIXES)} file, or a text file of lines with --vocab. "
             f"Received {path.name!r}."
@@ -453,6 +500,25 @@ def _check_data(args: argparse.Namespace) -> Path:
             "Fix: leave them out."
         )
     return path
+
+
+def _refuse_text_model(args: argparse.Namespace, model: Any, path: Path) -> None:
+    """The analysis verbs and a model whose input takes strings: the text options are refused, then the verb."""
+    from .extract.sources import text_input_names
+
+    given = [flag for flag in ("vocab", "padding", "truncating") if getattr(args, flag, None) is not None]
+    if given:
+        flags = ", ".join(f"--{flag}" for flag in given)
+        raise _CommandLineError(
+            f"{flags}: model {model.name!r} tokenises its input {text_input_names(model)} itself (it takes raw "
+            "strings), so text DATA needs no vocabulary, padding or truncation. Fix: leave them out."
+        )
+    verb = getattr(args, "command", "this verb")
+    raise InputError(
+        f"DATA {path}: model {model.name!r} takes raw strings in input(s) {text_input_names(model)}, and {verb} "
+        f"reads numeric inputs only. Fix: torch-lstm-probe extract {args.model} {path} --gates --out FOLDER stores "
+        "its gates, or tlp.probe(model, texts) in Python."
+    )
 
 
 @dataclass(frozen=True)
@@ -504,7 +570,7 @@ def _load_data(args: argparse.Namespace, model: Any) -> _Data:
     from .analysis.vocab import load_vocabulary, read_text_lines
     from .extract.sources import as_source
 
-    path = _check_data(args)
+    path = _check_data(args, model)
     vocab_file = getattr(args, "vocab", None)
     vocab = load_vocabulary(vocab_file) if vocab_file is not None else None
     if path.suffix.lower() in DATA_SUFFIXES:
@@ -925,7 +991,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="a .keras, .h5, or architecture .json file")
     p.add_argument("--weights", help="weights-only .h5 for an architecture .json")
     p.add_argument(
-        "--input", required=True, help="inputs: .npy (one input) or .npz (several, by input name or in order)"
+        "--input",
+        required=True,
+        help="inputs: .npy (one input) or .npz (several, by input name or in order); for a model whose input takes "
+        "strings, a UTF-8 text file with one text per line",
     )
     p.add_argument("--layers", help="comma-separated layer names or probe keys (default: every layer)")
     p.add_argument("--gates", action="store_true", help="also write every recurrent layer's gates (LSTM: i f g o c h)")
@@ -952,7 +1021,12 @@ def build_parser() -> argparse.ArgumentParser:
         "read the folder with tlp.open_activations(DIR).",
     )
     p.add_argument("model", metavar="MODEL", help="a .keras, .h5, or architecture .json file")
-    p.add_argument("data", metavar="DATA", help="the inputs: a .npy, .npz or .safetensors file, samples first")
+    p.add_argument(
+        "data",
+        metavar="DATA",
+        help="the inputs: a .npy, .npz or .safetensors file, samples first; for a model whose input takes strings, "
+        "a UTF-8 text file with one text per line",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     p.add_argument("--weights", help="weights-only .h5 for an architecture .json")
     p.add_argument("--custom-layers", metavar="MODULE:NAME", help=CUSTOM_LAYERS_HELP)

@@ -27,12 +27,15 @@ from .errors import InputError, TorchLstmProbeError
 from .model import KerasModel
 from .probe import probe
 
-__all__ = ["VerifyRow", "VerifyReport", "verify", "generate_inputs", "format_report", "DEFAULT_ATOL"]
+__all__ = ["VerifyRow", "VerifyReport", "verify", "generate_inputs", "generate_texts", "format_report", "DEFAULT_ATOL"]
 
 DEFAULT_ATOL = 1e-5  # float32 CPU, the suite's one tolerance
 GENERATED_BATCH = 4  # rows of generated inputs
 GENERATED_STEPS = 12  # time steps of generated inputs where the model leaves the time axis free
 REFERENCE_SUFFIXES = (".npz", ".safetensors")
+_GENERIC_WORDS = ("the", "cat", "sat", "on", "a", "mat", "and", "ran")  # words of a text input without a vocabulary
+_UNKNOWN_WORD = "qzxvj"  # a word no vocabulary is expected to hold
+_PUNCTUATION = (",", "!", "?", ".")
 _RECURRENT_TYPES = ("LSTM", "GRU", "SimpleRNN", "Bidirectional")
 
 
@@ -277,7 +280,8 @@ def generate_inputs(
     Fixed axes keep their size; a free batch axis gets ``batch`` rows and any other free axis
     ``steps``. An integer input read by an ``Embedding`` gets token ids in ``[1, input_dim)``,
     and, when the Embedding has ``mask_zero``, trailing zeros (padding) on all rows but the first,
-    each row keeping at least one token. Other inputs are float32 standard normal.
+    each row keeping at least one token. A string input gets short texts (:func:`generate_texts`).
+    Other inputs are float32 standard normal.
     """
     rng = np.random.default_rng(seed)
     arrays = []
@@ -286,7 +290,9 @@ def generate_inputs(
         dims = [batch if shape[0] is None else int(shape[0])] + [steps if d is None else int(d) for d in shape[1:]]
         dtype = str(spec.get("dtype", "float32"))
         embedding = embedding_reading(model, spec["name"])
-        if dtype == "bool":
+        if dtype == "string":
+            arrays.append(generate_texts(model, spec["name"], dims, rng))
+        elif dtype == "bool":
             arrays.append(np.ones(dims, dtype=bool))
         elif embedding is not None or not dtype.startswith(("float", "bfloat")):
             vocab, mask_zero = embedding if embedding is not None else (2, False)
@@ -299,6 +305,52 @@ def generate_inputs(
         else:
             arrays.append(rng.standard_normal(dims).astype(np.float32))
     return arrays
+
+
+def generate_texts(model: KerasModel, input_name: str, dims: Sequence[int], rng: np.random.Generator) -> np.ndarray:
+    """An object array of str of shape ``dims`` for string input ``input_name``.
+
+    Words come from the vocabulary of the ``TextVectorization``/``StringLookup`` reading the input (a few
+    fixed words without one). A ``TextVectorization`` that splits gets texts of 1 to 5 words with punctuation,
+    one of them holding an unknown word; one that does not split, and a ``StringLookup``, get one word per
+    element, one of them unknown unless the layer has ``num_oov_indices=0`` (Keras raises on unknown tokens
+    then).
+    """
+    config = _text_layer_config(model, input_name)
+    vocabulary = tuple(getattr(config, "vocabulary", ()) or ())
+    words = [w for w in vocabulary if w.strip() and len(w.split()) == 1] or list(_GENERIC_WORDS)
+    unknown = config is None or int(getattr(config, "num_oov_indices", 1)) > 0
+    splits = config is not None and getattr(config, "split", None) is not None
+    out = np.empty(int(np.prod(dims, dtype=np.int64)), dtype=object)
+    for k in range(out.size):
+        if splits:
+            picked = [str(w) for w in rng.choice(words, size=1 + k % 5)]
+            if k % 3 == 1:
+                picked[-1] += _PUNCTUATION[k % len(_PUNCTUATION)]
+            if k % 3 == 2 and len(picked) > 1:
+                picked[0] += ","
+            if k == 1 and unknown:
+                picked.insert(len(picked) // 2, _UNKNOWN_WORD)
+            out[k] = " ".join(picked)
+        else:
+            out[k] = _UNKNOWN_WORD if k == 1 and unknown else str(rng.choice(words))
+    return out.reshape(tuple(dims))
+
+
+def _text_layer_config(model: KerasModel, input_name: str) -> Any:
+    """The config of the ``TextVectorization``/``StringLookup`` reading model input ``input_name``, or None."""
+    for node in _nodes(model):
+        if not any(list(ref)[:1] == [input_name] for ref in node["inputs"]):
+            continue
+        module = model.layer(node["layer"])
+        config: Any = getattr(module, "config", None)
+        if hasattr(config, "vocabulary") and hasattr(config, "num_oov_indices"):
+            return config
+        if isinstance(module, KerasModel) and module.input_names:
+            inner = _text_layer_config(module, module.input_names[0])
+            if inner is not None:
+                return inner
+    return None
 
 
 def embedding_reading(model: KerasModel, input_name: str) -> tuple[int, bool] | None:

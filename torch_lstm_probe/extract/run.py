@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 
 from ..capture.keys import key_meaning, split_key
@@ -36,7 +37,7 @@ from ..errors import InputError
 from ..model import KerasModel
 from . import distributed as dist
 from .shards import ShardBuilder, fsync_dir, shard_name, write_json_atomic
-from .sources import Batch, Source, as_source, hash_inputs, positive_int
+from .sources import Batch, Source, as_source, hash_inputs, positive_int, text_input_names, to_device
 
 __all__ = ["extract", "DEFAULT_SHARD_BYTES", "Layout", "layout_of", "ExtractionMismatchError"]
 
@@ -100,7 +101,7 @@ def _cell_of(module: Any, sub: str) -> tuple[str | None, bool, str | None]:
 def layout_of(
     model: KerasModel,
     plan: CapturePlan,
-    inputs: Sequence[torch.Tensor],
+    inputs: Sequence[Any],
     dtype: torch.dtype | None,
     packed: bool,
     gates: bool,
@@ -112,7 +113,7 @@ def layout_of(
     """
     try:
         one = run_plan(model, plan, [x[:1] for x in inputs])
-        two = run_plan(model, plan, [torch.cat([x[:1], x[:1]]) for x in inputs])
+        two = run_plan(model, plan, [_first_twice(x) for x in inputs])
     except InputError:
         # A model that fixes its batch size: the batch is the first axis, as Keras sees it.
         full = run_plan(model, plan, list(inputs))
@@ -153,6 +154,13 @@ def layout_of(
     masks = tuple(sorted(mask_keys))
     steps = {name: int(one[mask_keys[name]].shape[1]) for name in masks}
     return Layout(tuple(keys), masks, mask_keys, max(1, sample_bytes), steps)
+
+
+def _first_twice(x: Any) -> Any:
+    """The first sample of a batch input, twice: a tensor, or texts (an object array of str)."""
+    if isinstance(x, torch.Tensor):
+        return torch.cat([x[:1], x[:1]])
+    return np.concatenate([x[:1], x[:1]])
 
 
 def _numel(shape: Sequence[int]) -> int:
@@ -523,7 +531,9 @@ def extract(
             independent, in any batch and on any rank).
         data: an array/tensor (one input), a list/tuple of them (Keras input order), a dict by
             input name, a path to ``.npy``/``.npz``/``.safetensors`` (memory-mapped or streamed,
-            never loaded whole), or a torch ``Dataset``/``IterableDataset``/``DataLoader``.
+            never loaded whole), or a torch ``Dataset``/``IterableDataset``/``DataLoader``. A text
+            input (``Input(dtype="string")``) takes a list/tuple/array of str; a one-input text model
+            also an iterator of str or of batches of str. The strings reach the model as they are.
         out: the output folder (created).
         layers: layer names or probe keys, as for :func:`torch_lstm_probe.probe`; ``None``: every layer.
         gates: also store every gate of the recurrent layers asked for.
@@ -560,7 +570,7 @@ def extract(
         model.to(dist.local_device(device))
     model.eval()
     run_device = model._device_dtype()[0]
-    source = as_source(data, model.input_names, batch_size)
+    source = as_source(data, model.input_names, batch_size, text_inputs=text_input_names(model))
     plan = plan_capture(model, layers, gates, masks=True)
 
     per_shard = 0  # known once the first batch has shown how large a sample's values are
@@ -599,7 +609,7 @@ def extract(
             if shard in done:
                 check.setdefault(shard, []).append(digest)
             else:
-                inputs = [x.to(run_device, non_blocking=True) for x in batch.inputs]
+                inputs = [to_device(x, run_device, non_blocking=True) for x in batch.inputs]
                 values = run_plan(model, plan, inputs)
                 if stats and shard not in sinks:
                     sinks[shard] = _stats_sink(layout)
@@ -662,7 +672,7 @@ def plan_run(
     folder (``extract``, ``extract_ray``) plans through here, so the same arguments give the same files."""
     if first.inputs is None:
         raise InputError("The first batch holds no inputs.")
-    layout = layout_of(model, plan, [x.to(device) for x in first.inputs], storage, packed, gates)
+    layout = layout_of(model, plan, [to_device(x, device) for x in first.inputs], storage, packed, gates)
     if stats and not any(spec.cell for spec in layout.keys):
         raise InputError(
             "stats=True summarises gates, and this request stores none. Fix: pass gates=True too (layers= then "

@@ -14,6 +14,8 @@ tensors are fresh copies of just its rows, so host memory stays bounded by a few
 | map-style ``torch.utils.data.Dataset``      | ``dataset``   | ``batch_size`` consecutive items, ``default_collate`` |
 | ``torch.utils.data.IterableDataset``        | ``iterable``  | items in groups of ``batch_size``, ``default_collate`` |
 | ``torch.utils.data.DataLoader``             | ``dataloader`` | its own batches, as they come                      |
+| a list/array of str (text-input model)      | ``arrays``    | rows sliced and copied per batch                    |
+| an iterator of str or of batches of str     | ``text_stream`` | texts regrouped into ``batch_size`` per batch     |
 
 Rules shared by every kind:
 
@@ -25,7 +27,9 @@ Rules shared by every kind:
   inputs holds the inputs first and labels after them, and the trailing labels are ignored; a dict may hold keys
   other than the input names, which are ignored too.
 - Dtypes pass through unchanged (the model casts): padded integer token ids (``int32``, ``int64``, ``uint16`` ...)
-  stay integers and are never converted to float. Non-numeric data (objects, strings, complex) is refused.
+  stay integers and are never converted to float. Non-numeric data (objects, strings, complex) is refused,
+  except for the inputs named in ``text_inputs`` (a model's ``Input(dtype="string")``): those take strings and
+  their batches are numpy object arrays of ``str``, which the model's own text layer turns into ids.
 - Every input has a leading samples axis, and all inputs agree on its size.
 """
 
@@ -37,7 +41,7 @@ import os
 import stat
 import struct
 import zipfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +76,8 @@ __all__ = [
     "DataLoaderSource",
     "as_source",
     "hash_inputs",
+    "text_input_names",
+    "to_device",
     "FILE_SUFFIXES",
     "ACCEPTED_KINDS",
 ]
@@ -111,7 +117,8 @@ class Batch:
     index: int  # batch number j (0-based) in data order
     start: int  # global index of its first sample
     size: int  # number of samples
-    inputs: list[torch.Tensor] | None  # CPU tensors in Keras input order, batch-first; None when skipped
+    inputs: list[Any] | None  # Keras input order, batch-first: CPU tensors, object arrays of str for text
+    # inputs; None when skipped
 
 
 class Source:
@@ -242,6 +249,45 @@ def _check_batch_size(batch_size: Any) -> int:
     return positive_int("batch_size", batch_size)
 
 
+TEXT_DTYPE = "str"  # the dtype describe() gives a text input
+
+
+def text_input_names(model: Any) -> list[str]:
+    """The names of the model's inputs that take strings (Keras ``Input(dtype="string")``), in input order."""
+    return [spec["name"] for spec in model.input_specs if spec.get("dtype") == "string"]
+
+
+def to_device(value: Any, device: torch.device | str, non_blocking: bool = False) -> Any:
+    """One batch input on ``device``: a tensor is moved; texts (object arrays of str) stay on the host."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=non_blocking)
+    return value
+
+
+def _text_rows(value: Any, where: str) -> np.ndarray:
+    """The samples of a text input as an object array of str, samples first."""
+    from ..layers.text import as_string_array
+
+    if isinstance(value, (str, bytes)):
+        raise InputError(
+            f"{where} is one {type(value).__name__}. Expected a batch of texts: a list, tuple or numpy array of "
+            "strings, one per sample."
+        )
+    array = as_string_array(value, where)
+    if array.ndim == 0:
+        raise InputError(f"{where} is a single text. Expected a list, tuple or numpy array of strings, samples first.")
+    return array
+
+
+def _is_texts(value: Any) -> bool:
+    """Whether ``value`` reads as the samples of one text input (not a list of inputs)."""
+    if isinstance(value, np.ndarray):
+        return value.dtype.kind in "USO"
+    if isinstance(value, (list, tuple)):
+        return not (len(value) == 1 and isinstance(value[0], (np.ndarray, torch.Tensor)))
+    return False
+
+
 def _class_name(obj: Any) -> str:
     cls = type(obj)
     return f"{cls.__module__}.{cls.__qualname__}"
@@ -288,6 +334,25 @@ class _ArrayColumn(_Column):
 
     def rows(self, start: int, stop: int) -> torch.Tensor:
         return _rows_to_tensor(self.array[start:stop])  # (stop - start, *sample_shape)
+
+    def skip(self, start: int, stop: int) -> None:
+        pass
+
+
+class _TextColumn(_Column):
+    """A text input: an object array of str, rows copied on demand."""
+
+    def __init__(self, name: str, value: Any, where: str) -> None:
+        self.name, self.extra = name, {}
+        self.array = _text_rows(value, where)
+        self.shape = tuple(int(s) for s in self.array.shape)
+        self.dtype = TEXT_DTYPE
+
+    def reader(self, stack: ExitStack) -> _Reader:
+        return self
+
+    def rows(self, start: int, stop: int) -> np.ndarray:  # type: ignore[override]
+        return self.array[start:stop].copy()  # (stop - start, *sample_shape) object array of str
 
     def skip(self, start: int, stop: int) -> None:
         pass
@@ -463,11 +528,15 @@ class ArraySource(_ColumnSource):
 
     kind = "arrays"
 
-    def __init__(self, values: Sequence[Any], names: Sequence[str], batch_size: int) -> None:
+    def __init__(
+        self, values: Sequence[Any], names: Sequence[str], batch_size: int, text_inputs: Sequence[str] = ()
+    ) -> None:
         columns: list[_Column] = []
         for name, value in zip(names, values):
             where = f"Input {name!r}"
-            if isinstance(value, torch.Tensor):
+            if name in text_inputs:
+                columns.append(_TextColumn(name, value, where))
+            elif isinstance(value, torch.Tensor):
                 columns.append(_TensorColumn(name, value, where))
             elif isinstance(value, np.ndarray):
                 columns.append(_ArrayColumn(name, value, where))
@@ -837,11 +906,55 @@ class DataLoaderSource(Source):
 _END = object()  # marks an exhausted iterator
 
 
+class TextStreamSource(Source):
+    """An iterator of texts for a one-input text model: each item is one str or a batch of them (a list, tuple or
+    numpy array of str, samples first); the texts are regrouped into batches of ``batch_size``. The size is unknown
+    ahead and the iterator is read once."""
+
+    kind = "text_stream"
+
+    def __init__(self, stream: Iterable[Any], name: str, batch_size: int) -> None:
+        self.stream, self.name = stream, name
+        self.num_samples = None
+        self.batch_size = batch_size
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "stream": _class_name(self.stream), "num_samples": None}
+
+    def _samples(self) -> Iterator[Any]:
+        for k, item in enumerate(self.stream):
+            where = f"Item {k} of the text stream {_class_name(self.stream)} (input {self.name!r})"
+            if isinstance(item, (str, bytes, np.str_, np.bytes_)):
+                yield _text_rows([item], where)[0]
+            else:
+                yield from _text_rows(item, where)
+
+    def batches(self, want: Callable[[int], bool] | None = None) -> Iterator[Batch]:
+        samples, start = self._samples(), 0
+        for j in itertools.count():
+            group = list(itertools.islice(samples, self.batch_size))
+            if not group:
+                break
+            inputs = None
+            if want is None or want(j):
+                if all(isinstance(g, str) for g in group):
+                    rows = np.empty(len(group), dtype=object)  # (n,)
+                    rows[:] = group
+                else:  # samples of shape (k, ...): stacked, so they must agree
+                    where = f"Texts {start} to {start + len(group) - 1} of the text stream"
+                    rows = _text_rows([g.tolist() for g in group], where)  # (n, *sample_shape)
+                inputs = [rows]
+            yield Batch(j, start, len(group), inputs)
+            start += len(group)
+        if start == 0:
+            raise InputError(f"The text stream {_class_name(self.stream)} yielded no texts. Expected at least one.")
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # entry points
 
 
-def as_source(data: Any, input_names: Sequence[str], batch_size: int) -> Source:
+def as_source(data: Any, input_names: Sequence[str], batch_size: int, text_inputs: Sequence[str] = ()) -> Source:
     """Wrap any data ``tlp.extract`` accepts as a :class:`Source`.
 
     Args:
@@ -851,6 +964,9 @@ def as_source(data: Any, input_names: Sequence[str], batch_size: int) -> Source:
             docstring for how items, labels and file entries are matched to inputs.
         input_names: the model's input names, in Keras input order.
         batch_size: samples per batch (a DataLoader keeps its own).
+        text_inputs: the inputs that take strings (:func:`text_input_names`). Each takes a list, tuple or numpy
+            array of str (in a list or dict as above; alone for a one-input model), and a one-input text model
+            also takes an iterator of str or of batches of str; their batches are object arrays of str.
 
     Returns:
         The source; nothing but file headers has been read yet (a DataLoader without a ``batch_size`` has pulled
@@ -867,6 +983,9 @@ def as_source(data: Any, input_names: Sequence[str], batch_size: int) -> Source:
     """
     names = _check_names(input_names)
     size = _check_batch_size(batch_size)
+    texts = [name for name in names if name in set(text_inputs)]
+    if texts:
+        return _text_source(data, names, size, texts)
     if isinstance(data, (str, os.PathLike)):
         return _file_source(Path(os.fsdecode(data)), names, size)
     if isinstance(data, DataLoader):
@@ -905,10 +1024,69 @@ def as_source(data: Any, input_names: Sequence[str], batch_size: int) -> Source:
     )
 
 
-def hash_inputs(inputs: Sequence[torch.Tensor]) -> str:
-    """SHA-256 (hex) over each tensor's dtype, shape and bytes, in order: the fingerprint of one batch of inputs."""
+def _text_source(data: Any, names: list[str], size: int, texts: list[str]) -> Source:
+    """The source of a model with text inputs: lists/arrays of str (alone, in a list or a dict), or a stream."""
+    accepted = (
+        f"Expected for text input(s) {texts}: a list, tuple or numpy array of strings"
+        + (" (or an iterator of strings or of batches of strings)" if len(names) == 1 else "")
+        + f", {'alone' if len(names) == 1 else 'in a list in Keras input order or a dict by input name'}."
+    )
+    if len(names) == 1 and _is_texts(data):
+        return ArraySource([data], names, size, texts)
+    if isinstance(data, (str, bytes, os.PathLike)):
+        raise InputError(
+            f"The model takes text in input(s) {texts}. Received the {type(data).__name__} {_short_repr(data)}. "
+            f"{accepted} Fix: to read a file of texts, pass its lines, e.g. Path(file).read_text().splitlines()."
+        )
+    if isinstance(data, (torch.Tensor, np.ndarray)):
+        raise InputError(
+            f"The model takes text in input(s) {texts}. Received a {type(data).__name__} of dtype {data.dtype} and "
+            f"shape {tuple(data.shape)}. {accepted}"
+        )
+    if isinstance(data, (Dataset, DataLoader)):
+        raise InputError(f"The model takes text in input(s) {texts}. Received a {_class_name(data)}. {accepted}")
+    if isinstance(data, Mapping):
+        unknown = sorted(str(k) for k in data if k not in names)
+        missing = [n for n in names if n not in data]
+        if unknown or missing:
+            raise InputError(
+                f"The model takes inputs {names}. Received a dict with keys {sorted(map(str, data))}"
+                + (f"; unknown {unknown}" if unknown else "")
+                + (f"; missing {missing}" if missing else "")
+                + "."
+            )
+        return ArraySource([data[n] for n in names], names, size, texts)
+    if isinstance(data, (list, tuple)):
+        if len(data) != len(names):
+            raise InputError(
+                f"The model takes {len(names)} input(s) {names}, in this order. Received a {type(data).__name__} "
+                f"of {len(data)}. {accepted}"
+            )
+        return ArraySource(list(data), names, size, texts)
+    if len(names) == 1 and isinstance(data, Iterable):
+        return TextStreamSource(data, names[0], size)
+    raise InputError(f"Cannot extract from a {_class_name(data)}. {accepted}")
+
+
+def _short_repr(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def hash_inputs(inputs: Sequence[Any]) -> str:
+    """SHA-256 (hex) over each tensor's dtype, shape and bytes, in order: the fingerprint of one batch of inputs.
+
+    A text input (an object array of str) adds ``str``, its shape and each text's UTF-8 length and bytes.
+    """
     digest = hashlib.sha256(f"{len(inputs)}\n".encode())
     for tensor in inputs:
+        if isinstance(tensor, np.ndarray):
+            digest.update(f"{TEXT_DTYPE} {list(tensor.shape)}\n".encode())
+            for text in tensor.reshape(-1):
+                encoded = str(text).encode("utf-8")
+                digest.update(f"{len(encoded)}\n".encode())
+                digest.update(encoded)
+            continue
         flat = tensor.detach().cpu().contiguous().reshape(-1)  # (numel,)
         digest.update(f"{_torch_dtype_name(tensor.dtype)} {list(tensor.shape)}\n".encode())
         digest.update(flat.view(torch.uint8).numpy().data)
