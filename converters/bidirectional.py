@@ -38,8 +38,12 @@ __all__ = ["convert_bidirectional"]
 BIDIRECTIONAL_SUPPORTED = frozenset({"layer", "merge_mode", "backward_layer", "num_constants"})
 BIDIRECTIONAL_IGNORED: frozenset[str] = frozenset()
 
-# Arrays per wrapped layer in get_weights() order, by class: (with bias, without bias).
+# Arrays per wrapped layer in get_weights() order, by class: (with bias, without bias). An
+# RNN(cell) half holds its cell's arrays (a built-in cell: as many as its fused layer), an
+# RNN(StackedRNNCells) half the sum over its cells.
 _ARRAYS_PER_LAYER = {"LSTM": (3, 2), "GRU": (3, 2), "SimpleRNN": (3, 2)}
+_ARRAYS_PER_CELL = {"LSTMCell": (3, 2), "GRUCell": (3, 2), "SimpleRNNCell": (3, 2)}
+_MAX_STACK_DEPTH = 8  # StackedRNNCells nested in StackedRNNCells: Keras nests a few levels at most
 
 
 def _inner_raw(layer: LayerSpec, ctx: Context, key: str) -> Mapping[str, Any]:
@@ -52,15 +56,65 @@ def _inner_raw(layer: LayerSpec, ctx: Context, key: str) -> Mapping[str, Any]:
     return raw
 
 
-def _array_count(layer: LayerSpec, ctx: Context, raw: Mapping[str, Any]) -> int:
-    counts = _ARRAYS_PER_LAYER.get(str(raw["class_name"]))
+def _builtin_class(raw: Any) -> str | None:
+    """The class name of a serialized Keras object of Keras' own (not a registered or user class)."""
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("config"), Mapping):
+        return None
+    module = raw.get("module")
+    name = str(raw.get("class_name"))
+    if ">" in name or (module is not None and str(module).split(".", 1)[0] not in ("keras", "tf_keras")):
+        return None
+    return name
+
+
+def _cell_array_count(raw: Any, depth: int = 0) -> int | None:
+    """Arrays of a serialized built-in cell or StackedRNNCells of them; None when unknown."""
+    name = _builtin_class(raw)
+    if name in _ARRAYS_PER_CELL:
+        with_bias, without_bias = _ARRAYS_PER_CELL[name]
+        return with_bias if raw["config"].get("use_bias", True) else without_bias
+    cells = raw["config"].get("cells") if name == "StackedRNNCells" else None
+    if not isinstance(cells, (list, tuple)) or not cells or depth >= _MAX_STACK_DEPTH:
+        return None
+    counts = [_cell_array_count(cell, depth + 1) for cell in cells]
+    return None if None in counts else sum(c for c in counts if c is not None)
+
+
+def _known_array_count(raw: Mapping[str, Any]) -> int | None:
+    """Arrays of one wrapped half in get_weights() order; None for a class whose count is unknown here."""
+    name = str(raw["class_name"])
+    if name == "RNN" and _builtin_class(raw) == "RNN":
+        return _cell_array_count(raw["config"].get("cell"))
+    counts = _ARRAYS_PER_LAYER.get(name)
     if counts is None:
-        raise UnsupportedOptionError(
-            f"{layer_label(layer, ctx)}: its backward_layer differs from the forward layer, and the number of weight "
-            f"arrays of a {raw['class_name']!r} layer is unknown here, so the weights cannot be split. "
-            f"Supported wrapped classes: {sorted(_ARRAYS_PER_LAYER)}."
-        )
+        return None
     return counts[0] if raw["config"].get("use_bias", True) else counts[1]
+
+
+def _shown_class(raw: Mapping[str, Any]) -> str:
+    """``RNN(LSTMCell)`` for an RNN half, else the class name (for messages)."""
+    cell = raw["config"].get("cell")
+    shown = str(raw["class_name"])[:100]
+    if isinstance(cell, Mapping):
+        shown += f"({str(cell.get('registered_name') or cell.get('class_name'))[:100]})"
+    return shown
+
+
+def _forward_array_count(layer: LayerSpec, ctx: Context, fwd: Mapping[str, Any], bwd: Mapping[str, Any]) -> int:
+    """Where the forward half's arrays end: its own count, else all but the backward half's."""
+    count = _known_array_count(fwd)
+    if count is not None:
+        return count
+    backward = _known_array_count(bwd)
+    if backward is not None and backward <= len(layer.weights):
+        return len(layer.weights) - backward
+    raise UnsupportedOptionError(
+        f"{layer_label(layer, ctx)}: its backward_layer {_shown_class(bwd)!r} differs from the forward layer "
+        f"{_shown_class(fwd)!r}, and the number of weight arrays of neither is known here, so the weights cannot be "
+        f"split. Expected one of {sorted(_ARRAYS_PER_LAYER)}, or RNN around one of {sorted(_ARRAYS_PER_CELL)} or a "
+        "StackedRNNCells of them, for either half. Fix: give both halves the same class and options, or convert "
+        "the whole wrapper with custom_layers={'Bidirectional': converter}."
+    )
 
 
 def _split_weights(
@@ -70,8 +124,10 @@ def _split_weights(
     weights = layer.weights
     if not weights:
         return (), ()
-    same_kind = fwd["class_name"] == bwd["class_name"] and bool(fwd["config"].get("use_bias", True)) == bool(
-        bwd["config"].get("use_bias", True)
+    same_kind = (
+        fwd["class_name"] == bwd["class_name"]
+        and bool(fwd["config"].get("use_bias", True)) == bool(bwd["config"].get("use_bias", True))
+        and _known_array_count(fwd) == _known_array_count(bwd)
     )
     if not explicit_backward or same_kind:
         if len(weights) % 2:
@@ -82,7 +138,7 @@ def _split_weights(
             )
         n_forward = len(weights) // 2
     else:
-        n_forward = _array_count(layer, ctx, fwd)
+        n_forward = _forward_array_count(layer, ctx, fwd, bwd)
     return tuple(weights[:n_forward]), tuple(weights[n_forward:])
 
 

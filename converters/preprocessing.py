@@ -1,5 +1,5 @@
 """Converters for Keras numeric preprocessing layers: Rescaling, Normalization, CategoryEncoding,
-ActivityRegularization, and IntegerLookup in int mode with its vocabulary in the config.
+ActivityRegularization, and IntegerLookup in int mode.
 
 ====================================  ===================================  ==============================
 Keras value                           where the file keeps it              PyTorch
@@ -7,12 +7,17 @@ Keras value                           where the file keeps it              PyTor
 Rescaling ``scale``, ``offset``       config: number, list, ``__numpy__``  buffers ``scale``, ``offset``
 Normalization ``mean``, ``variance``  weights ``mean, variance, count``,   buffers ``mean``, ``variance``
                                       or config ``mean``, ``variance``
-IntegerLookup ``vocabulary``          config: a list of tokens             config ``vocabulary``
+IntegerLookup ``vocabulary``          config: a list of tokens, or (an     config ``vocabulary``
+                                      adapted layer) the ``.keras``
+                                      archive's ``assets/<path>/
+                                      vocabulary.txt``
 ====================================  ===================================  ==============================
 
-An adapted IntegerLookup keeps its vocabulary in the archive's assets, which this converter does
-not read yet: it is refused with the fix (rebuild it with ``vocabulary=``). The string layers
-(TextVectorization, StringLookup) are in :mod:`converters.text`.
+An adapted IntegerLookup's vocabulary file is read the way Keras' ``load_assets`` reads it: UTF-8,
+one token a line (Keras 3: ``str.splitlines()`` with trailing empty lines dropped; tf_keras: split on
+newlines only), each line parsed with ``int()``, then checked like a config vocabulary. A file
+without assets (legacy ``.h5``) keeps no adapted vocabulary: that layer is refused with the fix.
+The string layers (TextVectorization, StringLookup) are in :mod:`converters.text`.
 """
 
 from __future__ import annotations
@@ -206,6 +211,7 @@ def convert_activity_regularization(layer: LayerSpec, ctx: Context) -> ModuleSpe
     return ModuleSpec("ActivityRegularization", ActivityRegularizationConfig(**values))
 
 
+_VOCABULARY_ASSET = "vocabulary.txt"  # where Keras saves an adapted vocabulary, in the layer's assets
 _LOOKUP_IGNORED = {"max_tokens", "pad_to_max_tokens", "sparse", "vocabulary_size", "salt"}
 
 
@@ -220,22 +226,71 @@ def _int_token(layer: LayerSpec, ctx: Context, key: str, value: Any) -> int:
     return int(value)
 
 
+def _asset_vocabulary(layer: LayerSpec, ctx: Context) -> list[Any] | None:
+    """The tokens of the layer's saved ``vocabulary.txt``, parsed as Keras' ``load_assets`` parses them;
+    None when the layer has no such file."""
+    blob = layer.assets.get(_VOCABULARY_ASSET)
+    if blob is None:
+        return None
+    try:
+        text = blob.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise KerasFileError(
+            f"{layer_label(layer, ctx)}: its vocabulary file {_VOCABULARY_ASSET!r} is not UTF-8 text ({err}). Keras "
+            "writes UTF-8: the file is damaged or was edited."
+        ) from None
+    if ctx.library == "tf_keras":  # tf_keras splits on "\n" only, after universal-newline reading
+        lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    else:
+        lines = text.splitlines()
+        while lines and lines[-1] == "":
+            lines.pop()
+    if len(lines) > _MAX_CONFIG_VALUES:
+        raise KerasFileError(
+            f"{layer_label(layer, ctx)}: its vocabulary file {_VOCABULARY_ASSET!r} holds {len(lines)} lines. "
+            f"Expected at most {_MAX_CONFIG_VALUES} tokens. The file is damaged or was edited."
+        )
+    tokens: list[Any] = []
+    for number, line in enumerate(lines, 1):
+        try:
+            tokens.append(int(line))
+        except ValueError:
+            raise KerasFileError(
+                f"{layer_label(layer, ctx)}: line {number} of its vocabulary file {_VOCABULARY_ASSET!r} is "
+                f"{_short(line)}. Expected one integer token a line (Keras refuses to load it too). The file is "
+                "damaged or was edited."
+            ) from None
+    return tokens
+
+
 def _lookup_vocabulary(layer: LayerSpec, ctx: Context, mask_token: int | None, num_oov: int) -> tuple[int, ...]:
-    """The config ``vocabulary`` without a leading ``[mask] + [oov] * num_oov`` block, as Keras strips it."""
+    """The vocabulary (the config's, else the archive's ``vocabulary.txt``) without a leading
+    ``[mask] + [oov] * num_oov`` block, as Keras strips it."""
     value: Any = layer.config.get("vocabulary")
-    if value is None or isinstance(value, str):
-        where = "the archive's assets (an adapted layer)" if value is None else f"the file {_short(value)}"
+    where = "config key 'vocabulary'"
+    if isinstance(value, str):
         raise UnsupportedOptionError(
-            f"{layer_label(layer, ctx)}: the vocabulary is not in the config but in {where}, which this loader does "
-            "not read. Expected config key 'vocabulary' to list the tokens. Fix: rebuild the layer in Keras with "
+            f"{layer_label(layer, ctx)}: config key 'vocabulary' is the file {_short(value)}; this loader reads "
+            "nothing outside the model file. Expected a list of tokens. Fix: rebuild the layer in Keras with "
             "vocabulary=layer.get_vocabulary() and save again."
         )
+    if value is None:
+        value = _asset_vocabulary(layer, ctx)
+        where = f"its vocabulary file {_VOCABULARY_ASSET!r}"
+        if value is None:
+            raise UnsupportedOptionError(
+                f"{layer_label(layer, ctx)}: the file holds no vocabulary: config key 'vocabulary' is null and there "
+                f"is no {_VOCABULARY_ASSET!r} among the layer's assets {sorted(layer.assets)}. Expected the tokens "
+                "in the config or in a .keras archive's assets (where an adapted layer keeps them; a legacy .h5 "
+                "does not). Fix: save the model as .keras and load that file, pass the live model to "
+                "tlp.load_keras, or rebuild the layer with vocabulary=layer.get_vocabulary() and save again."
+            )
     if not isinstance(value, (list, tuple)) or not value or len(value) > _MAX_CONFIG_VALUES:
         raise KerasFileError(
-            f"{layer_label(layer, ctx)}: config key 'vocabulary' is {_short(value)}. Expected a non-empty list of at "
-            f"most {_MAX_CONFIG_VALUES} integer tokens. The file is damaged or was edited."
+            f"{layer_label(layer, ctx)}: {where} is {_short(value)}. Expected a non-empty list of at most "
+            f"{_MAX_CONFIG_VALUES} integer tokens. The file is damaged or was edited."
         )
-    tokens = [_int_token(layer, ctx, "config key 'vocabulary'", v) for v in value]
+    tokens = [_int_token(layer, ctx, where, v) for v in value]
     oov_token = layer.config.get("oov_token", -1)
     special = [mask_token] * (mask_token is not None) + [oov_token] * num_oov
     if tokens[: len(special)] == special:
@@ -251,7 +306,7 @@ def _lookup_vocabulary(layer: LayerSpec, ctx: Context, mask_token: int | None, n
 
 @register("IntegerLookup")
 def convert_integer_lookup(layer: LayerSpec, ctx: Context) -> ModuleSpec:
-    """Keras ``IntegerLookup`` (``output_mode="int"``, vocabulary in the config) →
+    """Keras ``IntegerLookup`` (``output_mode="int"``, vocabulary in the config or the archive's assets) →
     :class:`torch_lstm_probe.layers.preprocessing.IntegerLookup`.
 
     ``index = m + num_oov_indices + position`` for a known token (``m = 1`` with a mask token),

@@ -258,13 +258,67 @@ def test_integer_lookup_special_tokens_and_no_oov(keras3, tmp_path):
         converted(np.array([[0, 5, 99, 12, 42]]))
 
 
-def test_adapted_integer_lookup_is_refused(klib, tmp_path):
-    layer = klib.layers.IntegerLookup(name="adapted")
-    layer.adapt(np.array([3, 7, 7, 9]))
-    inp = klib.Input((2,), dtype="int64")
-    model = klib.Model(inp, layer(inp), name="adapted_lookup")
-    with pytest.raises(UnsupportedOptionError, match=r"'adapted' \(IntegerLookup\).*assets.*vocabulary=layer"):
-        tlp.load_keras(save(model, tmp_path, "keras"))
+def _adapted_lookups(klib):
+    """Input((5,), int64) -> IntegerLookup(adapted) and IntegerLookup(adapted, mask 0, 3 OOV ids,
+    max_tokens) -> Embedding(mask_zero) -> LSTM."""
+    seed(klib)
+    layers = klib.layers
+    plain = layers.IntegerLookup(name="plain")
+    plain.adapt(np.array([12, 36, 36, 1138, 42, 5, -8, 0]))
+    masked = layers.IntegerLookup(mask_token=0, num_oov_indices=3, oov_token=-7, max_tokens=7, name="masked")
+    masked.adapt(np.array([5, 6, 6, 12, 42, 42, 42, 9, 3, 1138]))
+    inp = klib.Input((5,), dtype="int64")
+    ids = masked(inp)
+    y = layers.LSTM(2, name="lstm")(layers.Embedding(8, 3, mask_zero=True, name="embed")(ids))
+    return klib.Model(inp, [plain(inp), ids, y], name="adapted_lookup")
+
+
+def test_adapted_integer_lookup(klib, tmp_path):
+    """The adapted vocabulary comes from the .keras archive's assets and from the live layers; a
+    legacy .h5 keeps none (Keras 3 writes a null vocabulary: refused with the fix; tf_keras refuses to
+    save the layer as .h5)."""
+    model = _adapted_lookups(klib)
+    reference = keras_reference(klib, model, [LOOKUP_IDS])
+    assert model.get_layer("plain").get_config()["vocabulary"] is None
+    for source in (save(model, tmp_path, "keras"), model):
+        assert_model_parity(klib, model, tlp.load_keras(source), [LOOKUP_IDS], reference=reference)
+    if _keras3(klib):
+        with pytest.raises(
+            UnsupportedOptionError, match=r"'plain' \(IntegerLookup\).*no vocabulary.*\.keras.*vocabulary=layer"
+        ):
+            tlp.load_keras(save(model, tmp_path, "h5"))
+    else:
+        with pytest.raises(NotImplementedError):
+            save(model, tmp_path, "h5")
+
+
+@pytest.mark.parametrize(
+    "vocabulary, match",
+    [
+        (b"-1\n7\nseven\n9", r"line 3 of its vocabulary file 'vocabulary.txt' is 'seven'"),
+        (b"-1\n7\n9\n7", "repeats a token"),
+        (b"-1\n7\n99999999999999999999", "int64 range"),
+        (b"-1\n\xff7", "not UTF-8"),
+    ],
+    ids=["not_a_number", "repeat", "too_large", "not_utf8"],
+)
+def test_damaged_integer_vocabulary_file(vocabulary, match):
+    """A vocabulary file Keras would refuse to load is a KerasFileError naming the layer."""
+    layer = LayerSpec(name="pre", class_name="IntegerLookup", config={}, assets={"vocabulary.txt": vocabulary})
+    ctx = Context(source="test.keras", keras_version=KerasVersion(3, 10))
+    with pytest.raises(KerasFileError, match=rf"'pre' \(IntegerLookup\).*{match}"):
+        lookup(layer, ctx)(layer, ctx)
+
+
+def test_integer_vocabulary_file_lines_per_library():
+    """Keras 3 reads the lines with str.splitlines() and drops trailing empty ones; tf_keras splits on
+    newlines only, so a trailing newline is an empty token it cannot parse."""
+    layer = LayerSpec(name="pre", class_name="IntegerLookup", config={}, assets={"vocabulary.txt": b"-1\r\n7\n 9\n"})
+    keras3_ctx = Context(source="test.keras", keras_version=KerasVersion(3, 10))
+    assert lookup(layer, keras3_ctx)(layer, keras3_ctx).config.vocabulary == (7, 9)
+    tf_ctx = Context(source="test.keras", keras_version=KerasVersion(2, 21), library="tf_keras")
+    with pytest.raises(KerasFileError, match="line 4 of its vocabulary file 'vocabulary.txt' is ''"):
+        lookup(layer, tf_ctx)(layer, tf_ctx)
 
 
 # ---------------------------------------------------------------------------- refusals

@@ -22,6 +22,7 @@ import pytest
 import torch
 
 import torch_lstm_probe as tlp
+from converters.bidirectional import _split_weights
 from converters.common import Context
 from converters.rnn_cell import convert_rnn
 from converters.spec import CallSpec, KerasVersion, LayerSpec, TensorRef
@@ -32,6 +33,7 @@ from tests.helpers import (
     assert_model_parity,
     import_keras,
     keras_outputs,
+    keras_reference,
     randomize_biases,
     save,
     seed,
@@ -348,3 +350,50 @@ def test_tf_keras_stacked_initial_state_nested_in_the_call(tmp_path):
         converted = tlp.load_keras(save(model, tmp_path, fmt))
         with torch.inference_mode():
             assert_close(converted(*inputs), expected, ATOL["cpu_float32"], f"stack with initial_state ({fmt})")
+
+
+# ---------------------------------------------------------------------------- Bidirectional with a backward_layer
+
+
+@pytest.mark.keras
+def test_bidirectional_explicit_backward_rnn(klib, tmp_path):
+    """Bidirectional(RNN(cell), backward_layer=RNN(cell', go_backwards=True)): the weights split at the
+    forward cell's array count (LSTMCell with and without bias, a StackedRNNCells summed over its cells)."""
+    seed(klib)
+    layers = klib.layers
+    inp = klib.Input((STEPS, FEATURES))
+    same = layers.Bidirectional(
+        layers.RNN(layers.LSTMCell(3)), backward_layer=layers.RNN(layers.LSTMCell(3), go_backwards=True), name="same"
+    )(inp)
+    no_bias = layers.Bidirectional(
+        layers.RNN(layers.LSTMCell(3), return_sequences=True),
+        backward_layer=layers.RNN(layers.LSTMCell(3, use_bias=False), go_backwards=True, return_sequences=True),
+        merge_mode="sum",
+        name="no_bias",
+    )(inp)
+    stack = layers.StackedRNNCells([layers.SimpleRNNCell(3, use_bias=False), layers.GRUCell(2, use_bias=False)])
+    stacked = layers.Bidirectional(
+        layers.RNN(layers.GRUCell(2)), backward_layer=layers.RNN(stack, go_backwards=True), name="stacked"
+    )(inp)
+    model = klib.Model(inp, [same, no_bias, stacked], name="bi_backward_rnn")
+    randomize_biases(model, np.random.default_rng(0))
+    x = np.random.default_rng(1).standard_normal((BATCH, STEPS, FEATURES)).astype(np.float32)
+    reference = keras_reference(klib, model, [x])
+    for fmt in FORMATS:
+        assert_model_parity(klib, model, tlp.load_keras(save(model, tmp_path, fmt)), [x], reference=reference)
+
+
+def test_bidirectional_halves_of_unknown_sizes_are_refused():
+    """Halves of different kinds, neither with a known number of arrays: the split point is unknown.
+    With one half known, the other takes the remaining arrays."""
+    ctx = Context(source="t.keras", keras_version=KerasVersion(3, 10))
+    custom_rnn = {"class_name": "my>Recurrent", "config": {"units": 2, "name": "f"}}
+    custom_cell = {"class_name": "my>PeepholeCell", "config": {"units": 2}}
+    backward = {"class_name": "RNN", "config": {"cell": custom_cell, "go_backwards": True, "name": "b"}}
+    lstm = {"class_name": "RNN", "config": {"cell": _cell("LSTMCell", use_bias=False), "name": "l"}}
+    weights = _arrays(FEATURES, 2, 4) + _arrays(FEATURES, 2, 4)[:2]
+    spec = LayerSpec(name="bi", class_name="Bidirectional", config={}, weights=weights)
+    with pytest.raises(UnsupportedOptionError, match=r"'bi'.*'RNN\(my>PeepholeCell\)'.*'my>Recurrent'.*split"):
+        _split_weights(spec, ctx, custom_rnn, backward, True)
+    forward, rest = _split_weights(spec, ctx, custom_rnn, lstm, True)
+    assert (len(forward), len(rest)) == (3, 2)

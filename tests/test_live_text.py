@@ -1,11 +1,11 @@
 """Live parity of the text layers with Keras: ``TextVectorization`` and ``StringLookup`` in int mode.
 
 Models take raw strings (``Input(dtype="string")``). An adapted vocabulary is saved only in the
-``.keras`` archive's assets, so those models are checked from ``.keras``; a vocabulary given in the
-config is also checked from legacy ``.h5``. Each model is compared layer by layer with Keras on
-texts chosen to trip a tokenizer: punctuation, upper case, accented and non-Latin letters, Unicode
-spaces (not separators for TensorFlow), unknown words, empty strings and texts longer than
-``output_sequence_length``.
+``.keras`` archive's assets, so those models are checked from ``.keras`` and as live models (the
+reader takes the live layer's vocabulary); a vocabulary given in the config is also checked from
+legacy ``.h5``. Each model is compared layer by layer with Keras on texts chosen to trip a
+tokenizer: punctuation, upper case, accented and non-Latin letters, Unicode spaces (not separators
+for TensorFlow), unknown words, empty strings and texts longer than ``output_sequence_length``.
 """
 
 from __future__ import annotations
@@ -242,3 +242,31 @@ def test_damaged_vocabulary_file(keras3, tmp_path):
             dst.writestr(info, data + b"\nthe" if info.filename.endswith("vocabulary.txt") else data)
     with pytest.raises(KerasFileError, match=r"layer 'tv' \(TextVectorization\).*repeats the token\(s\) \['the'\]"):
         tlp.load_keras(damaged)
+
+
+# Words holding characters that str.splitlines() breaks on but TensorFlow's whitespace split keeps
+# inside a token (\x1c, \x85, \u2028): a live layer's vocabulary keeps them whole.
+LINE_BREAKING = ["x\x1cy tokyo", "line\u2028sep café", "next\x85line Ça"]
+
+
+def test_in_memory_adapted_text_vectorization(klib):
+    """A live model with an adapted TextVectorization: the reader takes get_vocabulary() from the layer."""
+    tv = klib.layers.TextVectorization(output_sequence_length=8, name="tv")
+    tv.adapt(ADAPT + LINE_BREAKING)
+    seed(klib)
+    inp = klib.Input((1,), dtype="string", name="text")
+    x = klib.layers.Embedding(tv.vocabulary_size(), 5, mask_zero=True, name="embed")(tv(inp))
+    model = klib.Model(inp, klib.layers.Dense(2, name="head")(klib.layers.LSTM(4, name="lstm")(x)), name="live_tv")
+    assert any("\x1c" in token for token in tv.get_vocabulary())
+    converted = tlp.load_keras(model)
+    assert_model_parity(klib, model, converted, [_texts(TRICKY + LINE_BREAKING)])
+    assert model.get_layer("tv").get_config()["vocabulary"] is None  # the live layer is left as it was
+
+
+def test_in_memory_adapted_string_lookup(klib):
+    """A live model with an adapted StringLookup (mask "", two hashed OOV ids) on pre-split tokens."""
+    layer = klib.layers.StringLookup(mask_token="", num_oov_indices=2, name="lookup")
+    layer.adapt(np.array([["the", "cat", "tokyo", "東京"], ["ça", "über", "x\x1cy", "😀"]], dtype=object))
+    model = klib.Sequential([klib.Input((4,), dtype="string"), layer], name="live_lookup")
+    tokens = np.concatenate([_tokens(), np.array([["x\x1cy", "x", "y", "line\u2028sep"]], dtype=object)])
+    assert_model_parity(klib, model, tlp.load_keras(model), [tokens])
