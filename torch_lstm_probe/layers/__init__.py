@@ -10,8 +10,13 @@ from .conv import (
     AveragePooling2D,
     AveragePooling3D,
     Conv1D,
+    Conv1DTranspose,
     Conv2D,
+    Conv2DTranspose,
     Conv3D,
+    Conv3DTranspose,
+    DepthwiseConv1D,
+    DepthwiseConv2D,
     GlobalAveragePooling1D,
     GlobalAveragePooling2D,
     GlobalAveragePooling3D,
@@ -21,13 +26,24 @@ from .conv import (
     MaxPooling1D,
     MaxPooling2D,
     MaxPooling3D,
+    SeparableConv1D,
+    SeparableConv2D,
 )
 from .conv_lstm import ConvLSTM, ConvLSTMGates
 from .core import Activation, Dense, Dropout, Embedding, Masking, TimeDistributed
+from .einsum_dense import EinsumDense
 from .gru import GRU, GRUGates, gru_reference
+from .image import CenterCrop, Resizing
 from .lstm import LSTM, LSTMGates, lstm_reference
 from .merge import Concatenate, Dot, Merge
-from .normalization import BatchNormalization, LayerNormalization
+from .normalization import (
+    BatchNormalization,
+    GroupNormalization,
+    LayerNormalization,
+    RMSNormalization,
+    SpectralNormalization,
+    UnitNormalization,
+)
 from .preprocessing import ActivityRegularization, CategoryEncoding, IntegerLookup, Normalization, Rescaling
 from .reshape import (
     Cropping1D,
@@ -78,6 +94,13 @@ __all__ = [
     "GlobalAveragePooling1D",
     "Conv2D",
     "Conv3D",
+    "Conv1DTranspose",
+    "Conv2DTranspose",
+    "Conv3DTranspose",
+    "DepthwiseConv1D",
+    "DepthwiseConv2D",
+    "SeparableConv1D",
+    "SeparableConv2D",
     "MaxPooling2D",
     "MaxPooling3D",
     "AveragePooling2D",
@@ -104,6 +127,13 @@ __all__ = [
     "Dot",
     "BatchNormalization",
     "LayerNormalization",
+    "GroupNormalization",
+    "RMSNormalization",
+    "SpectralNormalization",
+    "UnitNormalization",
+    "EinsumDense",
+    "Resizing",
+    "CenterCrop",
     "Softmax",
     "ReLU",
     "LeakyReLU",

@@ -1,6 +1,7 @@
 """Convolution and pooling with Keras semantics over 1, 2 or 3 spatial axes.
 
-Conv1D/2D/3D, Max/AveragePooling1D/2D/3D, GlobalMax/AveragePooling1D/2D/3D.
+Conv1D/2D/3D, Conv1D/2D/3DTranspose, DepthwiseConv1D/2D, SeparableConv1D/2D,
+Max/AveragePooling1D/2D/3D, GlobalMax/AveragePooling1D/2D/3D.
 
 Tensors cross the module boundary in Keras layout, channels last ``(N, *S, C)`` (or
 ``(N, C, *S)`` for ``data_format="channels_first"``), where ``S`` is ``(L,)``, ``(H, W)`` or
@@ -10,13 +11,22 @@ Tensors cross the module boundary in Keras layout, channels last ``(N, *S, C)`` 
 ``ceil(L / stride)``, the total padding is ``max((out - 1) * stride + (k - 1) * dilation + 1 - L, 0)``,
 split as ``total // 2`` before and the rest (one more when odd) after. ``"causal"`` (1-D only)
 pads ``(k - 1) * dilation`` before only.
+
+A transposed convolution follows TensorFlow's ``conv_transpose`` (the gradient of the forward
+convolution whose input has the output's size): on each axis, with ``span = (k - 1) * dilation + 1``,
+the output size is ``(L - 1) * stride + span + output_padding`` for ``"valid"`` (``output_padding``
+defaults to ``max(span, stride) - span``) and ``L * stride`` for ``"same"``, or
+``(L - 1) * stride + span % 2 + output_padding`` when ``output_padding`` is given. The full
+transposed result ``(L - 1) * stride + span`` long is cropped by ``before`` at the start
+(``0`` for ``"valid"``, ``max((L - 1) * stride + span - out, 0) // 2`` for ``"same"``) and cut or
+zero-extended at the end to ``out``.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +41,13 @@ __all__ = [
     "Conv1D",
     "Conv2D",
     "Conv3D",
+    "Conv1DTranspose",
+    "Conv2DTranspose",
+    "Conv3DTranspose",
+    "DepthwiseConv1D",
+    "DepthwiseConv2D",
+    "SeparableConv1D",
+    "SeparableConv2D",
     "MaxPooling1D",
     "MaxPooling2D",
     "MaxPooling3D",
@@ -49,6 +66,11 @@ __all__ = [
 
 _AXIS_NAMES = {1: ("steps",), 2: ("height", "width"), 3: ("depth", "height", "width")}
 _CONV: dict[int, Callable[..., torch.Tensor]] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CONV_TRANSPOSE: dict[int, Callable[..., torch.Tensor]] = {
+    1: F.conv_transpose1d,
+    2: F.conv_transpose2d,
+    3: F.conv_transpose3d,
+}
 _MAX_POOL: dict[int, Callable[..., torch.Tensor]] = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 _AVG_POOL: dict[int, Callable[..., torch.Tensor]] = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 
@@ -158,25 +180,30 @@ class _Conv(ConfigMixin, nn.Module):
     rank: ClassVar[int]
     paddings: ClassVar[tuple[str, ...]] = ("valid", "same")
 
-    def __init__(self, config: Conv1DConfig | ConvConfig) -> None:
+    def __init__(self, config: Any) -> None:
         super().__init__()
-        name = type(self).__name__
         if config.padding not in self.paddings:
-            raise ValueError(f"{name} padding must be one of {list(self.paddings)}. Received {config.padding!r}.")
-        if config.in_channels % config.groups or config.out_channels % config.groups:
             raise ValueError(
-                f"{name} groups={config.groups} must divide in_channels={config.in_channels} and "
-                f"out_channels={config.out_channels}."
+                f"{type(self).__name__} padding must be one of {list(self.paddings)}. Received {config.padding!r}."
             )
         self.config = config
         self.kernel_size = per_axis(config.kernel_size, self.rank)
         self.stride = per_axis(config.stride, self.rank)
         self.dilation = per_axis(config.dilation, self.rank)
+        self._init_parameters(config)
+        self._act = None if is_identity(config.activation) else get_activation(config.activation)
+
+    def _init_parameters(self, config: Any) -> None:
+        """``weight`` ``(out, in / groups, *k)`` and ``bias`` ``(out,)``."""
+        if config.in_channels % config.groups or config.out_channels % config.groups:
+            raise ValueError(
+                f"{type(self).__name__} groups={config.groups} must divide in_channels={config.in_channels} and "
+                f"out_channels={config.out_channels}."
+            )
         self.weight = nn.Parameter(
             torch.empty(config.out_channels, config.in_channels // config.groups, *self.kernel_size)
         )
         self.bias = nn.Parameter(torch.zeros(config.out_channels)) if config.use_bias else None
-        self._act = None if is_identity(config.activation) else get_activation(config.activation)
 
     def _spans(self) -> list[int]:
         """The dilated kernel's extent per axis: ``(k - 1) * d + 1``."""
@@ -191,7 +218,8 @@ class _Conv(ConfigMixin, nn.Module):
             return [(span - 1, 0) for span in self._spans()]
         return [(0, 0)] * self.rank
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _padded_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Checks ``x`` and returns it in PyTorch layout with the padding applied: ``(N, C_in, *S_padded)``."""
         cfg = self.config
         check_spatial_input(self, x, self.rank, cfg.in_channels, cfg.channels_first)
         h = to_torch_layout(x, cfg.channels_first)  # (N, C_in, *S)
@@ -205,10 +233,17 @@ class _Conv(ConfigMixin, nn.Module):
             self._spans(),
             f"kernel_size {cfg.kernel_size} (dilation {cfg.dilation}) and padding {cfg.padding!r}",
         )
-        y = _CONV[self.rank](h, self.weight, self.bias, self.stride, 0, self.dilation, cfg.groups)  # (N, C_out, *S_out)
+        return h
+
+    def _convolve(self, h: torch.Tensor) -> torch.Tensor:
+        """``conv(h) + bias`` on the padded input ``(N, C_in, *S_padded)`` → ``(N, C_out, *S_out)``."""
+        return _CONV[self.rank](h, self.weight, self.bias, self.stride, 0, self.dilation, self.config.groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._convolve(self._padded_input(x))  # (N, C_out, *S_out)
         if self._act is not None:
             y = self._act(y)
-        return to_keras_layout(y, cfg.channels_first)  # (N, *S_out, C_out)
+        return to_keras_layout(y, self.config.channels_first)  # (N, *S_out, C_out)
 
     def extra_repr(self) -> str:
         cfg = self.config
@@ -243,6 +278,250 @@ class Conv3D(_Conv):
     """Keras ``Conv3D``: ``(N, D, H, W, C_in)`` → ``(N, D', H', W', C_out)``; ``weight = kernel.transpose(4, 3, 0, 1, 2)``."""
 
     Config = ConvConfig
+    rank = 3
+
+
+# -------------------------------------------------------------------------- depthwise and separable
+
+
+@dataclass(frozen=True)
+class DepthwiseConvConfig:
+    """Config of DepthwiseConv1D/2D: sizes are one int per spatial axis (an int means all axes)."""
+
+    in_channels: int  # input channels C: the Keras depthwise kernel's input axis
+    kernel_size: int | tuple[int, ...]  # Keras `kernel_size`
+    depth_multiplier: int = 1  # Keras `depth_multiplier` M: outputs per input channel
+    stride: int | tuple[int, ...] = 1  # Keras `strides`
+    dilation: int | tuple[int, ...] = 1  # Keras `dilation_rate`
+    padding: str = "valid"  # "valid" | "same" (TensorFlow rule)
+    use_bias: bool = True  # Keras `use_bias`
+    activation: str = "linear"  # runtime activation name
+    channels_first: bool = False  # Keras data_format "channels_first": (N, C, *S) in and out
+
+    @property
+    def out_channels(self) -> int:
+        """``C * M``."""
+        return self.in_channels * self.depth_multiplier
+
+    @property
+    def groups(self) -> int:
+        """One group per input channel."""
+        return self.in_channels
+
+
+class _DepthwiseConv(_Conv):
+    """Keras ``DepthwiseConvND``: each input channel ``c`` convolved with its own ``M`` filters.
+
+    ``y[..., c * M + m] = act(sum_j x[..., c] * kernel[j, c, m] + bias[c * M + m])``, a grouped
+    convolution with ``groups = C``. ``weight = kernel.reshape(*k, 1, C * M)`` moved to
+    ``(C * M, 1, *k)``. Output sizes follow the plain convolution. Shapes: ``(N, *S, C)`` →
+    ``(N, *S_out, C * M)``.
+    """
+
+    Config = DepthwiseConvConfig
+
+
+@register_module("DepthwiseConv1D")
+class DepthwiseConv1D(_DepthwiseConv):
+    """Keras ``DepthwiseConv1D``: ``(N, L, C)`` → ``(N, L_out, C * M)``; ``weight`` ``(C * M, 1, k)``."""
+
+    rank = 1
+
+
+@register_module("DepthwiseConv2D")
+class DepthwiseConv2D(_DepthwiseConv):
+    """Keras ``DepthwiseConv2D``: ``(N, H, W, C)`` → ``(N, H_out, W_out, C * M)``; ``weight`` ``(C * M, 1, kh, kw)``."""
+
+    rank = 2
+
+
+@dataclass(frozen=True)
+class SeparableConvConfig:
+    """Config of SeparableConv1D/2D: sizes are one int per spatial axis (an int means all axes)."""
+
+    in_channels: int  # input channels C: the Keras depthwise kernel's input axis
+    out_channels: int  # Keras `filters`
+    kernel_size: int | tuple[int, ...]  # Keras `kernel_size` (of the depthwise step)
+    depth_multiplier: int = 1  # Keras `depth_multiplier` M: depthwise outputs per input channel
+    stride: int | tuple[int, ...] = 1  # Keras `strides` (of the depthwise step)
+    dilation: int | tuple[int, ...] = 1  # Keras `dilation_rate` (of the depthwise step)
+    padding: str = "valid"  # "valid" | "same" (TensorFlow rule) | "causal" (1-D only, left only)
+    use_bias: bool = True  # Keras `use_bias`
+    activation: str = "linear"  # runtime activation name
+    channels_first: bool = False  # Keras data_format "channels_first": (N, C, *S) in and out
+
+
+class _SeparableConv(_Conv):
+    """Keras ``SeparableConvND``: a depthwise convolution (no bias) followed by a 1×…×1 convolution.
+
+    ``z = depthwise(x)`` as in :class:`DepthwiseConv1D` (``C * M`` channels, strides, dilation and
+    padding applied here); ``y = act(sum_i z[..., i] * pointwise[i, f] + bias[f])``.
+    ``depthwise_weight`` ``(C * M, 1, *k)``; ``pointwise_weight`` ``(F, C * M, 1, …, 1)``;
+    ``bias`` ``(F,)``. Shapes: ``(N, *S, C)`` → ``(N, *S_out, F)``.
+    """
+
+    Config = SeparableConvConfig
+
+    def _init_parameters(self, config: SeparableConvConfig) -> None:
+        mid = config.in_channels * config.depth_multiplier
+        self.depthwise_weight = nn.Parameter(torch.empty(mid, 1, *self.kernel_size))
+        self.pointwise_weight = nn.Parameter(torch.empty(config.out_channels, mid, *(1,) * self.rank))
+        self.bias = nn.Parameter(torch.zeros(config.out_channels)) if config.use_bias else None
+
+    def _convolve(self, h: torch.Tensor) -> torch.Tensor:
+        conv = _CONV[self.rank]
+        z = conv(h, self.depthwise_weight, None, self.stride, 0, self.dilation, self.config.in_channels)
+        # z: (N, C * M, *S_out)
+        return conv(z, self.pointwise_weight, self.bias)  # (N, F, *S_out)
+
+    def extra_repr(self) -> str:
+        cfg = self.config
+        return (
+            f"{cfg.in_channels}, {cfg.out_channels}, kernel_size={cfg.kernel_size}, "
+            f"depth_multiplier={cfg.depth_multiplier}, stride={cfg.stride}, dilation={cfg.dilation}, "
+            f"padding={cfg.padding!r}, activation={cfg.activation!r}"
+        )
+
+
+@register_module("SeparableConv1D")
+class SeparableConv1D(_SeparableConv):
+    """Keras ``SeparableConv1D``: ``(N, L, C)`` → ``(N, L_out, F)``; also ``padding="causal"`` (tf_keras)."""
+
+    rank = 1
+    paddings = ("valid", "same", "causal")
+
+
+@register_module("SeparableConv2D")
+class SeparableConv2D(_SeparableConv):
+    """Keras ``SeparableConv2D``: ``(N, H, W, C)`` → ``(N, H_out, W_out, F)``."""
+
+    rank = 2
+
+
+# ---------------------------------------------------------------------------- transposed convolution
+
+
+def transpose_output_length(
+    length: int, kernel_size: int, stride: int, dilation: int, padding: str, output_padding: int | None
+) -> int:
+    """Keras' output size of a transposed convolution on one axis (``deconv_output_length``).
+
+    With ``span = (k - 1) * d + 1``: ``"valid"`` gives ``(L - 1) * s + span + p`` where ``p``
+    defaults to ``max(span, s) - span``; ``"same"`` gives ``L * s``, or
+    ``(L - 1) * s + span % 2 + p`` when ``output_padding`` is set.
+    """
+    span = (kernel_size - 1) * dilation + 1
+    if padding == "valid":
+        extra = max(span, stride) - span if output_padding is None else output_padding
+        return (length - 1) * stride + span + extra
+    if output_padding is None:
+        return length * stride
+    return (length - 1) * stride + span % 2 + output_padding
+
+
+@dataclass(frozen=True)
+class ConvTransposeConfig:
+    """Config of Conv1D/2D/3DTranspose: sizes are one int per spatial axis (an int means all axes)."""
+
+    in_channels: int  # input channels: the last axis of the Keras kernel
+    out_channels: int  # Keras `filters`
+    kernel_size: int | tuple[int, ...]  # Keras `kernel_size`
+    stride: int | tuple[int, ...] = 1  # Keras `strides`
+    dilation: int | tuple[int, ...] = 1  # Keras `dilation_rate`
+    padding: str = "valid"  # "valid" | "same" (TensorFlow rule)
+    output_padding: int | tuple[int, ...] | None = None  # Keras `output_padding`; None: Keras' default size
+    use_bias: bool = True  # Keras `use_bias`
+    activation: str = "linear"  # runtime activation name
+    channels_first: bool = False  # Keras data_format "channels_first": (N, C, *S) in and out
+
+
+class _ConvTranspose(_Conv):
+    """Keras ``ConvNDTranspose``: ``act(crop(conv_transpose(x)) + bias)`` over ``rank`` spatial axes.
+
+    ``full[o] = sum_{i, j: o = i s + j d} x[i] kernel[j]`` has ``(L - 1) * s + span`` cells per axis;
+    the output is ``full[before : before + out]`` (cells past the end of ``full`` are zero), with
+    ``out`` from :func:`transpose_output_length` and ``before`` as in the module docstring.
+    ``weight = kernel.transpose(rank + 1, rank, 0, ..., rank - 1)`` ``(in, out, *k)``.
+    Shapes: ``(N, *S, C_in)`` → ``(N, *S_out, C_out)``.
+
+    TensorFlow refuses ``"same"`` with ``output_padding = 0`` on an axis of even ``span`` (the
+    forward convolution of the output size would not give the input size), and Keras refuses
+    ``output_padding >= stride``; so does this module.
+    """
+
+    Config = ConvTransposeConfig
+
+    def _init_parameters(self, config: ConvTransposeConfig) -> None:
+        name = type(self).__name__
+        self.output_padding: tuple[int | None, ...] = (
+            (None,) * self.rank if config.output_padding is None else per_axis(config.output_padding, self.rank)
+        )
+        for p, s, span in zip(self.output_padding, self.stride, self._spans()):
+            if p is None:
+                continue
+            if not 0 <= p < s:
+                raise ValueError(f"{name} output_padding must be in [0, stride). Received {p} with stride {s}.")
+            if config.padding == "same" and p == 0 and span % 2 == 0:
+                raise ValueError(
+                    f"{name} with padding 'same' needs output_padding >= 1 on an axis whose dilated kernel "
+                    f"span is even (TensorFlow refuses it too). Received output_padding {config.output_padding!r} "
+                    f"with kernel_size {config.kernel_size} and dilation {config.dilation}."
+                )
+        self.weight = nn.Parameter(torch.empty(config.in_channels, config.out_channels, *self.kernel_size))
+        self.bias = nn.Parameter(torch.zeros(config.out_channels)) if config.use_bias else None
+
+    def _crops(self, sizes: Sequence[int], full: Sequence[int]) -> list[tuple[int, int]]:
+        """``(-before, out - (full - before))`` per axis: ``F.pad`` amounts that crop ``full`` to the output."""
+        crops = []
+        for length, full_length, k, s, d, p in zip(
+            sizes, full, self.kernel_size, self.stride, self.dilation, self.output_padding
+        ):
+            out = transpose_output_length(length, k, s, d, self.config.padding, p)
+            span = (k - 1) * d + 1
+            before = max((length - 1) * s + span - out, 0) // 2 if self.config.padding == "same" else 0
+            crops.append((-before, out - (full_length - before)))
+        return crops
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        check_spatial_input(self, x, self.rank, cfg.in_channels, cfg.channels_first)
+        h = to_torch_layout(x, cfg.channels_first)  # (N, C_in, *S)
+        full = _CONV_TRANSPOSE[self.rank](h, self.weight, None, self.stride, 0, 0, 1, self.dilation)
+        # full: (N, C_out, *((S - 1) * s + span))
+        y = F.pad(full, pad_argument(self._crops(h.shape[2:], full.shape[2:])))  # (N, C_out, *S_out)
+        if self.bias is not None:
+            y = y + self.bias.reshape(-1, *(1,) * self.rank)  # (N, C_out, *S_out)
+        if self._act is not None:
+            y = self._act(y)
+        return to_keras_layout(y, cfg.channels_first)  # (N, *S_out, C_out)
+
+    def extra_repr(self) -> str:
+        cfg = self.config
+        return (
+            f"{cfg.in_channels}, {cfg.out_channels}, kernel_size={cfg.kernel_size}, stride={cfg.stride}, "
+            f"dilation={cfg.dilation}, padding={cfg.padding!r}, output_padding={cfg.output_padding}, "
+            f"activation={cfg.activation!r}"
+        )
+
+
+@register_module("Conv1DTranspose")
+class Conv1DTranspose(_ConvTranspose):
+    """Keras ``Conv1DTranspose``: ``(N, L, C_in)`` → ``(N, L_out, C_out)``; ``weight = kernel.transpose(2, 1, 0)``."""
+
+    rank = 1
+
+
+@register_module("Conv2DTranspose")
+class Conv2DTranspose(_ConvTranspose):
+    """Keras ``Conv2DTranspose``: ``(N, H, W, C_in)`` → ``(N, H', W', C_out)``; ``weight = kernel.transpose(3, 2, 0, 1)``."""
+
+    rank = 2
+
+
+@register_module("Conv3DTranspose")
+class Conv3DTranspose(_ConvTranspose):
+    """Keras ``Conv3DTranspose``: ``(N, D, H, W, C_in)`` → ``(N, D', H', W', C_out)``; ``weight = kernel.transpose(4, 3, 0, 1, 2)``."""
+
     rank = 3
 
 

@@ -1,21 +1,31 @@
-"""Keras BatchNormalization (inference, moving statistics) and LayerNormalization.
+"""Keras BatchNormalization (inference, moving statistics), LayerNormalization, UnitNormalization,
+GroupNormalization and RMSNormalization.
 
-Both keep the input's layout and pass a mask on unchanged.
+All keep the input's layout. All but RMSNormalization pass a mask on unchanged. SpectralNormalization
+at inference is its wrapped layer with the stored (already normalized) kernel, and drops the mask.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import InputError
-from ..registry import register_module
+from ..registry import build_module, module_type_name, register_module
 from .base import ConfigMixin
 
-__all__ = ["BatchNormalization", "LayerNormalization"]
+__all__ = [
+    "BatchNormalization",
+    "GroupNormalization",
+    "LayerNormalization",
+    "RMSNormalization",
+    "SpectralNormalization",
+    "UnitNormalization",
+]
 
 
 def _resolve_axes(layer: ConfigMixin, axes: tuple[int, ...], x: torch.Tensor) -> list[int]:
@@ -199,3 +209,172 @@ class UnitNormalization(ConfigMixin, nn.Module):
         if self.config.epsilon_rule == "clip_inverse":
             return x * torch.rsqrt(squares).clamp(max=1e12)
         return x * torch.rsqrt(squares.clamp(min=1e-12))
+
+
+@dataclass(frozen=True)
+class GroupNormalizationConfig:
+    axis: int = -1  # Keras `axis`: the channel axis; negative counts from the end
+    groups: int = 32  # Keras `groups`; -1 means one group per channel
+    channels: int = 0  # size of gamma/beta (the channel axis); 0 when the layer has neither
+    epsilon: float = 1e-3  # Keras `epsilon`, added to the variance
+    center: bool = True  # Keras `center`: has beta (`bias`)
+    scale: bool = True  # Keras `scale`: has gamma (`weight`)
+    # tf_keras weighs the moments by the incoming mask (broadcast to the input); Keras 3 ignores it.
+    masked_moments: bool = False
+
+
+@register_module("GroupNormalization")
+class GroupNormalization(ConfigMixin, nn.Module):
+    """Keras ``GroupNormalization``: the ``C`` channels on ``axis`` split into ``G`` groups of
+    ``C / G`` consecutive channels; each sample is normalized over every non-batch axis of its group.
+
+    The input is reshaped to ``(N, ..., G, C/G, ...)`` (``G`` at ``axis``); over all axes but the
+    batch and ``G``, ``mean = E[x]`` and ``var = E[(x - mean)²]``; ``inv = rsqrt(var + epsilon) * gamma``;
+    ``y = x * inv + (beta - mean * inv)``, with gamma and beta ``(C,)`` reshaped to ``(G, C/G)``.
+    tf_keras (``masked_moments``) weighs the moments by the mask ``w`` broadcast to the input:
+    ``mean = Σ w x / Σ w``, ``var = Σ w (x - mean)² / Σ w`` (0 where ``Σ w = 0``). The mask
+    passes. Shapes: ``(N, *)`` → ``(N, *)``.
+    """
+
+    Config = GroupNormalizationConfig
+    mask_mode = "pass"
+    takes_mask = True
+
+    def __init__(self, config: GroupNormalizationConfig) -> None:
+        super().__init__()
+        if config.groups == 0 or config.groups < -1:
+            raise ValueError(f"GroupNormalization groups must be positive or -1. Received {config.groups}.")
+        self.config = config
+        shape = (config.channels,)
+        self.weight = nn.Parameter(torch.ones(shape)) if config.scale else None
+        self.bias = nn.Parameter(torch.zeros(shape)) if config.center else None
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        cfg = self.config
+        if not x.is_floating_point():
+            raise InputError(f"{self.describe()} expects a floating-point tensor. Received dtype {x.dtype}.")
+        (axis,) = _resolve_axes(self, (cfg.axis,), x)
+        if axis == 0:
+            raise InputError(
+                f"{self.describe()} normalizes groups on axis {cfg.axis}, the batch axis of {tuple(x.shape)}."
+            )
+        channels = x.shape[axis]
+        groups = channels if cfg.groups == -1 else cfg.groups
+        has_params = self.weight is not None or self.bias is not None
+        if channels % groups or (has_params and channels != cfg.channels):
+            raise InputError(
+                f"{self.describe()} splits axis {cfg.axis} into {groups} groups"
+                + (f" of {cfg.channels} channels" if has_params else "")
+                + f". Received an input of shape {tuple(x.shape)}."
+            )
+        grouped = list(x.shape[:axis]) + [groups, channels // groups] + list(x.shape[axis + 1 :])
+        xg = x.reshape(grouped)  # (N, ..., G, C/G, ...)
+        dims = [d for d in range(1, xg.dim()) if d != axis]
+        if cfg.masked_moments and mask is not None:
+            try:
+                w = torch.broadcast_to(mask.to(x.dtype), x.shape).reshape(grouped)  # (N, ..., G, C/G, ...)
+            except RuntimeError as err:
+                raise InputError(
+                    f"{self.describe()} received a mask of shape {tuple(mask.shape)} that does not broadcast to "
+                    f"the input's shape {tuple(x.shape)}; tf_keras fails on it too."
+                ) from err
+            total = (w + torch.zeros_like(xg)).sum(dim=dims, keepdim=True)  # (N, ..., G, 1, ...)
+            safe = torch.where(total == 0, torch.ones_like(total), total)
+            mean = torch.where(total == 0, torch.zeros_like(total), (w * xg).sum(dim=dims, keepdim=True) / safe)
+            dist = (w * (xg - mean).square()).sum(dim=dims, keepdim=True)
+            var = torch.where(total == 0, torch.zeros_like(total), dist / safe)
+        else:
+            mean = xg.mean(dim=dims, keepdim=True)  # (N, ..., G, 1, ...)
+            var = (xg - mean).square().mean(dim=dims, keepdim=True)  # as tf.nn.moments
+        shape = [1] * xg.dim()
+        shape[axis], shape[axis + 1] = groups, channels // groups
+        inv = torch.rsqrt(var + cfg.epsilon)
+        if self.weight is not None:
+            inv = inv * self.weight.reshape(shape)
+        shift = -mean * inv
+        if self.bias is not None:
+            shift = shift + self.bias.reshape(shape)
+        return (xg * inv + shift).reshape(x.shape)  # (N, *)
+
+    def extra_repr(self) -> str:
+        cfg = self.config
+        return f"axis={cfg.axis}, groups={cfg.groups}, epsilon={cfg.epsilon}, center={cfg.center}, scale={cfg.scale}"
+
+
+@dataclass(frozen=True)
+class RMSNormalizationConfig:
+    axes: tuple[int, ...] = (-1,)  # Keras `axis`, sorted; negative counts from the end
+    param_shape: tuple[int, ...] = ()  # shape of Keras `scale`: the sizes of `axes`, in that order
+    epsilon: float = 1e-6  # Keras `epsilon`, added to the mean square
+
+
+@register_module("RMSNormalization")
+class RMSNormalization(ConfigMixin, nn.Module):
+    """Keras 3 ``RMSNormalization``: ``y = x * rsqrt(mean(x², axes) + epsilon) * scale``.
+
+    ``weight = scale`` of shape ``(sizes of axes)``, multiplied with NumPy broadcasting (aligned
+    on the trailing axes), as Keras multiplies it. The layer does not support masking: a mask
+    stops here. Shapes: ``(N, *)`` → ``(N, *)``.
+    """
+
+    Config = RMSNormalizationConfig
+
+    def __init__(self, config: RMSNormalizationConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.weight = nn.Parameter(torch.ones(config.param_shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not x.is_floating_point():
+            raise InputError(f"{self.describe()} expects a floating-point tensor. Received dtype {x.dtype}.")
+        axes = _resolve_axes(self, self.config.axes, x)
+        try:
+            torch.broadcast_shapes(x.shape, self.weight.shape)
+        except RuntimeError as err:
+            raise InputError(
+                f"{self.describe()} has a scale of shape {tuple(self.weight.shape)}, which does not broadcast to "
+                f"the input's shape {tuple(x.shape)}."
+            ) from err
+        rrms = torch.rsqrt(x.square().mean(dim=axes, keepdim=True) + self.config.epsilon)  # (N, ...) 1 on axes
+        return x * rrms * self.weight  # (N, *)
+
+    def extra_repr(self) -> str:
+        return f"axes={self.config.axes}, epsilon={self.config.epsilon}"
+
+
+@dataclass(frozen=True)
+class SpectralNormalizationConfig:
+    layer: dict[str, Any]  # {"type": runtime module type, "config": its config}
+
+
+@register_module("SpectralNormalization")
+class SpectralNormalization(ConfigMixin, nn.Module):
+    """Keras ``SpectralNormalization`` at inference: ``y = layer(x)``.
+
+    Keras divides the kernel by its largest singular value ``σ ≈ v·W·uᵀ`` (power iteration on
+    the stored ``vector_u``) only when called with ``training=True``, and writes the result back
+    into the kernel; at inference the wrapped layer runs on the kernel as stored. The layer does
+    not support masking: a mask stops here. Shapes: those of the wrapped layer.
+    """
+
+    Config = SpectralNormalizationConfig
+
+    def __init__(self, config: SpectralNormalizationConfig, layer: nn.Module | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.layer = layer if layer is not None else build_module(config.layer["type"], config.layer["config"])
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> nn.Module:
+        return cls(SpectralNormalizationConfig(layer=dict(config["layer"])))
+
+    def get_config(self) -> dict[str, Any]:
+        type_name = module_type_name(self.layer)
+        if type_name is None:
+            raise TypeError(
+                f"SpectralNormalization wraps a foreign module {type(self.layer).__name__}; it has no config."
+            )
+        return {"layer": {"type": type_name, "config": self.layer.get_config()}}  # type: ignore[operator]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x)  # shapes of the wrapped layer

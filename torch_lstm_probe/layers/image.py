@@ -1,0 +1,177 @@
+"""Keras image layers that resize or crop at inference: ``Resizing`` and ``CenterCrop``.
+
+Both take a batch of images ``(N, H, W, C)`` (``(N, C, H, W)`` with ``channels_first``) and do
+not support masking: a mask stops here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from ..registry import register_module
+from .base import ConfigMixin
+
+__all__ = ["CenterCrop", "CenterCropConfig", "Resizing", "ResizingConfig", "RESIZE_METHODS"]
+
+RESIZE_METHODS = ("bilinear", "nearest")
+
+
+def _half_pixel_positions(out_size: int, in_size: int, device: torch.device) -> torch.Tensor:
+    """``(i + 0.5) * (in / out)`` for each output index ``i``, in float32 as TF computes it."""
+    scale = torch.tensor(in_size, dtype=torch.float32, device=device) / out_size  # ()
+    return (torch.arange(out_size, dtype=torch.float32, device=device) + 0.5) * scale  # (out,)
+
+
+def _nearest_indices(out_size: int, in_size: int, device: torch.device) -> torch.Tensor:
+    """TF nearest neighbour with half-pixel centers: ``min(floor((i + 0.5) * in / out), in - 1)``."""
+    return _half_pixel_positions(out_size, in_size, device).floor().long().clamp(0, in_size - 1)  # (out,)
+
+
+def _bilinear_taps(out_size: int, in_size: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """TF bilinear with half-pixel centers: ``p = (i + 0.5) * in / out - 0.5``; the taps are
+    ``max(floor(p), 0)`` and ``min(ceil(p), in - 1)``, the weight of the upper one ``p - floor(p)``."""
+    p = _half_pixel_positions(out_size, in_size, device) - 0.5  # (out,)
+    low = p.floor()
+    return low.long().clamp(min=0), p.ceil().long().clamp(max=in_size - 1), p - low
+
+
+def resize_nhwc(x: torch.Tensor, height: int, width: int, method: str) -> torch.Tensor:
+    """``tf.image.resize(x, (height, width), method)`` without antialiasing: ``(N, H, W, C)`` →
+    ``(N, height, width, C)``.
+
+    Bilinear, as TF's kernel: ``top = tl + (tr - tl) * wx``, ``bottom = bl + (br - bl) * wx``,
+    ``y = top + (bottom - top) * wy``.
+    """
+    in_h, in_w = x.shape[1], x.shape[2]
+    if method == "nearest":
+        rows, cols = _nearest_indices(height, in_h, x.device), _nearest_indices(width, in_w, x.device)
+        return x.index_select(1, rows).index_select(2, cols)  # (N, height, width, C)
+    top_i, bottom_i, wy = _bilinear_taps(height, in_h, x.device)
+    left_i, right_i, wx = _bilinear_taps(width, in_w, x.device)
+    wy, wx = wy.to(x.dtype).reshape(1, -1, 1, 1), wx.to(x.dtype).reshape(1, 1, -1, 1)
+    top, bottom = x.index_select(1, top_i), x.index_select(1, bottom_i)  # (N, height, W, C)
+    tl, tr = top.index_select(2, left_i), top.index_select(2, right_i)  # (N, height, width, C)
+    bl, br = bottom.index_select(2, left_i), bottom.index_select(2, right_i)  # (N, height, width, C)
+    upper = tl + (tr - tl) * wx
+    lower = bl + (br - bl) * wx
+    return upper + (lower - upper) * wy  # (N, height, width, C)
+
+
+def crop_to_aspect_nhwc(x: torch.Tensor, height: int, width: int, at_least_one: bool) -> torch.Tensor:
+    """The largest centered window of ``x`` ``(N, H, W, C)`` with the aspect ratio ``height / width``.
+
+    ``ch = min(H, int(W * height / width))``, ``cw = min(W, int(H * width / height))`` (each at
+    least 1 with ``at_least_one``, as Keras 3), starting at ``int((H - ch) / 2)``, ``int((W - cw) / 2)``.
+    """
+    in_h, in_w = x.shape[1], x.shape[2]
+    crop_h, crop_w = min(in_h, in_w * height // width), min(in_w, in_h * width // height)
+    if at_least_one:
+        crop_h, crop_w = max(crop_h, 1), max(crop_w, 1)
+    top, left = (in_h - crop_h) // 2, (in_w - crop_w) // 2
+    return x[:, top : top + crop_h, left : left + crop_w, :]  # (N, ch, cw, C)
+
+
+def _as_nhwc(layer: ConfigMixin, x: torch.Tensor, channels_first: bool) -> torch.Tensor:
+    if x.dim() != 4:
+        raise InputError(
+            f"{layer.describe()} expects a batch of images (N, H, W, C){' in channels_first order' if channels_first else ''}. "
+            f"Received a tensor of shape {tuple(x.shape)}."
+        )
+    if not x.is_floating_point():
+        raise InputError(f"{layer.describe()} expects a floating-point tensor. Received dtype {x.dtype}.")
+    return x.permute(0, 2, 3, 1) if channels_first else x
+
+
+def _check_crop(layer: ConfigMixin, x: torch.Tensor) -> None:
+    if 0 in x.shape[1:3]:
+        raise InputError(
+            f"{layer.describe()} crops an image of shape {tuple(x.shape)} to nothing for its aspect ratio; "
+            "tf_keras fails on it too."
+        )
+
+
+@dataclass(frozen=True)
+class ResizingConfig:
+    height: int  # Keras `height` of the output
+    width: int  # Keras `width` of the output
+    interpolation: str = "bilinear"  # "bilinear" or "nearest" (half-pixel centers, no antialiasing)
+    crop_to_aspect_ratio: bool = False  # Keras `crop_to_aspect_ratio`: centered crop before resizing
+    channels_first: bool = False  # Keras 3 `data_format="channels_first"`
+    crop_at_least_one: bool = True  # Keras 3 keeps at least one row and column when cropping; tf_keras not
+
+
+@register_module("Resizing")
+class Resizing(ConfigMixin, nn.Module):
+    """Keras ``Resizing``: ``tf.image.resize`` to ``(height, width)`` with half-pixel centers and
+    no antialiasing, after a centered crop to the target aspect ratio with ``crop_to_aspect_ratio``.
+
+    Nearest: ``src = min(floor((i + 0.5) * in / out), in - 1)``. Bilinear: see :func:`resize_nhwc`.
+    Shapes: ``(N, H, W, C)`` → ``(N, height, width, C)``.
+    """
+
+    Config = ResizingConfig
+
+    def __init__(self, config: ResizingConfig) -> None:
+        super().__init__()
+        if config.interpolation not in RESIZE_METHODS:
+            raise ValueError(
+                f"Resizing interpolation must be one of {RESIZE_METHODS}. Received {config.interpolation!r}."
+            )
+        self.config = config
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        images = _as_nhwc(self, x, cfg.channels_first)  # (N, H, W, C)
+        if cfg.crop_to_aspect_ratio:
+            images = crop_to_aspect_nhwc(images, cfg.height, cfg.width, cfg.crop_at_least_one)
+            _check_crop(self, images)
+        y = resize_nhwc(images, cfg.height, cfg.width, cfg.interpolation)  # (N, height, width, C)
+        return y.permute(0, 3, 1, 2) if cfg.channels_first else y
+
+    def extra_repr(self) -> str:
+        cfg = self.config
+        return f"height={cfg.height}, width={cfg.width}, interpolation={cfg.interpolation!r}, crop_to_aspect_ratio={cfg.crop_to_aspect_ratio}"
+
+
+@dataclass(frozen=True)
+class CenterCropConfig:
+    height: int  # Keras `height` of the output
+    width: int  # Keras `width` of the output
+    channels_first: bool = False  # Keras 3 `data_format="channels_first"`
+    crop_at_least_one: bool = True  # Keras 3 keeps at least one row and column in the fallback crop
+
+
+@register_module("CenterCrop")
+class CenterCrop(ConfigMixin, nn.Module):
+    """Keras ``CenterCrop``: the centered ``(height, width)`` window, starting at row
+    ``(H - height) // 2`` and column ``(W - width) // 2``.
+
+    An image smaller than the target on either side is instead cropped to the target aspect ratio
+    and resized bilinearly (Keras' ``smart_resize``). Shapes: ``(N, H, W, C)`` → ``(N, height, width, C)``.
+    """
+
+    Config = CenterCropConfig
+
+    def __init__(self, config: CenterCropConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        images = _as_nhwc(self, x, cfg.channels_first)  # (N, H, W, C)
+        h_diff, w_diff = images.shape[1] - cfg.height, images.shape[2] - cfg.width
+        if h_diff >= 0 and w_diff >= 0:
+            top, left = h_diff // 2, w_diff // 2
+            y = images[:, top : top + cfg.height, left : left + cfg.width, :]  # (N, height, width, C)
+        else:
+            images = crop_to_aspect_nhwc(images, cfg.height, cfg.width, cfg.crop_at_least_one)
+            _check_crop(self, images)
+            y = resize_nhwc(images, cfg.height, cfg.width, "bilinear")  # (N, height, width, C)
+        return y.permute(0, 3, 1, 2) if cfg.channels_first else y
+
+    def extra_repr(self) -> str:
+        return f"height={self.config.height}, width={self.config.width}"
