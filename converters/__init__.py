@@ -22,6 +22,7 @@ from . import (  # noqa: F401  (importing the converter modules fills the regist
     gru,
     image,
     legacy,
+    locally_connected,
     merge,
     normalization,
     preprocessing,

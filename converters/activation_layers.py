@@ -1,4 +1,4 @@
-"""Converters for Keras activation layers: Softmax, ReLU, LeakyReLU, PReLU and ELU.
+"""Converters for Keras activation layers: Softmax, ReLU, LeakyReLU, PReLU, ELU and (tf_keras) ThresholdedReLU.
 
 ==================  ==========================================  ==================
 Keras array         shape                                       PyTorch parameter
@@ -16,13 +16,27 @@ from typing import Any
 import numpy as np
 
 from torch_lstm_probe.errors import UnsupportedOptionError
-from torch_lstm_probe.layers.activation_layers import ELUConfig, LeakyReLUConfig, PReLUConfig, ReLUConfig, SoftmaxConfig
+from torch_lstm_probe.layers.activation_layers import (
+    ELUConfig,
+    LeakyReLUConfig,
+    PReLUConfig,
+    ReLUConfig,
+    SoftmaxConfig,
+    ThresholdedReLUConfig,
+)
 
 from .common import INIT_REG_CONSTRAINT, Context, ModuleSpec, check_keys, layer_label, to_tensor, unpack_weights
 from .registry import register
 from .spec import LayerSpec
 
-__all__ = ["convert_softmax", "convert_relu", "convert_leaky_relu", "convert_prelu", "convert_elu"]
+__all__ = [
+    "convert_softmax",
+    "convert_relu",
+    "convert_leaky_relu",
+    "convert_prelu",
+    "convert_elu",
+    "convert_thresholded_relu",
+]
 
 
 def _number(
@@ -116,3 +130,14 @@ def convert_elu(layer: LayerSpec, ctx: Context) -> ModuleSpec:
     unpack_weights(layer, ctx, {})
     alpha = _number(layer, ctx, "alpha", 1.0)
     return ModuleSpec("ELU", ELUConfig(1.0 if alpha is None else alpha))
+
+
+@register("ThresholdedReLU")
+def convert_thresholded_relu(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """tf_keras ``ThresholdedReLU`` → :class:`torch_lstm_probe.layers.activation_layers.ThresholdedReLU`:
+    ``y = x * (x > theta)``, ``theta`` rounded to float32 as tf_keras casts it to floatx."""
+    check_keys(layer, ctx, {"theta"}, set())
+    unpack_weights(layer, ctx, {})
+    theta = _number(layer, ctx, "theta", 1.0, 0.0)
+    theta32 = float(np.float32(1.0 if theta is None else theta))
+    return ModuleSpec("ThresholdedReLU", ThresholdedReLUConfig(theta32))

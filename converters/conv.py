@@ -1,7 +1,8 @@
 """Converters for Keras convolution and pooling over 1, 2 or 3 spatial axes.
 
 Conv1D/2D/3D, Conv1D/2D/3DTranspose, DepthwiseConv1D/2D, SeparableConv1D/2D,
-Max/AveragePooling1D/2D/3D, GlobalMax/AveragePooling1D/2D/3D, SpatialDropout2D/3D.
+Max/AveragePooling1D/2D/3D, GlobalMax/AveragePooling1D/2D/3D, SpatialDropout2D/3D,
+AdaptiveMax/AveragePooling1D/2D/3D (Keras 3).
 
 ======================  ==================================  ==============================================
 Keras array             shape                               PyTorch parameter
@@ -31,6 +32,7 @@ import numpy as np
 
 from torch_lstm_probe.errors import UnsupportedOptionError
 from torch_lstm_probe.layers.conv import (
+    AdaptivePoolingConfig,
     Conv1DConfig,
     ConvConfig,
     ConvTransposeConfig,
@@ -66,6 +68,7 @@ __all__ = [
     "convert_global_pooling1d",
     "convert_global_pooling",
     "convert_spatial_dropout",
+    "convert_adaptive_pooling",
     "convert_conv1d",
     "convert_pooling1d",
     "single_int",
@@ -443,6 +446,27 @@ def convert_spatial_dropout(layer: LayerSpec, ctx: Context) -> ModuleSpec:
     unpack_weights(layer, ctx, {})
     channels_first(layer, ctx)
     return ModuleSpec("Dropout", DropoutConfig(float(layer.config.get("rate", 0.0))))
+
+
+@register(
+    "AdaptiveMaxPooling1D",
+    "AdaptiveMaxPooling2D",
+    "AdaptiveMaxPooling3D",
+    "AdaptiveAveragePooling1D",
+    "AdaptiveAveragePooling2D",
+    "AdaptiveAveragePooling3D",
+)
+def convert_adaptive_pooling(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """Keras 3 ``AdaptiveMax/AveragePooling1D/2D/3D`` → the runtime module of the same name.
+
+    ``output_size`` is one int per spatial axis (Keras stores the tuple); window ``i`` of an axis
+    of ``L`` cells covers ``[floor(i L / O), ceil((i + 1) L / O))``.
+    """
+    check_keys(layer, ctx, {"output_size", "data_format"}, set())
+    unpack_weights(layer, ctx, {})
+    rank = _rank(layer)
+    output_size = int_tuple(layer, ctx, "output_size", rank)
+    return ModuleSpec(layer.class_name, AdaptivePoolingConfig(output_size, channels_first(layer, ctx)))
 
 
 convert_conv1d = convert_conv  # the 1-D names, kept for existing imports

@@ -11,7 +11,7 @@ Embedding ``embeddings``  ``(V, D)``     ``weight`` (row 0 stays a learned row)
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, Mapping
 
 from torch_lstm_probe.errors import UnsupportedOptionError
@@ -43,6 +43,7 @@ from .spec import LayerSpec
 __all__ = [
     "convert_dense",
     "convert_embedding",
+    "convert_reversible_embedding",
     "convert_dropout",
     "convert_activation",
     "convert_time_distributed",
@@ -122,6 +123,35 @@ def convert_embedding(layer: LayerSpec, ctx: Context) -> ModuleSpec:
     return ModuleSpec("Embedding", config, {"weight": to_tensor(w["embeddings"])})
 
 
+@register("ReversibleEmbedding")
+def convert_reversible_embedding(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """Keras 3 ``ReversibleEmbedding`` called forward (``reverse=False``) → the Embedding
+    :func:`convert_embedding` builds: ``y[..., :] = embeddings[x]``.
+
+    With ``tie_weights=False`` the file also holds ``reverse_embeddings`` ``(output_dim, input_dim)``,
+    used only by the reverse projection. A call recorded with ``reverse=True``
+    (``logits = x @ embeddings.T``) is refused.
+    """
+    for call in layer.calls:
+        if call.kwargs.get("reverse", False) is not False:
+            raise UnsupportedOptionError(
+                f"{layer_label(layer, ctx)}: a call passes reverse={call.kwargs.get('reverse')!r}. Expected "
+                "reverse=False: the reverse projection onto the vocabulary is not converted. Fix: call the layer "
+                "forward only, or project with a Dense layer sharing the transposed embeddings."
+            )
+    tied = layer.config.get("tie_weights", True)
+    if tied not in (True, False):
+        raise UnsupportedOptionError(f"{layer_label(layer, ctx)}: tie_weights is {tied!r}. Expected true or false.")
+    keys = {"tie_weights", "reverse_dtype", "logit_soft_cap"}
+    plain = {k: v for k, v in layer.config.items() if k not in keys}
+    weights = layer.weights
+    if not tied:
+        vocab, dim = config_int(layer, ctx, "input_dim"), config_int(layer, ctx, "output_dim")
+        unpack_weights(layer, ctx, {"embeddings": (vocab, dim), "reverse_embeddings": (dim, vocab)})
+        weights = weights[:1]
+    return convert_embedding(replace(layer, config=plain, weights=weights), ctx)
+
+
 @register("Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout")
 def convert_dropout(layer: LayerSpec, ctx: Context) -> ModuleSpec:
     """Dropout and noise layers are the identity at inference."""
@@ -132,8 +162,9 @@ def convert_dropout(layer: LayerSpec, ctx: Context) -> ModuleSpec:
 
 
 # Layers that are the identity at inference (Keras runs them with training=False): Keras' own
-# Identity and the random data-augmentation layers. RandomCrop is not among them (it crops at
-# inference too), nor AutoContrast/Equalization/Solarization, which transform at inference.
+# Identity and the random data-augmentation layers. RandomCrop is not among them (tf_keras crops
+# at inference), nor AutoContrast (it stretches at inference); Equalization and Solarization are
+# the identity at inference too and are converted with the image layers.
 INFERENCE_IDENTITY = (
     "Identity",
     "RandomFlip",

@@ -1,19 +1,37 @@
-"""Converters for Keras image layers that resize or crop at inference: ``Resizing``, ``CenterCrop``.
+"""Converters for Keras image layers that resize or crop at inference: ``Resizing``, ``CenterCrop``,
+``RandomCrop``.
 
 Neither has weights. ``Resizing`` is reproduced for ``interpolation`` "bilinear" and "nearest"
-without antialiasing or padding to the aspect ratio; other settings are refused.
+without antialiasing or padding to the aspect ratio; other settings are refused. Keras 3's
+``AutoContrast`` rescales values at inference; ``Solarization`` and ``Equalization`` are the
+identity there (they transform with ``training=True`` only).
 """
 
 from __future__ import annotations
 
+import math
+
 from torch_lstm_probe.errors import UnsupportedOptionError
-from torch_lstm_probe.layers.image import RESIZE_METHODS, CenterCropConfig, ResizingConfig
+from torch_lstm_probe.layers.core import DropoutConfig
+from torch_lstm_probe.layers.image import (
+    RESIZE_METHODS,
+    AutoContrastConfig,
+    CenterCropConfig,
+    RandomCropConfig,
+    ResizingConfig,
+)
 
 from .common import Context, ModuleSpec, check_keys, config_int, layer_label, refuse_unless, unpack_weights
 from .registry import register
 from .spec import LayerSpec
 
-__all__ = ["convert_center_crop", "convert_resizing"]
+__all__ = [
+    "convert_auto_contrast",
+    "convert_center_crop",
+    "convert_inference_identity_image",
+    "convert_random_crop",
+    "convert_resizing",
+]
 
 
 def _channels_first(layer: LayerSpec, ctx: Context) -> bool:
@@ -66,3 +84,60 @@ def convert_center_crop(layer: LayerSpec, ctx: Context) -> ModuleSpec:
         crop_at_least_one=ctx.keras_version.major >= 3,
     )
     return ModuleSpec("CenterCrop", config)
+
+
+@register("RandomCrop")
+def convert_random_crop(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """Keras ``RandomCrop`` at inference → :class:`torch_lstm_probe.layers.image.RandomCrop`: tf_keras
+    crops to the target aspect ratio and resizes bilinearly (``smart_resize``); Keras 3 returns the
+    images unchanged. ``seed`` only drives the training-time crop."""
+    check_keys(layer, ctx, {"height", "width", "data_format"}, {"seed", "rng_type", "force_generator"})
+    unpack_weights(layer, ctx, {})
+    config = RandomCropConfig(
+        height=config_int(layer, ctx, "height"),
+        width=config_int(layer, ctx, "width"),
+        channels_first=_channels_first(layer, ctx),
+        smart_resize=ctx.keras_version.major < 3,
+    )
+    return ModuleSpec("RandomCrop", config)
+
+
+def _value_range(layer: LayerSpec, ctx: Context) -> tuple[float, float]:
+    """``value_range`` as ``(low, high)`` with ``low < high`` (Keras sorts the pair)."""
+    value = layer.config.get("value_range", (0, 255))
+    ok = isinstance(value, (list, tuple)) and len(value) == 2
+    ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    if not ok or not min(value) < max(value):
+        raise UnsupportedOptionError(
+            f"{layer_label(layer, ctx)}: config key 'value_range' is {value!r}. "
+            "Expected two finite numbers (low, high) with low < high."
+        )
+    return float(min(value)), float(max(value))
+
+
+@register("AutoContrast")
+def convert_auto_contrast(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """Keras 3 ``AutoContrast`` → :class:`torch_lstm_probe.layers.image.AutoContrast` (it acts at inference).
+
+    Keras reduces axes 1 and 2 of the input whatever ``data_format`` says, so ``data_format`` is read
+    and left out of the computation, as in Keras.
+    """
+    check_keys(layer, ctx, {"value_range", "data_format"}, {"bounding_box_format"})
+    unpack_weights(layer, ctx, {})
+    refuse_unless(layer, ctx, "data_format", [None, "channels_last", "channels_first"])
+    return ModuleSpec("AutoContrast", AutoContrastConfig(_value_range(layer, ctx)))
+
+
+@register("Solarization", "Equalization")
+def convert_inference_identity_image(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """Keras 3 ``Solarization`` and ``Equalization`` → the identity: both transform only with
+    ``training=True`` and return the (float) images unchanged at inference."""
+    check_keys(
+        layer,
+        ctx,
+        {"value_range", "data_format"},
+        {"addition_factor", "threshold_factor", "seed", "bins", "bounding_box_format"},
+    )
+    unpack_weights(layer, ctx, {})
+    _value_range(layer, ctx)
+    return ModuleSpec("Dropout", DropoutConfig(0.0))

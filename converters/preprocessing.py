@@ -1,5 +1,5 @@
 """Converters for Keras numeric preprocessing layers: Rescaling, Normalization, CategoryEncoding,
-ActivityRegularization, and IntegerLookup in int mode.
+ActivityRegularization, IntegerLookup in int mode, Discretization and Hashing.
 
 ====================================  ===================================  ==============================
 Keras value                           where the file keeps it              PyTorch
@@ -18,6 +18,13 @@ one token a line (Keras 3: ``str.splitlines()`` with trailing empty lines droppe
 newlines only), each line parsed with ``int()``, then checked like a config vocabulary. A file
 without assets (legacy ``.h5``) keeps no adapted vocabulary: that layer is refused with the fix.
 The string layers (TextVectorization, StringLookup) are in :mod:`converters.text`.
+
+Discretization keeps its boundaries in the config when they were given, and in Keras 3 after
+``adapt`` as well; tf_keras writes ``bin_boundaries: null`` for an adapted layer and keeps its
+quantile summary as the weight ``summary`` of shape ``(2, n)`` (values, weights), from which the
+boundaries are recomputed as tf_keras' ``finalize_state`` does. Hashing keeps everything in its
+config. HashedCrossing hashes with ``tf.sparse.cross_hashed`` (FarmHash's ``FingerprintCat64``
+over the crossed features), not with the string hash Hashing uses: it has no converter.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from torch_lstm_probe.errors import KerasFileError, UnsupportedOptionError
 from torch_lstm_probe.layers.preprocessing import (
     ActivityRegularizationConfig,
     CategoryEncodingConfig,
+    DiscretizationConfig,
+    HashingConfig,
     IntegerLookupConfig,
     NormalizationConfig,
     RescalingConfig,
@@ -45,6 +54,8 @@ __all__ = [
     "convert_category_encoding",
     "convert_activity_regularization",
     "convert_integer_lookup",
+    "convert_discretization",
+    "convert_hashing",
 ]
 
 _MAX_CONFIG_VALUES = 1 << 20  # numbers a config array may hold (a hostile file could list more)
@@ -335,3 +346,96 @@ def convert_integer_lookup(layer: LayerSpec, ctx: Context) -> ModuleSpec:
     vocabulary = _lookup_vocabulary(layer, ctx, mask_token, num_oov)
     config = IntegerLookupConfig(vocabulary=vocabulary, num_oov_indices=num_oov, mask_token=mask_token)
     return ModuleSpec("IntegerLookup", config)
+
+
+_OUTPUT_MODES = ("int", "one_hot", "multi_hot", "count")
+
+
+def _summary_boundaries(summary: np.ndarray, num_bins: int) -> np.ndarray:
+    """tf_keras' ``get_bin_boundaries(summary, num_bins)``: the summary compressed to
+    ``epsilon = 1 / num_bins`` and its values without the last.
+
+    With ``n`` summary columns, nothing is compressed when ``n * epsilon < 1``. Else
+    ``p_k = epsilon + k * epsilon`` (``k = 0, 1, ...`` while ``k * epsilon < 1``), ``c`` the
+    cumulative weights over their total, and ``b_k = interp(p_k, c, values)`` in float32.
+    """
+    summary = summary.astype(np.float32)
+    epsilon = 1.0 / num_bins
+    if summary.shape[1] * epsilon < 1:
+        return summary[0, :-1]
+    percents = epsilon + np.arange(0.0, 1.0, epsilon)
+    cum_weights = summary[1].cumsum()
+    values = np.interp(percents, cum_weights / cum_weights[-1], summary[0])
+    return values.astype(np.float32)[:-1]
+
+
+@register("Discretization")
+def convert_discretization(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """Keras ``Discretization`` → :class:`torch_lstm_probe.layers.preprocessing.Discretization`:
+    ``index(x) = #{i : bin_boundaries[i] <= x}``, then encoded as ``output_mode`` says.
+
+    Boundaries come from the config, else (tf_keras, adapted) from the ``summary`` weight.
+    """
+    check_keys(layer, ctx, {"bin_boundaries", "num_bins", "epsilon", "output_mode", "sparse"}, set())
+    refuse_unless(
+        layer, ctx, "sparse", [False], "Sparse outputs are not produced. Fix: save the layer with sparse=False."
+    )
+    mode = layer.config.get("output_mode", "int")
+    if mode not in _OUTPUT_MODES:
+        raise UnsupportedOptionError(
+            f"{layer_label(layer, ctx)}: output_mode is {_short(mode)}. Expected one of {list(_OUTPUT_MODES)}."
+        )
+    given = layer.config.get("bin_boundaries")
+    if given is not None:
+        unpack_weights(layer, ctx, {})
+        boundaries = _config_array(layer, ctx, "bin_boundaries", given).reshape(-1)
+    elif layer.weights:
+        num_bins = config_int(layer, ctx, "num_bins")
+        shape = tuple(int(d) for d in layer.weights[0].shape)
+        summary = unpack_weights(layer, ctx, {"summary": (2, shape[1] if len(shape) == 2 else 0)})["summary"]
+        if not summary.shape[1]:
+            raise UnsupportedOptionError(
+                f"{layer_label(layer, ctx)}: the layer was never adapted (its summary is empty and bin_boundaries "
+                "is null), so Keras cannot run it either. Expected bin_boundaries or an adapted summary. Fix: call "
+                "adapt() or pass bin_boundaries, and save again."
+            )
+        boundaries = _summary_boundaries(summary, num_bins).astype(np.float64)
+    else:
+        raise UnsupportedOptionError(
+            f"{layer_label(layer, ctx)}: the file holds no bin boundaries: config key 'bin_boundaries' is null and "
+            "the layer has no 'summary' weight. Expected boundaries in the config or an adapted summary. Fix: "
+            "rebuild the layer with bin_boundaries=layer.bin_boundaries and save again."
+        )
+    values = boundaries.astype(np.float32)
+    if not np.isfinite(values).all() or (np.diff(values) < 0).any():
+        raise KerasFileError(
+            f"{layer_label(layer, ctx)}: bin_boundaries {_short(boundaries.tolist())} are not finite and sorted in "
+            "float32. Expected ascending finite numbers (TensorFlow's Bucketize needs them sorted). The file is "
+            "damaged or was edited."
+        )
+    config = DiscretizationConfig(bin_boundaries=tuple(float(v) for v in values), output_mode=str(mode))
+    return ModuleSpec("Discretization", config)
+
+
+@register("Hashing")
+def convert_hashing(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """Keras ``Hashing`` (no salt, ``output_mode="int"``) → :class:`torch_lstm_probe.layers.preprocessing.Hashing`:
+    ``bin = fingerprint64(str(x)) mod num_bins``, or with ``mask_value`` ``0`` for the mask and
+    ``1 + fingerprint64(str(x)) mod (num_bins - 1)`` for the rest.
+    """
+    check_keys(layer, ctx, {"num_bins", "mask_value", "salt", "output_mode", "sparse"}, set())
+    unpack_weights(layer, ctx, {})
+    refuse_unless(
+        layer, ctx, "salt", [None], "The keyed SipHash of a salted Hashing is not reproduced. Fix: use salt=None."
+    )
+    refuse_unless(layer, ctx, "output_mode", ["int"], "Fix: use CategoryEncoding after an int-mode Hashing.")
+    refuse_unless(layer, ctx, "sparse", [False])
+    mask = layer.config.get("mask_value")
+    if mask is not None and (isinstance(mask, bool) or not isinstance(mask, (str, int))):
+        raise UnsupportedOptionError(
+            f"{layer_label(layer, ctx)}: mask_value is {_short(mask)}. Expected None, a string or an integer."
+        )
+    config = HashingConfig(
+        num_bins=config_int(layer, ctx, "num_bins"), mask_value=mask, cast_floats=ctx.keras_version.major >= 3
+    )
+    return ModuleSpec("Hashing", config)

@@ -1,11 +1,17 @@
 """Runtime modules that reproduce Keras layers (importing this registers them)."""
 
 from . import ops  # noqa: F401  (Keras 3 op nodes)
-from .activation_layers import ELU, LeakyReLU, PReLU, ReLU, Softmax
+from .activation_layers import ELU, LeakyReLU, PReLU, ReLU, Softmax, ThresholdedReLU
 from .attention import AdditiveAttention, Attention, GroupQueryAttention, MultiHeadAttention
 from .bidirectional import Bidirectional, BidirectionalGates
 from .cell_rnn import CellRNN
 from .conv import (
+    AdaptiveAveragePooling1D,
+    AdaptiveAveragePooling2D,
+    AdaptiveAveragePooling3D,
+    AdaptiveMaxPooling1D,
+    AdaptiveMaxPooling2D,
+    AdaptiveMaxPooling3D,
     AveragePooling1D,
     AveragePooling2D,
     AveragePooling3D,
@@ -33,7 +39,8 @@ from .conv_lstm import ConvLSTM, ConvLSTMGates
 from .core import Activation, Dense, Dropout, Embedding, Masking, TimeDistributed
 from .einsum_dense import EinsumDense
 from .gru import GRU, GRUGates, gru_reference
-from .image import CenterCrop, Resizing
+from .image import AutoContrast, CenterCrop, RandomCrop, Resizing
+from .locally_connected import LocallyConnected1D, LocallyConnected2D
 from .lstm import LSTM, LSTMGates, lstm_reference
 from .merge import Concatenate, Dot, Merge
 from .normalization import (
@@ -44,7 +51,15 @@ from .normalization import (
     SpectralNormalization,
     UnitNormalization,
 )
-from .preprocessing import ActivityRegularization, CategoryEncoding, IntegerLookup, Normalization, Rescaling
+from .preprocessing import (
+    ActivityRegularization,
+    CategoryEncoding,
+    Discretization,
+    Hashing,
+    IntegerLookup,
+    Normalization,
+    Rescaling,
+)
 from .reshape import (
     Cropping1D,
     Cropping2D,
@@ -150,4 +165,17 @@ __all__ = [
     "Rescaling",
     "StringLookup",
     "TextVectorization",
+    "Discretization",
+    "Hashing",
+    "ThresholdedReLU",
+    "RandomCrop",
+    "AutoContrast",
+    "LocallyConnected1D",
+    "LocallyConnected2D",
+    "AdaptiveAveragePooling1D",
+    "AdaptiveAveragePooling2D",
+    "AdaptiveAveragePooling3D",
+    "AdaptiveMaxPooling1D",
+    "AdaptiveMaxPooling2D",
+    "AdaptiveMaxPooling3D",
 ]

@@ -1,4 +1,4 @@
-"""Keras activation layers with their own options: Softmax, ReLU, LeakyReLU, PReLU and ELU.
+"""Keras activation layers with their own options: Softmax, ReLU, LeakyReLU, PReLU, ELU and ThresholdedReLU.
 
 All of them keep the input's shape and pass a mask on unchanged.
 """
@@ -15,7 +15,7 @@ from ..errors import InputError
 from ..registry import register_module
 from .base import ConfigMixin
 
-__all__ = ["Softmax", "ReLU", "LeakyReLU", "PReLU", "ELU"]
+__all__ = ["Softmax", "ReLU", "LeakyReLU", "PReLU", "ELU", "ThresholdedReLU", "ThresholdedReLUConfig"]
 
 # How a mask hides softmax entries: (fill rule, fill value in float16, zero masked outputs after).
 # The fill value is -1e9 in every other dtype. "where" puts the fill at a masked logit, "add"
@@ -218,3 +218,28 @@ class ELU(ConfigMixin, nn.Module):
 
     def extra_repr(self) -> str:
         return f"alpha={self.config.alpha}"
+
+
+@dataclass(frozen=True)
+class ThresholdedReLUConfig:
+    theta: float = 1.0  # tf_keras `theta`, rounded to float32 as tf_keras casts it to floatx
+
+
+@register_module("ThresholdedReLU")
+class ThresholdedReLU(ConfigMixin, nn.Module):
+    """tf_keras ``ThresholdedReLU``: ``y = x * (x > theta)``, so ``x`` above ``theta`` and ``0`` at or
+    below it. It passes a mask on. Shapes: ``(N, *)`` → ``(N, *)``."""
+
+    Config = ThresholdedReLUConfig
+    mask_mode = "pass"
+
+    def __init__(self, config: ThresholdedReLUConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_float(self, x)
+        return x * (x > self.config.theta).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"theta={self.config.theta}"

@@ -1,7 +1,7 @@
 """Convolution and pooling with Keras semantics over 1, 2 or 3 spatial axes.
 
 Conv1D/2D/3D, Conv1D/2D/3DTranspose, DepthwiseConv1D/2D, SeparableConv1D/2D,
-Max/AveragePooling1D/2D/3D, GlobalMax/AveragePooling1D/2D/3D.
+Max/AveragePooling1D/2D/3D, GlobalMax/AveragePooling1D/2D/3D, AdaptiveMax/AveragePooling1D/2D/3D.
 
 Tensors cross the module boundary in Keras layout, channels last ``(N, *S, C)`` (or
 ``(N, C, *S)`` for ``data_format="channels_first"``), where ``S`` is ``(L,)``, ``(H, W)`` or
@@ -60,6 +60,14 @@ __all__ = [
     "GlobalAveragePooling2D",
     "GlobalMaxPooling3D",
     "GlobalAveragePooling3D",
+    "AdaptiveMaxPooling1D",
+    "AdaptiveMaxPooling2D",
+    "AdaptiveMaxPooling3D",
+    "AdaptiveAveragePooling1D",
+    "AdaptiveAveragePooling2D",
+    "AdaptiveAveragePooling3D",
+    "AdaptivePoolingConfig",
+    "adaptive_bins",
     "same_padding",
     "per_axis",
 ]
@@ -820,3 +828,132 @@ class GlobalAveragePooling1D(ConfigMixin, nn.Module):
             else x * weight
         )
         return kept.sum(dim=steps, keepdim=cfg.keepdims) / weight.sum(dim=steps, keepdim=cfg.keepdims)  # (N, C)
+
+
+# ------------------------------------------------------------------------------- adaptive pooling
+
+
+@dataclass(frozen=True)
+class AdaptivePoolingConfig:
+    """Config of the adaptive pooling layers: the output size per spatial axis (an int means all axes)."""
+
+    output_size: int | tuple[int, ...]  # Keras `output_size`
+    channels_first: bool = False  # Keras data_format "channels_first": (N, C, *S) in and out
+
+
+def adaptive_bins(length: int, out: int) -> tuple[int, list[int], list[bool]]:
+    """Keras 3's adaptive pooling windows on one axis of ``length`` cells pooled to ``out`` cells.
+
+    Window ``i`` covers ``[floor(i L / O), min(ceil((i + 1) L / O), L))``; with
+    ``small = ceil(L / O)`` every window holds ``small`` or ``small + 1`` cells. Returns
+    ``(small, starts, is_big)``: window ``i`` is the ``small`` (or, where ``is_big[i]``,
+    ``small + 1``) cells from ``starts[i]``. Keras forms ``i L / O`` in float32; the integer form
+    here agrees with it while ``O * L < 2**24``.
+    """
+    small = -(-length // out)
+    starts = [min(i * length // out, length - 1) for i in range(out)]
+    ends = [min(-(-(i + 1) * length // out), length) for i in range(out)]
+    return small, starts, [end - start == small + 1 for start, end in zip(starts, ends)]
+
+
+class _AdaptivePooling(ConfigMixin, nn.Module):
+    """Keras 3 ``AdaptiveMax/AveragePoolingND``: pools each spatial axis to ``output_size`` cells.
+
+    Per axis, in turn (as Keras does), ``y[i] = reduce(x[starts_i : starts_i + n_i])`` with the
+    windows of :func:`adaptive_bins` (``n_i`` = ``small`` or ``small + 1``): every stride-1
+    window of both lengths is reduced, and each output cell picks its own. ``reduce`` is the
+    maximum or the mean; the mean over several axes is the mean of per-axis means, which equals
+    the mean over the box since every box row holds the same number of cells.
+    Shapes (channels last): ``(N, *S, C)`` → ``(N, *output_size, C)``.
+    """
+
+    Config = AdaptivePoolingConfig
+    rank: ClassVar[int]
+
+    def __init__(self, config: AdaptivePoolingConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.output_size = per_axis(config.output_size, self.rank)
+        if any(o < 1 for o in self.output_size):
+            raise ValueError(f"{type(self).__name__} output_size must be positive. Received {config.output_size!r}.")
+
+    def _reduce(self, windows: torch.Tensor) -> torch.Tensor:
+        """Reduces the last axis (the window cells)."""
+        raise NotImplementedError
+
+    def _pool_axis(self, h: torch.Tensor, dim: int, out: int) -> torch.Tensor:
+        """``h`` ``(N, C, *S)`` pooled on axis ``dim`` from ``L`` to ``out`` cells."""
+        length = h.shape[dim]
+        small, starts, is_big = adaptive_bins(length, out)
+        pooled = [self._reduce(h.unfold(dim, small, 1))]  # (..., L - small + 1, ...)
+        if any(is_big):
+            pooled.append(self._reduce(h.unfold(dim, small + 1, 1)))  # (..., L - small, ...)
+        offset = length - small + 1  # where the big windows start in the concatenation
+        index = [s + offset if big else s for s, big in zip(starts, is_big)]
+        both = torch.cat(pooled, dim=dim)
+        return both.index_select(dim, torch.tensor(index, dtype=torch.long, device=h.device))  # (..., out, ...)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        check_spatial_input(self, x, self.rank, None, cfg.channels_first)
+        h = to_torch_layout(x, cfg.channels_first)  # (N, C, *S)
+        if any(size < 1 for size in h.shape[2:]):
+            raise InputError(f"{self.describe()} needs at least one cell per spatial axis. Received {tuple(x.shape)}.")
+        for axis, out in enumerate(self.output_size):
+            h = self._pool_axis(h, 2 + axis, out)
+        return to_keras_layout(h, cfg.channels_first)  # (N, *output_size, C)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.config.output_size}"
+
+
+class _AdaptiveMax(_AdaptivePooling):
+    def _reduce(self, windows: torch.Tensor) -> torch.Tensor:
+        return windows.amax(dim=-1)
+
+
+class _AdaptiveMean(_AdaptivePooling):
+    def _reduce(self, windows: torch.Tensor) -> torch.Tensor:
+        return windows.mean(dim=-1)
+
+
+@register_module("AdaptiveMaxPooling1D")
+class AdaptiveMaxPooling1D(_AdaptiveMax):
+    """Keras ``AdaptiveMaxPooling1D``: ``(N, L, C)`` → ``(N, O, C)``."""
+
+    rank = 1
+
+
+@register_module("AdaptiveMaxPooling2D")
+class AdaptiveMaxPooling2D(_AdaptiveMax):
+    """Keras ``AdaptiveMaxPooling2D``: ``(N, H, W, C)`` → ``(N, O_h, O_w, C)``."""
+
+    rank = 2
+
+
+@register_module("AdaptiveMaxPooling3D")
+class AdaptiveMaxPooling3D(_AdaptiveMax):
+    """Keras ``AdaptiveMaxPooling3D``: ``(N, D, H, W, C)`` → ``(N, O_d, O_h, O_w, C)``."""
+
+    rank = 3
+
+
+@register_module("AdaptiveAveragePooling1D")
+class AdaptiveAveragePooling1D(_AdaptiveMean):
+    """Keras ``AdaptiveAveragePooling1D``: ``(N, L, C)`` → ``(N, O, C)``."""
+
+    rank = 1
+
+
+@register_module("AdaptiveAveragePooling2D")
+class AdaptiveAveragePooling2D(_AdaptiveMean):
+    """Keras ``AdaptiveAveragePooling2D``: ``(N, H, W, C)`` → ``(N, O_h, O_w, C)``."""
+
+    rank = 2
+
+
+@register_module("AdaptiveAveragePooling3D")
+class AdaptiveAveragePooling3D(_AdaptiveMean):
+    """Keras ``AdaptiveAveragePooling3D``: ``(N, D, H, W, C)`` → ``(N, O_d, O_h, O_w, C)``."""
+
+    rank = 3

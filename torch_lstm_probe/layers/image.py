@@ -1,7 +1,8 @@
-"""Keras image layers that resize or crop at inference: ``Resizing`` and ``CenterCrop``.
+"""Keras image layers that resize or crop at inference: ``Resizing``, ``CenterCrop`` and ``RandomCrop``.
 
 Both take a batch of images ``(N, H, W, C)`` (``(N, C, H, W)`` with ``channels_first``) and do
-not support masking: a mask stops here.
+not support masking: a mask stops here. ``AutoContrast`` (Keras 3) rescales values per image and
+channel at inference, keeping the shape.
 """
 
 from __future__ import annotations
@@ -15,7 +16,17 @@ from ..errors import InputError
 from ..registry import register_module
 from .base import ConfigMixin
 
-__all__ = ["CenterCrop", "CenterCropConfig", "Resizing", "ResizingConfig", "RESIZE_METHODS"]
+__all__ = [
+    "AutoContrast",
+    "AutoContrastConfig",
+    "CenterCrop",
+    "CenterCropConfig",
+    "RandomCrop",
+    "RandomCropConfig",
+    "Resizing",
+    "ResizingConfig",
+    "RESIZE_METHODS",
+]
 
 RESIZE_METHODS = ("bilinear", "nearest")
 
@@ -175,3 +186,101 @@ class CenterCrop(ConfigMixin, nn.Module):
 
     def extra_repr(self) -> str:
         return f"height={self.config.height}, width={self.config.width}"
+
+
+@dataclass(frozen=True)
+class RandomCropConfig:
+    height: int  # Keras `height` of the crop
+    width: int  # Keras `width` of the crop
+    channels_first: bool = False  # Keras 3 `data_format="channels_first"`
+    smart_resize: bool = True  # tf_keras crops and resizes at inference; Keras 3 returns the images unchanged
+
+
+@register_module("RandomCrop")
+class RandomCrop(ConfigMixin, nn.Module):
+    """Keras ``RandomCrop`` at inference (``training=False``).
+
+    tf_keras (``smart_resize``): the largest centered window with the aspect ratio
+    ``height / width``, ``ch = min(H, int(W * height / width))``, ``cw = min(W, int(H * width / height))``,
+    starting at ``int((H - ch) / 2)``, ``int((W - cw) / 2)``, resized bilinearly (half-pixel centers,
+    no antialiasing) to ``(height, width)``: ``(N, H, W, C)`` → ``(N, height, width, C)``, also when
+    the image is larger than the target. Keras 3 (``smart_resize=False``): its inference branch
+    returns the images unchanged, ``(N, H, W, C)`` → ``(N, H, W, C)``, whatever shape its
+    config declares.
+    """
+
+    Config = RandomCropConfig
+
+    def __init__(self, config: RandomCropConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        if not cfg.smart_resize:
+            return x
+        if x.dim() == 4 and not x.is_floating_point() and x.dtype != torch.bool and not x.is_complex():
+            x = x.to(torch.float32)  # tf_keras casts the images to its compute dtype
+        images = _as_nhwc(self, x, cfg.channels_first)  # (N, H, W, C)
+        images = crop_to_aspect_nhwc(images, cfg.height, cfg.width, False)  # (N, ch, cw, C)
+        _check_crop(self, images)
+        y = resize_nhwc(images, cfg.height, cfg.width, "bilinear")  # (N, height, width, C)
+        return y.permute(0, 3, 1, 2) if cfg.channels_first else y
+
+    def extra_repr(self) -> str:
+        cfg = self.config
+        return f"height={cfg.height}, width={cfg.width}, smart_resize={cfg.smart_resize}"
+
+
+@dataclass(frozen=True)
+class AutoContrastConfig:
+    value_range: tuple[float, float] = (0.0, 255.0)  # Keras `value_range` (low, high), sorted
+
+
+def _rescale(x: torch.Tensor, source: tuple[float, float], target: tuple[float, float]) -> torch.Tensor:
+    """``(x - s0) / (s1 - s0) * (t1 - t0) + t0`` with every bound a tensor of ``x``'s dtype (as Keras
+    computes it); the identity when the ranges are equal."""
+    if source[0] == target[0] and source[1] == target[1]:
+        return x
+    s0, s1, t0, t1 = (x.new_tensor(v) for v in (*source, *target))
+    return (x - s0) / (s1 - s0) * (t1 - t0) + t0
+
+
+@register_module("AutoContrast")
+class AutoContrast(ConfigMixin, nn.Module):
+    """Keras 3 ``AutoContrast``: stretches each image's values to the full value range, at inference too.
+
+    With ``u = (x - r0) / (r1 - r0) * 255`` and, per image ``n`` and last-axis index ``c``,
+    ``lo = min_{a, b} u[n, a, b, c]``, ``hi = max_{a, b} u[n, a, b, c]`` (Keras reduces axes 1 and 2
+    of the 4-D input whatever its ``data_format``)::
+
+        v = clip(u * s + (-lo * s), 0, 255),  s = 255 / (hi - lo)
+        y = v / 255 * (r1 - r0) + r0, or x where y is NaN (a constant slice: hi = lo)
+
+    Shapes: ``(N, A, B, C)`` → ``(N, A, B, C)``.
+    """
+
+    Config = AutoContrastConfig
+
+    def __init__(self, config: AutoContrastConfig) -> None:
+        super().__init__()
+        low, high = (float(v) for v in config.value_range)
+        if not low < high:
+            raise ValueError(
+                f"AutoContrast value_range must be (low, high) with low < high. Received {config.value_range}."
+            )
+        self.config = config
+        self.value_range = (low, high)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _as_nhwc(self, x, False)  # checks a float 4-D batch
+        u = _rescale(x, self.value_range, (0.0, 255.0))  # (N, A, B, C)
+        low = u.amin(dim=(1, 2), keepdim=True)  # (N, 1, 1, C)
+        high = u.amax(dim=(1, 2), keepdim=True)  # (N, 1, 1, C)
+        scale = u.new_tensor(255.0) / (high - low)  # a true division (`255.0 / t` multiplies by 1 / t)
+        v = (u * scale + (-low * scale)).clamp(0.0, 255.0)  # (N, A, B, C)
+        y = _rescale(v, (0.0, 255.0), self.value_range)
+        return torch.where(torch.isnan(y), x, y)  # (N, A, B, C)
+
+    def extra_repr(self) -> str:
+        return f"value_range={self.value_range}"

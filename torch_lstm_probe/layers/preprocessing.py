@@ -1,15 +1,18 @@
 """Keras numeric preprocessing layers at inference: Rescaling, Normalization, CategoryEncoding,
-ActivityRegularization and the integer IntegerLookup.
+ActivityRegularization, the integer IntegerLookup, Discretization and Hashing (unsalted, int mode).
 
-All but CategoryEncoding keep the input's layout. ActivityRegularization passes a mask on;
-Rescaling and Normalization pass it in Keras 3 and drop it in Keras 2 / tf_keras (whose layers do
-not support masking, so the layers after them see none); CategoryEncoding and IntegerLookup drop it.
+All but CategoryEncoding (and Discretization in its encoding modes) keep the input's layout.
+ActivityRegularization passes a mask on; Rescaling and Normalization pass it in Keras 3 and drop it
+in Keras 2 / tf_keras (whose layers do not support masking, so the layers after them see none);
+CategoryEncoding, IntegerLookup, Discretization and Hashing drop it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -17,6 +20,7 @@ from ..errors import InputError
 from ..registry import register_module
 from ..tracing import is_tracing
 from .base import ConfigMixin
+from .text import as_string_array, fingerprint64
 
 __all__ = [
     "Rescaling",
@@ -29,6 +33,11 @@ __all__ = [
     "ActivityRegularizationConfig",
     "IntegerLookup",
     "IntegerLookupConfig",
+    "Discretization",
+    "DiscretizationConfig",
+    "Hashing",
+    "HashingConfig",
+    "encode_ids",
 ]
 
 
@@ -195,6 +204,30 @@ def _integer_ids(layer: ConfigMixin, x: torch.Tensor) -> torch.Tensor:
     return x.long()
 
 
+def encode_ids(layer: ConfigMixin, ids: torch.Tensor, num_tokens: int, mode: str, dtype: torch.dtype) -> torch.Tensor:
+    """Keras' ``encode_categorical_inputs`` on int64 ``ids`` in ``[0, num_tokens)``, in ``dtype``.
+
+    With ``onehot(i)[t] = (i == t)``: ``one_hot`` drops a trailing axis of size 1 (rank above 1)
+    and maps each id to a row, ``(B, ..., k)`` → ``(B, ..., k, N)``; ``multi_hot``
+    ``y[b, t] = max_j onehot(x[b, j])[t]`` and ``count`` ``y[b, t] = sum_j onehot(x[b, j])[t]`` take
+    ``(B, k)`` → ``(B, N)`` or ``(k,)`` → ``(N,)``.
+    """
+    tokens = torch.arange(num_tokens, device=ids.device)  # (N,)
+    if mode == "one_hot":
+        if ids.dim() > 1 and ids.shape[-1] == 1:
+            ids = ids.squeeze(-1)  # (B, ..., 1) -> (B, ...)
+        return (ids.unsqueeze(-1) == tokens).to(dtype)  # (B, ..., N)
+    if ids.dim() not in (1, 2):
+        raise InputError(
+            f"{layer.describe()} with output_mode {mode!r} takes ids of shape (batch, k) or (k,). Received shape "
+            f"{tuple(ids.shape)}. Fix: reshape the ids to rank 2."
+        )
+    hot = (ids.unsqueeze(-1) == tokens).to(dtype)  # (B, k, N) or (k, N)
+    if mode == "count":
+        return hot.sum(dim=-2)  # (B, N) or (N,)
+    return hot.amax(dim=-2) if ids.shape[-1] else hot.sum(dim=-2)  # (B, N) or (N,)
+
+
 @dataclass(frozen=True)
 class CategoryEncodingConfig:
     num_tokens: int  # Keras `num_tokens`: ids lie in [0, num_tokens)
@@ -244,26 +277,10 @@ class CategoryEncoding(ConfigMixin, nn.Module):
                 f"{hi}. Fix: map ids into range (e.g. with IntegerLookup) or raise num_tokens."
             )
 
-    def _one_hot(self, ids: torch.Tensor) -> torch.Tensor:
-        tokens = torch.arange(self.config.num_tokens, device=ids.device)  # (N,)
-        return (ids.unsqueeze(-1) == tokens).to(self.dtype_anchor.dtype)  # (*, N)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ids = _integer_ids(self, x)
         self._check_range(ids)
-        if self.config.output_mode == "one_hot":
-            if ids.dim() > 1 and ids.shape[-1] == 1:
-                ids = ids.squeeze(-1)  # (B, ..., 1) -> (B, ...)
-            return self._one_hot(ids)  # (B, ..., N)
-        if ids.dim() not in (1, 2):
-            raise InputError(
-                f"{self.describe()} with output_mode {self.config.output_mode!r} takes ids of shape (batch, k) or "
-                f"(k,). Received shape {tuple(ids.shape)}. Fix: reshape the ids to rank 2."
-            )
-        hot = self._one_hot(ids)  # (B, k, N) or (k, N)
-        if self.config.output_mode == "count":
-            return hot.sum(dim=-2)  # (B, N) or (N,)
-        return hot.amax(dim=-2) if ids.shape[-1] else hot.sum(dim=-2)  # (B, N) or (N,)
+        return encode_ids(self, ids, self.config.num_tokens, self.config.output_mode, self.dtype_anchor.dtype)
 
     def extra_repr(self) -> str:
         return f"num_tokens={self.config.num_tokens}, output_mode={self.config.output_mode!r}"
@@ -368,3 +385,119 @@ class IntegerLookup(ConfigMixin, nn.Module):
         return (
             f"vocabulary_size={len(cfg.vocabulary)}, num_oov_indices={cfg.num_oov_indices}, mask_token={cfg.mask_token}"
         )
+
+
+# ---------------------------------------------------------------------------- Discretization
+
+
+@dataclass(frozen=True)
+class DiscretizationConfig:
+    bin_boundaries: tuple[float, ...]  # sorted boundaries, float32 values (given, or adapted)
+    output_mode: str = "int"  # "int", "one_hot", "multi_hot" or "count"
+
+
+@register_module("Discretization")
+class Discretization(ConfigMixin, nn.Module):
+    """Keras ``Discretization``: ``index(x) = #{i : boundaries[i] <= x}`` (TensorFlow's
+    ``Bucketize``, numpy's ``digitize``), so ``x < b[0]`` → 0, ``b[i-1] <= x < b[i]`` → ``i``,
+    ``x >= b[-1]`` → ``len(b)``; NaN → ``len(b)``.
+
+    The input is compared in float32 (an integer input is cast, as TensorFlow compares it with
+    float boundaries). ``int`` gives int64 indices of the input's shape; ``one_hot``,
+    ``multi_hot`` and ``count`` encode them with ``len(b) + 1`` tokens as :func:`encode_ids`, in
+    the model's float dtype. It drops a mask.
+    """
+
+    Config = DiscretizationConfig
+    dtype_anchor: torch.Tensor  # a registered buffer
+
+    def __init__(self, config: DiscretizationConfig) -> None:
+        super().__init__()
+        if config.output_mode not in ("int", "one_hot", "multi_hot", "count"):
+            raise ValueError(
+                f"Discretization output_mode must be int, one_hot, multi_hot or count; got {config.output_mode!r}."
+            )
+        self.config = config
+        self.register_buffer("dtype_anchor", torch.zeros(0), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.bool or x.is_complex():
+            raise InputError(f"{self.describe()} expects real numbers. Received dtype {x.dtype}.")
+        # float64 holds the float32 values and boundaries exactly, whatever dtype the model was cast to.
+        boundaries = torch.tensor(self.config.bin_boundaries, dtype=torch.float64, device=x.device)  # (B,)
+        values = x.to(torch.float32).to(torch.float64)  # (N, *)
+        ids = torch.bucketize(values, boundaries, right=True)  # (N, *) count of boundaries <= x
+        ids = torch.where(torch.isnan(values), torch.full_like(ids, len(self.config.bin_boundaries)), ids)
+        if self.config.output_mode == "int":
+            return ids
+        return encode_ids(
+            self, ids, len(self.config.bin_boundaries) + 1, self.config.output_mode, self.dtype_anchor.dtype
+        )
+
+    def extra_repr(self) -> str:
+        return f"bins={len(self.config.bin_boundaries) + 1}, output_mode={self.config.output_mode!r}"
+
+
+# ---------------------------------------------------------------------------- Hashing
+
+
+@dataclass(frozen=True)
+class HashingConfig:
+    num_bins: int  # Keras `num_bins`, the mask bin included
+    mask_value: str | int | None = None  # Keras `mask_value`: maps to bin 0 and shifts the others by 1
+    cast_floats: bool = True  # Keras 3 truncates float inputs to int64 before hashing; tf_keras refuses floats
+
+
+@register_module("Hashing")
+class Hashing(ConfigMixin, nn.Module):
+    """Keras ``Hashing`` without a salt, ``output_mode="int"``: values → int64 bins of the same shape.
+
+    Each value is hashed as a string ``s``: a string as its UTF-8 bytes, an integer as its decimal
+    form (``tf.as_string``), a float (Keras 3) as the decimal form of ``trunc(x)`` as int64. With
+    ``h = fingerprint64(s)`` (FarmHash, TensorFlow's ``to_hash_bucket_fast``):
+    ``bin = h mod num_bins``; with a ``mask_value``, ``bin = 0`` where ``x == mask_value`` and
+    ``1 + (h mod (num_bins - 1))`` elsewhere (when ``num_bins > 1``). Takes strings (a list or
+    numpy array) or an integer tensor. It drops a mask.
+    """
+
+    Config = HashingConfig
+    takes_indices = True
+    _device_anchor: torch.Tensor
+
+    def __init__(self, config: HashingConfig) -> None:
+        super().__init__()
+        if config.num_bins < 1:
+            raise ValueError(f"Hashing num_bins must be positive; got {config.num_bins}.")
+        self.config = config
+        self.register_buffer("_device_anchor", torch.zeros(0, dtype=torch.long), persistent=False)
+
+    def _values(self, x: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The strings to hash and the values compared with ``mask_value``, both as object arrays."""
+        if isinstance(x, torch.Tensor) or (isinstance(x, np.ndarray) and x.dtype.kind in "biuf"):
+            array = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
+            if array.dtype.kind == "b" or (array.dtype.kind == "f" and not self.config.cast_floats):
+                raise InputError(f"{self.describe()} hashes strings or integers. Received dtype {array.dtype}.")
+            if array.dtype.kind == "f":
+                if not np.isfinite(array).all():
+                    raise InputError(f"{self.describe()} received NaN or infinite values, which have no int64 value.")
+                ints = np.trunc(array).astype(np.int64)
+            else:
+                ints = array  # tf.as_string prints each integer in its own dtype's decimal form
+            return np.vectorize(str, otypes=[object])(ints), array.astype(object)
+        array = as_string_array(x, self.describe())
+        return array, array
+
+    def forward(self, x: Any) -> torch.Tensor:
+        cfg = self.config
+        texts, raw = self._values(x)
+        masked = cfg.mask_value is not None and cfg.num_bins > 1
+        bins = cfg.num_bins - 1 if masked else cfg.num_bins
+        flat = texts.reshape(-1)
+        ids = np.fromiter((fingerprint64(t.encode("utf-8")) % bins for t in flat), dtype=np.int64, count=flat.size)
+        ids = ids.reshape(texts.shape)
+        if masked:
+            ids = np.where(raw == cfg.mask_value, 0, ids + 1)
+        return torch.as_tensor(np.asarray(ids, dtype=np.int64)).to(self._device_anchor.device)
+
+    def extra_repr(self) -> str:
+        return f"num_bins={self.config.num_bins}, mask_value={self.config.mask_value!r}"
