@@ -472,7 +472,8 @@ PADDING_CHOICES = ("pre", "post")
 class _Data:
     """DATA as the analysis verbs read it (made by :func:`_load_data`)."""
 
-    source: Any  # what the library functions take: the data file's Path, or text DATA's (samples, time) id array
+    source: Any  # what the library functions take: the data file's Path, text DATA's (samples, time) id array, or
+    # its lines for a model whose input takes strings
     num_samples: int  # samples in DATA
     vocab: Any  # the --vocab Vocabulary, or None
     texts: list[str] | None  # text DATA's lines (one sample each), else None
@@ -480,12 +481,13 @@ class _Data:
 
 def _check_data(args: argparse.Namespace, model: Any = None) -> Path:
     """``DATA`` as an existing file of a kind the verb reads (checked before the model is loaded, and again, with
-    ``model``, after: a model whose input takes strings refuses the text options)."""
+    ``model``, after: a model whose input takes strings reads a text file and refuses the text options)."""
     path = Path(args.data)
     text = path.suffix.lower() not in DATA_SUFFIXES
-    if model is not None and _takes_text(model):
-        _refuse_text_model(args, model, path)
-    if text and getattr(args, "vocab", None) is None and model is not None:
+    takes_text = model is not None and _takes_text(model)
+    if takes_text:
+        _refuse_text_model(args, model, path, text)
+    if text and getattr(args, "vocab", None) is None and model is not None and not takes_text:
         raise InputError(
             f"DATA {path}: expected a {'/'.join(DATA_SUFFIXES)} file, or a text file of lines with --vocab. "
             f"Received {path.name!r}."
@@ -502,8 +504,8 @@ def _check_data(args: argparse.Namespace, model: Any = None) -> Path:
     return path
 
 
-def _refuse_text_model(args: argparse.Namespace, model: Any, path: Path) -> None:
-    """The analysis verbs and a model whose input takes strings: the text options are refused, then the verb."""
+def _refuse_text_model(args: argparse.Namespace, model: Any, path: Path, text: bool) -> None:
+    """The analysis verbs and a model whose input takes strings: the text options and array DATA are refused."""
     from .extract.sources import text_input_names
 
     given = [flag for flag in ("vocab", "padding", "truncating") if getattr(args, flag, None) is not None]
@@ -513,12 +515,11 @@ def _refuse_text_model(args: argparse.Namespace, model: Any, path: Path) -> None
             f"{flags}: model {model.name!r} tokenises its input {text_input_names(model)} itself (it takes raw "
             "strings), so text DATA needs no vocabulary, padding or truncation. Fix: leave them out."
         )
-    verb = getattr(args, "command", "this verb")
-    raise InputError(
-        f"DATA {path}: model {model.name!r} takes raw strings in input(s) {text_input_names(model)}, and {verb} "
-        f"reads numeric inputs only. Fix: torch-lstm-probe extract {args.model} {path} --gates --out FOLDER stores "
-        "its gates, or tlp.probe(model, texts) in Python."
-    )
+    if not text:
+        raise InputError(
+            f"DATA {path}: model {model.name!r} takes raw strings in input(s) {text_input_names(model)}. Expected a "
+            f"UTF-8 text file with one text per line. Received {path.name!r}."
+        )
 
 
 @dataclass(frozen=True)
@@ -571,6 +572,9 @@ def _load_data(args: argparse.Namespace, model: Any) -> _Data:
     from .extract.sources import as_source
 
     path = _check_data(args, model)
+    if _takes_text(model):  # the model's own text layer turns the lines into ids
+        lines = _text_lines(model, path, "DATA")
+        return _Data(lines, len(lines), None, lines)
     vocab_file = getattr(args, "vocab", None)
     vocab = load_vocabulary(vocab_file) if vocab_file is not None else None
     if path.suffix.lower() in DATA_SUFFIXES:
@@ -603,21 +607,29 @@ def _load_data(args: argparse.Namespace, model: Any) -> _Data:
 
 def _sample_inputs(data: _Data, model: Any, index: int) -> list[Any]:
     """Sample ``index`` of ``data``: one ``(1, ...)`` CPU tensor per model input, in Keras input order."""
-    from .extract.sources import as_source
+    from .extract.sources import as_source, text_input_names
 
     if not 0 <= index < data.num_samples:
         raise _CommandLineError(
             f"--sample {index}: DATA holds {data.num_samples} sample(s). Expected 0 to {data.num_samples - 1}."
         )
-    source = as_source(data.source, model.input_names, 1)
+    source = as_source(data.source, model.input_names, 1, text_inputs=text_input_names(model))
     for batch in source.batches(want=lambda j: j == index):  # the others are skipped unread
         if batch.index == index and batch.inputs is not None:
             return list(batch.inputs)
     raise InputError(f"DATA holds no sample {index}.")  # the file changed while it was read
 
 
-def _sample_tokens(data: _Data, inputs: Sequence[Any]) -> list[str] | None:
-    """The words of one sample's token ids (its first ``(1, time)`` input) with ``--vocab``, else None."""
+def _sample_tokens(data: _Data, inputs: Sequence[Any], model: Any) -> list[str] | None:
+    """The words of one sample's token ids (its first ``(1, time)`` input) with ``--vocab``, the words a text
+    model's own text layer made of its text, else None."""
+    if data.vocab is None and _takes_text(model):
+        from .analysis.vocab import text_layer_ids
+
+        found = text_layer_ids(model, inputs)
+        if found is None or found[1].dim() != 2:
+            return None
+        return list(found[2].tokens(found[1][0]))
     if data.vocab is None:
         return None
     ids = next((x for x in inputs if x.dim() == 2), None)  # (1, time)
@@ -754,7 +766,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     )
     acts = probe(model, inputs[0] if len(inputs) == 1 else inputs, layers=layers, gates=True)
     sample = {key: value for key, value in acts.items() if key in stats}
-    tokens = _sample_tokens(data, inputs)
+    tokens = _sample_tokens(data, inputs, model)
     if tokens is not None:
         steps = {key: int(value.shape[1]) for key, value in sample.items()}
         if any(t != len(tokens) for t in steps.values()):
@@ -838,8 +850,9 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "data",
         metavar="DATA",
-        help="the inputs: a .npy, .npz or .safetensors file, samples first; or, with --vocab, a UTF-8 text file "
-        "with one text per line",
+        help="the inputs: a .npy, .npz or .safetensors file, samples first; or a UTF-8 text file with one text per "
+        "line, read with --vocab, or as raw strings for a model whose input takes them (its own text layer makes "
+        "the tokens)",
     )
     p.add_argument(
         "--vocab",
@@ -1082,7 +1095,7 @@ def build_parser() -> argparse.ArgumentParser:
         "plot gate statistics over a dataset and the gates of one sample as PNG files in a folder",
         "Files: saturation.png (fraction of steps each unit's sigmoid gates are < 0.1 against > 0.9), "
         "timescales.png (LSTM forget-gate memory lengths), mean_by_step_<g>.png (mean gate value by step), "
-        "heatmap_<key>.png (units x time of sample --sample, its words on the time axis with --vocab). "
+        "heatmap_<key>.png (units x time of sample --sample, its words on the time axis with --vocab or from a text model's own text layer). "
         "Needs matplotlib: pip install 'torch-lstm-probe[plots]'.",
     )
     p.add_argument("model", metavar="MODEL", help="a .keras, .h5, or architecture .json file")

@@ -9,7 +9,7 @@ from . import plots
 from .gate_stats import gate_stats
 from .lstmvis import LSTMVisExport, export_lstmvis
 from .stats import GateStats, StatsAccumulator
-from .vocab import Vocabulary, load_vocabulary, read_text_lines
+from .vocab import Vocabulary, load_vocabulary, read_text_lines, text_tokens
 
 __all__ = [
     "gate_stats",
@@ -21,4 +21,5 @@ __all__ = [
     "Vocabulary",
     "load_vocabulary",
     "read_text_lines",
+    "text_tokens",
 ]

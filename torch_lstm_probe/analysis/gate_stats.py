@@ -16,7 +16,7 @@ from ..capture.plan import plan_capture, run_plan
 from ..errors import InputError
 from ..extract import distributed as dist
 from ..extract.run import Layout, _progress, _refuse_stateful, layout_of
-from ..extract.sources import as_source, positive_int
+from ..extract.sources import as_source, positive_int, text_input_names, to_device
 from ..model import KerasModel
 from .stats import GateStats, StatsAccumulator
 
@@ -63,7 +63,8 @@ def gate_stats(
     Args:
         model: a converted model.
         data: anything :func:`torch_lstm_probe.extract` takes (arrays, a list or dict of them,
-            ``.npy``/``.npz``/``.safetensors`` paths, torch datasets and loaders).
+            ``.npy``/``.npz``/``.safetensors`` paths, torch datasets and loaders), or texts (a list of
+            str, or an iterator of them) for a model whose input takes strings.
         layers: layer names; ``None`` means every recurrent layer.
         batch_size: samples per forward pass.
         device: where to run (default: the model's device).
@@ -88,7 +89,7 @@ def gate_stats(
         model.to(dist.local_device(device))
     model.eval()
     run_device = model._device_dtype()[0]
-    source = as_source(data, model.input_names, batch_size)
+    source = as_source(data, model.input_names, batch_size, text_inputs=text_input_names(model))
     plan = plan_capture(model, layers, gates=True, masks=True)
     accumulator: StatsAccumulator | None = None
     layout: Layout | None = None
@@ -97,7 +98,7 @@ def gate_stats(
         for batch in source.batches(want=lambda j: j == 0 or j % world == rank):
             if batch.inputs is None:
                 continue
-            inputs = [x.to(run_device, non_blocking=True) for x in batch.inputs]
+            inputs = [to_device(x, run_device, non_blocking=True) for x in batch.inputs]
             if layout is None:
                 layout = layout_of(model, plan, inputs, None, False, True)
                 accumulator = accumulator_for(layout)

@@ -17,7 +17,9 @@ Neural Networks") reads one project folder holding ``lstm.yml`` and the files it
   for sigmoid gates, ``transform: none`` for values a bounded activation keeps in [-1, 1], and LSTMVis'
   default ``tanh`` squashing for the rest (the LSTM cell state).
 
-Tokens are the ids of the model's first integer ``(batch, time)`` input. A token is valid where the
+Tokens are the ids of the model's first integer ``(batch, time)`` input; for a model that takes strings,
+the ids its own ``TextVectorization``/``StringLookup`` layer makes of them, labelled with that layer's
+vocabulary unless ``vocab`` is given. A token is valid where the
 recurrent layers applied their mask (``"<layer>/mask"``; every step when no exported layer is masked),
 so padding is left out and the rows of every states dataset line up with ``word_ids``. Gates come in
 processing order (as ``tlp.probe`` gives them); for ``go_backwards`` layers and the backward half of a Bidirectional layer
@@ -46,9 +48,9 @@ from ..capture.plan import gate_modules, plan_capture, run_plan
 from ..errors import InputError
 from ..extract.run import _progress, _refuse_stateful, layout_of
 from ..extract.shards import fsync_dir
-from ..extract.sources import as_source, positive_int
+from ..extract.sources import as_source, positive_int, text_input_names, to_device
 from ..model import KerasModel
-from .vocab import Vocabulary, load_vocabulary
+from .vocab import Vocabulary, load_vocabulary, text_layer_ids
 
 __all__ = ["export_lstmvis", "LSTMVisExport", "STATE_NAMES", "GATE_NAMES"]
 
@@ -113,12 +115,13 @@ def export_lstmvis(
     """Writes an LSTMVis project folder: states and gates of the recurrent layers over a whole dataset.
 
     Args:
-        model: a converted model with an integer token input (stateful layers are refused).
+        model: a converted model with an integer token input, or with a string input read by a text layer
+            (stateful layers are refused).
         data: anything :func:`torch_lstm_probe.extract` takes (arrays, a list or dict of them,
-            ``.npy``/``.npz``/``.safetensors`` paths, torch datasets and loaders).
+            ``.npy``/``.npz``/``.safetensors`` paths, torch datasets and loaders; texts for a text model).
         out_dir: the project folder (created; our four files in it are replaced).
         vocab: labels for the ids in ``words.dict``: anything :func:`load_vocabulary` takes, or ``None``
-            (each id is its own label).
+            (each id is its own label; a text model's ids get the words of its text layer).
         layers: recurrent layer names (or probe keys); ``None`` means every recurrent layer.
         states: among ``c`` (LSTM cell state) and ``h`` (hidden state, every cell); a list or ``"c,h"``.
         gates: among ``i f g o`` (LSTM) and ``z r n`` (GRU); a list or ``"f,i"``.
@@ -158,7 +161,8 @@ def export_lstmvis(
         raise InputError(f"Model {model.name!r} has no LSTM, GRU or SimpleRNN layer: nothing for LSTMVis to show.")
     requests = [layers] if isinstance(layers, str) else (list(layers) if layers is not None else recurrent)
     plan = plan_capture(model, requests, gates=True, masks=True)
-    source = as_source(data, model.input_names, batch_size)
+    text = bool(text_input_names(model))
+    source = as_source(data, model.input_names, batch_size, text_inputs=text_input_names(model))
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -181,17 +185,21 @@ def export_lstmvis(
             )
             offsets[0] = 0
             for batch in source.batches():
-                host = batch.inputs or []  # CPU tensors in Keras input order
-                inputs = [x.to(run_device, non_blocking=True) for x in host]
+                host = batch.inputs or []  # CPU tensors (object arrays of str for texts) in Keras input order
+                inputs = [to_device(x, run_device, non_blocking=True) for x in host]
                 first = not keys
                 if first:
-                    token_input = _token_input(host, model)
+                    token_input = -1 if text else _token_input(host, model)
                     keys = _plan_keys(model, plan, inputs, requests, wanted, layers)
                 values = run_plan(model, plan, inputs)
                 if first:
                     for k in keys:
                         _create_states(states_h5, k, int(values[k.key].shape[-1]))
-                tokens = host[token_input]  # (n, T) integer ids, CPU
+                if text:
+                    tokens, layer_vocabulary = _text_ids(model, host)  # (n, T) ids of the model's text layer
+                    vocabulary = vocabulary if vocab is not None else layer_vocabulary
+                else:
+                    tokens = host[token_input]  # (n, T) integer ids, CPU
                 valid = _valid_steps(values, keys, tokens.shape)  # (n, T) bool, input order
                 ids = tokens[valid].to(torch.int64)  # (k,) valid ids, sample by sample
                 _append(word_ids, ids.numpy())
@@ -259,6 +267,17 @@ def _token_input(inputs: Sequence[torch.Tensor], model: KerasModel) -> int:
         f"Model {model.name!r} has no integer (batch, time) token input (inputs: {shown}). LSTMVis shows "
         "states over words, so it needs token ids. Fix: export a model that takes padded id arrays."
     )
+
+
+def _text_ids(model: KerasModel, host: Sequence[Any]) -> tuple[torch.Tensor, Vocabulary]:
+    """The ``(n, T)`` ids a text model's own text layer makes of one batch, and that layer's vocabulary."""
+    found = text_layer_ids(model, host)
+    if found is None or found[1].dim() != 2:
+        raise InputError(
+            f"Model {model.name!r} takes strings, but no TextVectorization or StringLookup layer turns them into "
+            "(batch, time) token ids. LSTMVis shows states over words, so it needs token ids."
+        )
+    return found[1], found[2]
 
 
 def _plan_keys(

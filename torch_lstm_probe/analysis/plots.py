@@ -698,7 +698,9 @@ def save_all(
         out_dir: the folder (created when missing).
         sample: one sample's probe values, e.g. ``tlp.probe(model, x[:1], gates=True)``: gate key
             -> ``(1, time, units)`` or ``(time, units)``. Keys without ``/gates/`` are skipped.
-        tokens: the sample's tokens in input time order, one per step.
+        tokens: the sample's tokens in input time order, one per step; for a model that takes strings,
+            ``text_tokens(model, [text])[0]`` (:mod:`torch_lstm_probe.analysis.vocab`) gives the words its
+            own text layer made.
         reversed_keys: gate keys or layer paths whose values run in reversed time, so their
             heatmaps get the tokens reversed (see :func:`sample_heatmaps`).
 

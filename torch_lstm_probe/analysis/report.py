@@ -37,7 +37,7 @@ import torch
 
 from ..errors import InputError, TorchLstmProbeError
 from .stats import SIGMOID_GATES, GateStats
-from .vocab import Vocabulary, load_vocabulary
+from .vocab import Vocabulary, load_vocabulary, text_layer_ids
 
 __all__ = ["build_report", "VALUE_DECIMALS", "DEFAULT_SAMPLES", "DEFAULT_HEATMAPS"]
 
@@ -76,11 +76,13 @@ def build_report(
     Args:
         model: a converted model, or a Keras model file (then loaded with ``weights`` and ``custom_layers``).
         data: anything :func:`torch_lstm_probe.gate_stats` takes (arrays, a list or dict of them,
-            ``.npy``/``.npz``/``.safetensors`` paths, torch datasets and loaders). Statistics cover all
-            of it; the token view and the heatmaps show its first samples.
+            ``.npy``/``.npz``/``.safetensors`` paths, torch datasets and loaders; a list of texts for a
+            model whose input takes strings). Statistics cover all of it; the token view and the heatmaps
+            show its first samples.
         out: the ``.html`` file to write (missing folders are created).
         vocab: labels for token ids: anything :func:`~torch_lstm_probe.analysis.load_vocabulary` reads.
-            Without it tokens are shown as their ids (or as step numbers when no input holds ids).
+            Without it tokens are shown as their ids (or as step numbers when no input holds ids); a
+            model that takes strings shows the words its own text layer made of them.
         layers: recurrent layer names; ``None`` means every recurrent layer.
         samples: how many samples the token view shows.
         batch_size: samples per forward pass of the statistics.
@@ -172,18 +174,19 @@ def _model_and_source(model: Any, source: Any, weights: Any, custom_layers: Any)
 
 
 def _num_samples(model: Any, data: Any) -> int | None:
-    from ..extract.sources import as_source
+    from ..extract.sources import as_source, text_input_names
 
-    return as_source(data, model.input_names, 1).num_samples
+    return as_source(data, model.input_names, 1, text_inputs=text_input_names(model)).num_samples
 
 
-def _first_inputs(model: Any, data: Any, count: int) -> list[torch.Tensor]:
-    """The first ``count`` samples of ``data`` (fewer when it holds fewer), one CPU tensor per input."""
-    from ..extract.sources import as_source
+def _first_inputs(model: Any, data: Any, count: int) -> list[Any]:
+    """The first ``count`` samples of ``data`` (fewer when it holds fewer), one CPU tensor per input (an object
+    array of str per text input)."""
+    from ..extract.sources import as_source, text_input_names
 
-    parts: list[list[torch.Tensor]] = []
+    parts: list[list[Any]] = []
     taken = 0
-    batches = as_source(data, model.input_names, count).batches()
+    batches = as_source(data, model.input_names, count, text_inputs=text_input_names(model)).batches()
     try:
         for batch in batches:
             if batch.inputs is None:
@@ -196,13 +199,23 @@ def _first_inputs(model: Any, data: Any, count: int) -> list[torch.Tensor]:
         batches.close()  # type: ignore[attr-defined]
     if not parts:
         raise InputError("The data holds no samples. Expected at least one.")
-    return [torch.cat([p[k] for p in parts])[:count] for k in range(len(parts[0]))]
+    return [_concat([p[k] for p in parts])[:count] for k in range(len(parts[0]))]
 
 
-def _token_input(inputs: Sequence[torch.Tensor]) -> int | None:
+def _concat(parts: list[Any]) -> Any:
+    return np.concatenate(parts) if isinstance(parts[0], np.ndarray) else torch.cat(parts)
+
+
+def _token_input(inputs: Sequence[Any]) -> int | None:
     """The position of the first integer ``(batch, time)`` input (the token ids), if any."""
     for n, x in enumerate(inputs):
-        if x.dim() == 2 and not x.is_floating_point() and not x.is_complex() and x.dtype != torch.bool:
+        if (
+            isinstance(x, torch.Tensor)
+            and x.dim() == 2
+            and not x.is_floating_point()
+            and not x.is_complex()
+            and x.dtype != torch.bool
+        ):
             return n
     return None
 
@@ -226,6 +239,7 @@ class _Layer:
 class _View:
     tokens: list[list[str]] | None  # per sample, input order; None: no token input
     layers: list[_Layer]
+    words: str | None = None  # what the tokens are when a text model's own text layer made them
 
 
 def _token_view(model: Any, data: Any, layers: list[str] | None, count: int, vocab: Vocabulary | None) -> _View:
@@ -233,10 +247,11 @@ def _token_view(model: Any, data: Any, layers: list[str] | None, count: int, voc
     from ..capture.keys import split_key
     from ..capture.plan import plan_capture, run_plan
     from ..extract.run import layout_of
+    from ..extract.sources import to_device
 
-    inputs = _first_inputs(model, data, count)
+    host = _first_inputs(model, data, count)
     device = model._device_dtype()[0]
-    inputs = [x.to(device) for x in inputs]
+    inputs = [to_device(x, device) for x in host]
     plan = plan_capture(model, layers, gates=True, masks=True)
     layout = layout_of(model, plan, inputs, None, False, True)
     x: Any = inputs[0] if len(inputs) == 1 else list(inputs)
@@ -261,6 +276,12 @@ def _token_view(model: Any, data: Any, layers: list[str] | None, count: int, voc
         layer.keys[gate] = spec.key
         layer.values[gate] = ordered.numpy()
         layer.heat[spec.key] = (ordered.flip(1) if spec.flip else ordered)[0].numpy()  # (T, units)
+    text = text_layer_ids(model, host)
+    if text is not None and text[1].dim() == 2:
+        _, ids, layer_vocab = text  # (n, T) ids of the model's own text layer
+        labels = vocab if vocab is not None else layer_vocab
+        words = "vocabulary words" if vocab is not None else "the words of the model's text layer"
+        return _View(labels.tokens(ids), list(found.values()), words)
     position = _token_input(inputs)
     tokens = None
     if position is not None:
@@ -596,7 +617,9 @@ def _tokens_section(view: _View, stats: GateStats, vocab: Vocabulary | None) -> 
         f'<option value="{n}">{_esc(layer.name)} ({_esc(layer.cell)}, {layer.units} units)</option>'
         for n, layer in enumerate(view.layers)
     )
-    labels = "vocabulary words" if vocab is not None else ("token ids" if view.tokens is not None else "step numbers")
+    labels = view.words or (
+        "vocabulary words" if vocab is not None else ("token ids" if view.tokens is not None else "step numbers")
+    )
     fallback = _static_tokens(view, data)
     return (
         '<section id="tokens"><h2>Tokens</h2>'
@@ -647,6 +670,8 @@ def _data_text(data: Any) -> str:
         return os.fspath(data)
     if isinstance(data, (np.ndarray, torch.Tensor)):
         return f"{type(data).__name__} {tuple(data.shape)} {data.dtype}"
+    if isinstance(data, (list, tuple)) and data and all(isinstance(t, str) for t in data):
+        return f"{len(data)} texts"
     return type(data).__name__
 
 

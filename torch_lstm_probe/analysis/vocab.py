@@ -41,6 +41,8 @@ __all__ = [
     "Vocabulary",
     "load_vocabulary",
     "read_text_lines",
+    "text_layer_ids",
+    "text_tokens",
     "KERAS_FILTERS",
     "PAD_TOKEN",
     "UNK_TOKEN",
@@ -341,6 +343,81 @@ def load_vocabulary(source: Any) -> Vocabulary:
         f"Cannot read a vocabulary from {type(source).__name__} {_short(source)}. Expected a Tokenizer JSON string "
         "or file, a word list file, a list of words, or a {word: id} dict."
     )
+
+
+def text_layer_vocabulary(layer: Any) -> Vocabulary:
+    """The ids of a ``TextVectorization`` or ``StringLookup`` module as words, listed as Keras'
+    ``get_vocabulary()`` lists them: the mask token (id 0, shown ``"<pad>"`` when empty), the OOV ids
+    (``"[UNK]"``), then the vocabulary."""
+    cfg = layer.config
+    words = [cfg.mask_token] if cfg.mask_token is not None else []
+    words += [KERAS_OOV] * int(cfg.num_oov_indices) + list(cfg.vocabulary)
+    return _from_list(words, f"the vocabulary of {layer.describe()}")
+
+
+def _text_layer(model: Any, name: str) -> Any:
+    """The ``TextVectorization``/``StringLookup`` module that reads model input ``name`` (else the first one)."""
+    from ..layers.text import StringLookup, TextVectorization
+
+    kinds = (TextVectorization, StringLookup)
+    for node in getattr(model, "_nodes", ()):
+        module = model.layer(node.layer)
+        if isinstance(module, kinds) and node.inputs and node.inputs[0][0] == name:
+            return module
+    return next((module for _, module in model.iter_layers() if isinstance(module, kinds)), None)
+
+
+def text_layer_ids(model: Any, inputs: Sequence[Any]) -> tuple[int, Any, Vocabulary] | None:
+    """The token ids a text model's own text layer makes of one batch, and that layer's vocabulary.
+
+    Args:
+        model: a converted model.
+        inputs: one batch of its inputs in Keras input order (texts as lists or object arrays of str).
+
+    Returns:
+        ``(position, ids, vocabulary)``: the position of the model's first string input, the ids its
+        ``TextVectorization``/``StringLookup`` layer gives (an int64 CPU tensor, ``(batch, steps)`` for a
+        splitting ``TextVectorization``), and the words of those ids; ``None`` for a model without a
+        string input or without a text layer.
+    """
+    import torch
+
+    from ..extract.sources import text_input_names
+
+    names = text_input_names(model)
+    if not names:
+        return None
+    layer = _text_layer(model, names[0])
+    if layer is None:
+        return None
+    position = model.input_names.index(names[0])
+    texts = model._prepare_text(model.input_specs[position], inputs[position])  # as the model reshapes them
+    with torch.no_grad():
+        ids = layer(texts).detach().to("cpu")
+    return position, ids, text_layer_vocabulary(layer)
+
+
+def text_tokens(model: Any, texts: Any) -> list[Any]:
+    """The tokens a one-text-input model's own text layer makes of ``texts``: one list per text, one word per
+    step, padding as ``"<pad>"`` and unknown words as ``"[UNK]"``. These label the steps of the model's gates,
+    e.g. ``plots.heatmap(acts["lstm/gates/c"][0], tokens=text_tokens(model, texts)[0])``.
+
+    Raises:
+        InputError: the model has no string input or no ``TextVectorization``/``StringLookup`` layer, or
+            ``texts`` are not strings.
+    """
+    if len(model.input_names) != 1:
+        raise InputError(
+            f"text_tokens takes the texts of a one-input model; model {model.name!r} takes {model.input_names}."
+        )
+    found = text_layer_ids(model, [texts])
+    if found is None:
+        raise InputError(
+            f"Model {model.name!r} has no string input read by a TextVectorization or StringLookup layer, so it "
+            "makes no tokens of texts. Fix: label token ids with load_vocabulary(...).tokens(ids)."
+        )
+    _, ids, vocabulary = found
+    return vocabulary.tokens(ids)
 
 
 def read_text_lines(path: str | os.PathLike[str], max_bytes: int = MAX_VOCABULARY_BYTES) -> list[str]:
