@@ -14,6 +14,7 @@ from torch_lstm_probe.model import KerasModel
 from . import (  # noqa: F401  (importing the converter modules fills the registry)
     activation_layers,
     attention,
+    audio,
     bidirectional,
     conv,
     conv_lstm,

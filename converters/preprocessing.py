@@ -24,7 +24,8 @@ Discretization keeps its boundaries in the config when they were given, and in K
 quantile summary as the weight ``summary`` of shape ``(2, n)`` (values, weights), from which the
 boundaries are recomputed as tf_keras' ``finalize_state`` does. Hashing keeps everything in its
 config. HashedCrossing hashes with ``tf.sparse.cross_hashed`` (FarmHash's ``FingerprintCat64``
-over the crossed features), not with the string hash Hashing uses: it has no converter.
+over the crossed features: strings by Fingerprint64, integers by their own 64 bits), reproduced in
+:class:`torch_lstm_probe.layers.preprocessing.HashedCrossing`.
 """
 
 from __future__ import annotations
@@ -32,19 +33,34 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import numpy as np
+from torch import nn
 
-from torch_lstm_probe.errors import KerasFileError, UnsupportedOptionError
+from torch_lstm_probe.errors import KerasFileError, UnsupportedOptionError, WeightMismatchError
+from torch_lstm_probe.layers.core import DropoutConfig
 from torch_lstm_probe.layers.preprocessing import (
     ActivityRegularizationConfig,
     CategoryEncodingConfig,
     DiscretizationConfig,
+    HashedCrossingConfig,
     HashingConfig,
     IntegerLookupConfig,
     NormalizationConfig,
+    PipelineConfig,
     RescalingConfig,
 )
+from torch_lstm_probe.registry import module_type_name
 
-from .common import Context, ModuleSpec, check_keys, config_int, layer_label, refuse_unless, to_tensor, unpack_weights
+from .common import (
+    Context,
+    ModuleSpec,
+    check_keys,
+    config_int,
+    inner_layer_spec,
+    layer_label,
+    refuse_unless,
+    to_tensor,
+    unpack_weights,
+)
 from .registry import register
 from .spec import LayerSpec
 
@@ -56,6 +72,9 @@ __all__ = [
     "convert_integer_lookup",
     "convert_discretization",
     "convert_hashing",
+    "convert_pipeline",
+    "convert_max_num_bounding_boxes",
+    "convert_hashed_crossing",
 ]
 
 _MAX_CONFIG_VALUES = 1 << 20  # numbers a config array may hold (a hostile file could list more)
@@ -439,3 +458,84 @@ def convert_hashing(layer: LayerSpec, ctx: Context) -> ModuleSpec:
         num_bins=config_int(layer, ctx, "num_bins"), mask_value=mask, cast_floats=ctx.keras_version.major >= 3
     )
     return ModuleSpec("Hashing", config)
+
+
+@register("Pipeline")
+def convert_pipeline(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """Keras 3 ``Pipeline`` → :class:`torch_lstm_probe.layers.preprocessing.Pipeline`: its layers,
+    each converted as if it stood alone, run in order.
+
+    The file keeps the weights of all inner layers one after another; each inner layer takes the
+    first ``k`` remaining arrays for the smallest ``k`` its converter accepts (converters check the
+    exact count and shapes they need), and none may be left over.
+    """
+    from .build import instantiate  # the builder imports every converter module
+    from .registry import lookup
+
+    check_keys(layer, ctx, {"layers"}, set())
+    raws: Any = layer.config.get("layers")
+    if not isinstance(raws, list) or not all(
+        isinstance(r, Mapping) and isinstance(r.get("config", {}), Mapping) for r in raws
+    ):
+        raise KerasFileError(
+            f"{layer_label(layer, ctx)}: config key 'layers' is {_short(raws)}. Expected a list of serialized "
+            "layers. The file is damaged or was edited."
+        )
+    weights = tuple(layer.weights)
+    modules, items = [], []
+    for i, raw in enumerate(raws):
+        converted: nn.Module | None = None
+        for k in range(len(weights) + 1):
+            inner = inner_layer_spec(layer, raw, f"layers/{i}", weights[:k])
+            try:
+                built = ctx.build_inner(inner) if ctx.build_inner is not None else None
+                if built is None:
+                    spec = lookup(inner, ctx)(inner, ctx)
+                    built = instantiate(spec)
+            except WeightMismatchError:
+                if k == len(weights):
+                    raise
+                continue
+            converted, weights = built, weights[k:]
+            break
+        assert converted is not None
+        modules.append(converted)
+        type_name = module_type_name(converted)
+        items.append({"type": type_name, "config": converted.get_config() if type_name else None})
+    if weights:
+        raise WeightMismatchError(
+            f"{layer_label(layer, ctx)}: {len(weights)} weight array(s) with shapes "
+            f"{[tuple(w.shape) for w in weights]} are left after its {len(raws)} layers took theirs. Expected none: "
+            "the weights do not belong to this pipeline."
+        )
+    return ModuleSpec("Pipeline", PipelineConfig(layers=tuple(items)), children={"layers": nn.ModuleList(modules)})
+
+
+@register("MaxNumBoundingBoxes")
+def convert_max_num_bounding_boxes(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """Keras 3 ``MaxNumBoundingBoxes`` → the identity (:class:`torch_lstm_probe.layers.Dropout` at rate 0).
+
+    It truncates or pads (with ``fill_value``) the bounding boxes and labels of a dict input to
+    ``max_number``; a plain image tensor, the only input a converted graph carries, is returned
+    unchanged. The layer does not support masking: a mask stops there.
+    """
+    check_keys(layer, ctx, {"max_number", "fill_value", "data_format"}, set())
+    unpack_weights(layer, ctx, {})
+    return ModuleSpec("Dropout", DropoutConfig(0.0, keeps_mask=False))
+
+
+@register("HashedCrossing")
+def convert_hashed_crossing(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """Keras ``HashedCrossing`` (dense output) → :class:`torch_lstm_probe.layers.preprocessing.HashedCrossing`:
+    ``bin = FingerprintCat64(... FingerprintCat64(0xDECAFCAFFE, h(v_1)) ..., h(v_k)) mod num_bins``."""
+    check_keys(layer, ctx, {"num_bins", "output_mode", "sparse"}, set())
+    unpack_weights(layer, ctx, {})
+    refuse_unless(
+        layer, ctx, "sparse", [False], "Sparse outputs are not produced. Fix: save the layer with sparse=False."
+    )
+    mode = layer.config.get("output_mode", "int")
+    if mode not in ("int", "one_hot"):
+        raise UnsupportedOptionError(
+            f"{layer_label(layer, ctx)}: output_mode is {_short(mode)}. Expected 'int' or 'one_hot'."
+        )
+    return ModuleSpec("HashedCrossing", HashedCrossingConfig(config_int(layer, ctx, "num_bins"), str(mode)))

@@ -18,7 +18,7 @@ from torch_lstm_probe.converters.spec import KerasVersion, LayerSpec
 
 import torch_lstm_probe as tlp
 from tests.helpers import assert_model_parity, keras_reference, library_name, save, seed
-from torch_lstm_probe.errors import UnsupportedLayerError, UnsupportedOptionError
+from torch_lstm_probe.errors import UnsupportedOptionError
 from torch_lstm_probe.layers.preprocessing import Hashing, HashingConfig
 
 pytestmark = pytest.mark.keras
@@ -154,10 +154,6 @@ def test_hashing_float_input_keras3(keras3, tmp_path):
 def test_hashing_refusals_and_tf_keras_floats():
     _refusal("Hashing", {"num_bins": 3, "salt": [133, 137]}, "'salt' is \\[133, 137\\]")
     _refusal("Hashing", {"num_bins": 3, "output_mode": "multi_hot"}, "'output_mode' is 'multi_hot'")
-    layer = LayerSpec(name="pre", class_name="HashedCrossing", config={"num_bins": 3})
-    ctx = Context(source="test.keras", keras_version=KerasVersion(3, 10))
-    with pytest.raises(UnsupportedLayerError, match="HashedCrossing"):
-        lookup(layer, ctx)
     with pytest.raises(Exception, match="strings or integers"):
         Hashing(HashingConfig(num_bins=3, cast_floats=False))(np.array([[1.5]], np.float32))
 

@@ -50,7 +50,9 @@ class WeightSource(Protocol):
 
 
 # Keras 3 layers whose config has no ``trainable`` key (so it cannot tell them from op nodes).
-_LAYERS_WITHOUT_TRAINABLE = frozenset({"SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "Discretization"})
+_LAYERS_WITHOUT_TRAINABLE = frozenset(
+    {"SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "Discretization", "Pipeline", "HashedCrossing"}
+)
 
 # Config class names that are aliases of a Python class with another name; the saved group is
 # named after the Python class.

@@ -3,6 +3,7 @@
 from . import ops  # noqa: F401  (Keras 3 op nodes)
 from .activation_layers import ELU, LeakyReLU, PReLU, ReLU, Softmax, ThresholdedReLU
 from .attention import AdditiveAttention, Attention, GroupQueryAttention, MultiHeadAttention
+from .audio import MelSpectrogram, STFTSpectrogram
 from .bidirectional import Bidirectional, BidirectionalGates
 from .cell_rnn import CellRNN
 from .conv import (
@@ -55,9 +56,11 @@ from .preprocessing import (
     ActivityRegularization,
     CategoryEncoding,
     Discretization,
+    HashedCrossing,
     Hashing,
     IntegerLookup,
     Normalization,
+    Pipeline,
     Rescaling,
 )
 from .reshape import (
@@ -178,4 +181,8 @@ __all__ = [
     "AdaptiveMaxPooling1D",
     "AdaptiveMaxPooling2D",
     "AdaptiveMaxPooling3D",
+    "MelSpectrogram",
+    "STFTSpectrogram",
+    "Pipeline",
+    "HashedCrossing",
 ]

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..registry import register_module
+from ..registry import build_module, module_type_name, register_module
 from ..tracing import is_tracing
 from .base import ConfigMixin
 from .text import as_string_array, fingerprint64
@@ -37,6 +37,11 @@ __all__ = [
     "DiscretizationConfig",
     "Hashing",
     "HashingConfig",
+    "Pipeline",
+    "PipelineConfig",
+    "HashedCrossing",
+    "HashedCrossingConfig",
+    "fingerprint_cat64",
     "encode_ids",
 ]
 
@@ -501,3 +506,154 @@ class Hashing(ConfigMixin, nn.Module):
 
     def extra_repr(self) -> str:
         return f"num_bins={self.config.num_bins}, mask_value={self.config.mask_value!r}"
+
+
+# ---------------------------------------------------------------------------- Pipeline
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    layers: tuple[dict[str, Any], ...]  # each {"type": runtime module type, "config": its config}
+
+
+@register_module("Pipeline")
+class Pipeline(ConfigMixin, nn.Module):
+    """Keras 3 ``Pipeline([f_1, ..., f_k])``: ``y = f_k(... f_2(f_1(x)))``, each inner layer seeing the
+    mask the one before it produced, as Keras passes it (a layer that does not support masking
+    stops it). The inner modules sit in ``layers`` (state_dict keys ``layers.<i>.<name>``).
+    """
+
+    Config = PipelineConfig
+    mask_mode = "custom"
+    takes_mask = True
+
+    def __init__(self, config: PipelineConfig, layers: nn.ModuleList | None = None) -> None:
+        super().__init__()
+        self.config = config
+        if layers is None:
+            layers = nn.ModuleList(build_module(item["type"], item["config"]) for item in config.layers)
+        self.layers = layers
+        self.takes_indices = bool(len(layers) and getattr(layers[0], "takes_indices", False))
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> nn.Module:
+        return cls(PipelineConfig(layers=tuple(dict(item) for item in config["layers"])))
+
+    def get_config(self) -> dict[str, Any]:
+        items = []
+        for module in self.layers:
+            type_name = module_type_name(module)
+            if type_name is None:
+                raise TypeError(f"Pipeline holds a foreign module {type(module).__name__}; it has no config.")
+            items.append({"type": type_name, "config": module.get_config()})  # type: ignore[operator]
+        return {"layers": items}
+
+    def _run(self, x: Any, mask: torch.Tensor | None) -> tuple[Any, torch.Tensor | None]:
+        for module in self.layers:
+            kwargs = {"mask": mask} if mask is not None and getattr(module, "takes_mask", False) else {}
+            out = module(x, **kwargs)
+            mode = getattr(module, "mask_mode", "drop")
+            if mode == "custom":
+                mask = module.compute_mask(x, mask=mask)  # type: ignore[operator]
+            elif mode != "pass":
+                mask = None
+            x = out
+        return x, mask
+
+    def compute_mask(self, x: Any, mask: torch.Tensor | None = None) -> torch.Tensor | None:
+        return None if mask is None else self._run(x, mask)[1]
+
+    def forward(self, x: Any, mask: torch.Tensor | None = None) -> Any:
+        return self._run(x, mask)[0]
+
+
+# ---------------------------------------------------------------------------- HashedCrossing
+
+_U64 = (1 << 64) - 1
+_CAT_MUL = 0xC6A4A7935BD1E995  # FarmHash's 64-bit multiplier
+CROSS_HASH_KEY = 0xDECAFCAFFE  # TensorFlow's default hash_key of sparse.cross_hashed
+
+
+def _shift_mix(value: int) -> int:
+    return value ^ (value >> 47)
+
+
+def fingerprint_cat64(first: int, second: int) -> int:
+    """FarmHash ``FingerprintCat64(a, b)`` on unsigned 64-bit integers, with ``m = 0xc6a4a7935bd1e995``,
+    ``mix(v) = v xor (v >> 47)`` and every product taken mod ``2**64``:
+    ``r = a xor m``; ``r = r xor (mix(b*m) * m)``; ``r = r * m``; ``r = mix(r) * m``; result ``mix(r)``."""
+    result = first ^ _CAT_MUL
+    result ^= (_shift_mix((second * _CAT_MUL) & _U64) * _CAT_MUL) & _U64
+    result = (result * _CAT_MUL) & _U64
+    result = (_shift_mix(result) * _CAT_MUL) & _U64
+    return _shift_mix(result)
+
+
+@dataclass(frozen=True)
+class HashedCrossingConfig:
+    num_bins: int  # Keras `num_bins`
+    output_mode: str = "int"  # "int" (int64 bins) or "one_hot"
+
+
+@register_module("HashedCrossing")
+class HashedCrossing(ConfigMixin, nn.Module):
+    """Keras ``HashedCrossing``: the bin of each row's combination of features, as TensorFlow's
+    ``sparse.cross_hashed`` computes it.
+
+    Each feature value ``v`` hashes to ``h(v)``: a string to FarmHash ``Fingerprint64`` of its UTF-8
+    bytes, an integer to its own 64 bits (two's complement). With ``key = 0xDECAFCAFFE``:
+    ``c = FingerprintCat64(... FingerprintCat64(FingerprintCat64(key, h(v_1)), h(v_2)) ..., h(v_k))`` and
+    ``bin = c mod num_bins`` (unsigned). ``one_hot`` then gives ``(bin == t)`` for ``t < num_bins``
+    in the layer's float dtype (a trailing axis of size 1 is replaced). Takes two or more features of
+    equal shape ``()``, ``(N,)`` or ``(N, 1)``: string lists / numpy arrays or integer tensors.
+    It drops a mask.
+    """
+
+    Config = HashedCrossingConfig
+    takes_indices = True
+    _float_anchor: torch.Tensor
+
+    def __init__(self, config: HashedCrossingConfig) -> None:
+        super().__init__()
+        if config.num_bins < 1 or config.output_mode not in ("int", "one_hot"):
+            raise ValueError(f"HashedCrossing needs num_bins >= 1 and output_mode int or one_hot; got {config}.")
+        self.config = config
+        self.register_buffer("_float_anchor", torch.zeros(0), persistent=False)
+
+    def _hashes(self, x: Any) -> np.ndarray:
+        """Each value's 64-bit feature hash, as an object array of Python ints."""
+        if isinstance(x, torch.Tensor) or (isinstance(x, np.ndarray) and x.dtype.kind in "biuf"):
+            array = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
+            if array.dtype.kind not in "iu":
+                raise InputError(f"{self.describe()} crosses strings or integers. Received dtype {array.dtype}.")
+            return np.vectorize(lambda v: int(v) & _U64, otypes=[object])(array.astype(np.int64))
+        strings = as_string_array(x, self.describe())
+        return np.vectorize(lambda s: fingerprint64(s.encode("utf-8")), otypes=[object])(strings)
+
+    def forward(self, *features: Any) -> torch.Tensor:
+        cfg = self.config
+        if len(features) == 1 and isinstance(features[0], (list, tuple)) and len(features[0]) > 1:
+            features = tuple(features[0])
+        if len(features) < 2:
+            raise InputError(f"{self.describe()} crosses at least two features. Received {len(features)}.")
+        hashes = [self._hashes(f) for f in features]
+        shape = hashes[0].shape
+        if len(shape) > 2 or (len(shape) == 2 and shape[-1] != 1) or any(h.shape != shape for h in hashes):
+            raise InputError(
+                f"{self.describe()} takes features of one shape (), (N,) or (N, 1). Received shapes "
+                f"{[h.shape for h in hashes]}."
+            )
+        flat = [h.reshape(-1) for h in hashes]
+        bins = np.empty(flat[0].size, np.int64)
+        for row in range(bins.size):
+            crossed = CROSS_HASH_KEY
+            for column in flat:
+                crossed = fingerprint_cat64(crossed, column[row])
+            bins[row] = crossed % cfg.num_bins
+        ids = torch.from_numpy(bins.reshape(shape)).to(self._float_anchor.device)
+        if cfg.output_mode == "int":
+            return ids
+        return encode_ids(self, ids, cfg.num_bins, "one_hot", self._float_anchor.dtype)
+
+    def extra_repr(self) -> str:
+        return f"num_bins={self.config.num_bins}, output_mode={self.config.output_mode!r}"
