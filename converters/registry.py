@@ -15,7 +15,15 @@ Converter = Callable[[LayerSpec, Context], ModuleSpec]
 
 CONVERTERS: dict[str, Converter] = {}
 
-_CODE_LAYERS = ("Lambda",)
+# Layers that carry code or another framework's model instead of Keras weights and config.
+_CODE_LAYERS = {
+    "Lambda": "holds Python code",
+    "TFSMLayer": "runs a TensorFlow SavedModel",
+    "TorchModuleWrapper": "holds a pickled PyTorch module",
+    "JaxLayer": "holds JAX code",
+    "FlaxLayer": "holds a Flax module",
+    "DenseFeatures": "runs TensorFlow feature columns",
+}
 # tf_keras records a TensorFlow function called on Keras tensors (tf.transpose(x), x * 2, x[:, 0])
 # as one of these layers, naming the function in config["function"].
 TF_FUNCTION_LAYERS = ("TFOpLambda", "SlicingOpLambda")
@@ -65,8 +73,8 @@ def lookup(layer: LayerSpec, ctx: Context) -> Converter:
         )
     if layer.class_name in _CODE_LAYERS:
         raise UnsupportedLayerError(
-            f"{layer_label(layer, ctx)} holds Python code, and this loader never executes code from a file. "
-            f"Fix: reimplement it and pass {hint}."
+            f"{layer_label(layer, ctx)} {_CODE_LAYERS[layer.class_name]}, and this loader never executes code from "
+            f"a file. Fix: reimplement it and pass {hint}."
         )
     raise UnsupportedLayerError(
         f"{layer_label(layer, ctx)}: no converter for Keras class {layer.class_name!r}. "

@@ -91,6 +91,26 @@ def test_lambda_layer_is_refused_with_custom_layers_hint(tmp_path):
         tlp.load_keras(path)
 
 
+@pytest.mark.parametrize(
+    "class_name, what",
+    [
+        ("TFSMLayer", "runs a TensorFlow SavedModel"),
+        ("TorchModuleWrapper", "holds a pickled PyTorch module"),
+        ("JaxLayer", "holds JAX code"),
+        ("DenseFeatures", "runs TensorFlow feature columns"),
+    ],
+)
+def test_layers_carrying_code_or_other_frameworks_are_refused_with_the_fix(tmp_path, class_name, what):
+    def edit(config):
+        layer = config["config"]["layers"][1]
+        layer["class_name"] = class_name
+        layer["config"] = {"name": layer["config"]["name"]}
+
+    path = rewrite_h5_config(H5, tmp_path / "m.h5", edit)
+    with pytest.raises(UnsupportedLayerError, match=rf"\({class_name}\) {what}.*never executes code.*custom_layers"):
+        tlp.load_keras(path)
+
+
 def test_several_bad_layers_are_listed_in_one_error(tmp_path):
     def edit(config):
         find_layer(config, "Dense")["class_name"] = "FancyA"
