@@ -4,7 +4,8 @@
 Neither has weights. ``Resizing`` is reproduced for ``interpolation`` "bilinear" and "nearest"
 without antialiasing or padding to the aspect ratio; other settings are refused. Keras 3's
 ``AutoContrast`` rescales values at inference; ``Solarization`` and ``Equalization`` are the
-identity there (they transform with ``training=True`` only).
+identity there (they transform with ``training=True`` only). Keras 3's
+``ContrastLimitedAdaptiveHistogramEqualization`` equalizes tile histograms at inference.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch_lstm_probe.layers.image import (
     RESIZE_METHODS,
     AutoContrastConfig,
     CenterCropConfig,
+    ContrastLimitedAdaptiveHistogramEqualizationConfig,
     RandomCropConfig,
     ResizingConfig,
 )
@@ -28,6 +30,7 @@ from .spec import LayerSpec
 __all__ = [
     "convert_auto_contrast",
     "convert_center_crop",
+    "convert_clahe",
     "convert_inference_identity_image",
     "convert_random_crop",
     "convert_resizing",
@@ -126,6 +129,44 @@ def convert_auto_contrast(layer: LayerSpec, ctx: Context) -> ModuleSpec:
     unpack_weights(layer, ctx, {})
     refuse_unless(layer, ctx, "data_format", [None, "channels_last", "channels_first"])
     return ModuleSpec("AutoContrast", AutoContrastConfig(_value_range(layer, ctx)))
+
+
+def _refuse(layer: LayerSpec, ctx: Context, key: str, expected: str) -> None:
+    raise UnsupportedOptionError(
+        f"{layer_label(layer, ctx)}: config key {key!r} is {layer.config.get(key)!r}, which is not reproduced. "
+        f"Expected {expected}."
+    )
+
+
+@register("ContrastLimitedAdaptiveHistogramEqualization")
+def convert_clahe(layer: LayerSpec, ctx: Context) -> ModuleSpec:
+    """Keras 3 ``ContrastLimitedAdaptiveHistogramEqualization`` →
+    :class:`torch_lstm_probe.layers.image.ContrastLimitedAdaptiveHistogramEqualization` (it acts at inference).
+
+    Keras uses ``value_range`` as given (unsorted), so a pair with ``low >= high`` is refused.
+    """
+    cfg = layer.config
+    check_keys(layer, ctx, {"value_range", "clip_limit", "tile_grid_size", "data_format"}, {"bounding_box_format"})
+    unpack_weights(layer, ctx, {})
+    value = cfg.get("value_range", (0, 255))
+    ok = isinstance(value, (list, tuple)) and len(value) == 2
+    ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    if not ok or not value[0] < value[1]:
+        _refuse(layer, ctx, "value_range", "two finite numbers (low, high) with low < high")
+    clip = cfg.get("clip_limit", 4.0)
+    if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not math.isfinite(clip):
+        _refuse(layer, ctx, "clip_limit", "a finite number")
+    grid = cfg.get("tile_grid_size", (8, 8))
+    ok = isinstance(grid, (list, tuple)) and len(grid) == 2
+    if not ok or not all(isinstance(g, int) and not isinstance(g, bool) and 1 <= g <= 2**16 for g in grid):
+        _refuse(layer, ctx, "tile_grid_size", "two positive ints (rows, columns)")
+    config = ContrastLimitedAdaptiveHistogramEqualizationConfig(
+        value_range=(float(value[0]), float(value[1])),
+        clip_limit=float(clip),
+        tile_grid_size=(int(grid[0]), int(grid[1])),
+        channels_first=_channels_first(layer, ctx),
+    )
+    return ModuleSpec("ContrastLimitedAdaptiveHistogramEqualization", config)
 
 
 @register("Solarization", "Equalization")

@@ -40,7 +40,7 @@ from .conv_lstm import ConvLSTM, ConvLSTMGates
 from .core import Activation, Dense, Dropout, Embedding, Masking, TimeDistributed
 from .einsum_dense import EinsumDense
 from .gru import GRU, GRUGates, gru_reference
-from .image import AutoContrast, CenterCrop, RandomCrop, Resizing
+from .image import AutoContrast, CenterCrop, ContrastLimitedAdaptiveHistogramEqualization, RandomCrop, Resizing
 from .locally_connected import LocallyConnected1D, LocallyConnected2D
 from .lstm import LSTM, LSTMGates, lstm_reference
 from .merge import Concatenate, Dot, Merge
@@ -173,6 +173,7 @@ __all__ = [
     "ThresholdedReLU",
     "RandomCrop",
     "AutoContrast",
+    "ContrastLimitedAdaptiveHistogramEqualization",
     "LocallyConnected1D",
     "LocallyConnected2D",
     "AdaptiveAveragePooling1D",

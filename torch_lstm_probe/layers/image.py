@@ -2,7 +2,8 @@
 
 Both take a batch of images ``(N, H, W, C)`` (``(N, C, H, W)`` with ``channels_first``) and do
 not support masking: a mask stops here. ``AutoContrast`` (Keras 3) rescales values per image and
-channel at inference, keeping the shape.
+channel at inference, keeping the shape; ``ContrastLimitedAdaptiveHistogramEqualization`` (Keras 3)
+equalizes tile histograms at inference, keeping the shape.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ __all__ = [
     "AutoContrastConfig",
     "CenterCrop",
     "CenterCropConfig",
+    "ContrastLimitedAdaptiveHistogramEqualization",
+    "ContrastLimitedAdaptiveHistogramEqualizationConfig",
     "RandomCrop",
     "RandomCropConfig",
     "Resizing",
@@ -284,3 +287,148 @@ class AutoContrast(ConfigMixin, nn.Module):
 
     def extra_repr(self) -> str:
         return f"value_range={self.value_range}"
+
+
+@dataclass(frozen=True)
+class ContrastLimitedAdaptiveHistogramEqualizationConfig:
+    value_range: tuple[float, float] = (0.0, 255.0)  # Keras `value_range` (low, high), low < high
+    clip_limit: float = 4.0  # Keras `clip_limit`; 0 or less: no clipping
+    tile_grid_size: tuple[int, int] = (8, 8)  # Keras `tile_grid_size` (rows, columns) of tiles
+    channels_first: bool = False  # Keras 3 `data_format="channels_first"`
+
+
+def _symmetric_pad(x: torch.Tensor, dim: int, pad: int) -> torch.Tensor:
+    """Appends ``pad`` entries to ``dim`` mirroring the edge (edge included): ``x[n - 1], x[n - 2], ...``."""
+    if pad == 0:
+        return x
+    n = x.shape[dim]
+    return torch.cat([x, x.narrow(dim, n - pad, pad).flip(dim)], dim=dim)
+
+
+def _packet_sum_256(x: torch.Tensor) -> torch.Tensor:
+    """The float32 sum over the last axis (256 long) in TensorFlow's CPU order: four 8-lane
+    accumulators ``a_m = sum_j x[32 j + 8 m + lane]`` (running sums), ``((a_0 + a_1) + a_2) + a_3``,
+    then the 8 lanes summed by halving (``l + l'`` for lanes 4 apart, 2 apart, 1 apart)."""
+    packets = x.reshape(*x.shape[:-1], 8, 4, 8)  # (..., j, m, lane)
+    acc = [packets[..., 0, m, :] for m in range(4)]
+    for j in range(1, 8):
+        acc = [acc[m] + packets[..., j, m, :] for m in range(4)]
+    lanes = ((acc[0] + acc[1]) + acc[2]) + acc[3]  # (..., 8)
+    while lanes.shape[-1] > 1:
+        half = lanes.shape[-1] // 2
+        lanes = lanes[..., :half] + lanes[..., half:]
+    return lanes  # (..., 1)
+
+
+@register_module("ContrastLimitedAdaptiveHistogramEqualization")
+class ContrastLimitedAdaptiveHistogramEqualization(ConfigMixin, nn.Module):
+    """Keras 3 ``ContrastLimitedAdaptiveHistogramEqualization`` (CLAHE), which acts at inference too.
+
+    All in float32. ``u = (x - r0) / (r1 - r0) * 255``; with a ``(gh, gw)`` grid on an ``H x W``
+    image, tiles are ``th = ceil(H / gh)`` by ``tw = ceil(W / gw)``, and the image is padded at the
+    bottom and right to ``(gh th, gw tw)`` by mirroring (edge included). Per image, channel and tile
+    ``(i, j)``, with bins ``b(p) = clip(trunc(u_p), 0, 255)`` and ``A = th tw``::
+
+        h[k] = #{p in tile : b(p) = k}                              k = 0..255
+        clip_limit > 0:  L = clip_limit * A / 256,  h[k] <- min(h[k], L) + E / 256,
+                         E = sum_m (h[m] - min(h[m], L))   (summed as TensorFlow's CPU kernel)
+        F[k] = h[0] + ... + h[k]   (running float32 sum)
+        T_ij[k] = clip((F[k] - F[0]) * 255 / D, 0, 255),  D = A - F[0], or 1 where that is 0
+
+    The tile maps are extended by repeating the border tiles (indices ``0..gh + 1``, ``0..gw + 1``).
+    For the padded pixel ``(a, b)``, ``sy = (a - th / 2) / th + 1``, ``y0 = floor(sy)``,
+    ``wy = sy - y0``, ``y1 = y0 + 1`` (both clipped to ``0..gh + 1``), likewise ``x0, x1, wx``::
+
+        v = (T_{y0 x0} (1 - wx) + T_{y0 x1} wx) (1 - wy) + (T_{y1 x0} (1 - wx) + T_{y1 x1} wx) wy,
+        evaluated at k = b(a, b), cropped to H x W;   y = v / 255 * (r1 - r0) + r0
+
+    Shapes: ``(N, H, W, C)`` → ``(N, H, W, C)`` (``(N, C, H, W)`` with ``channels_first``).
+    """
+
+    Config = ContrastLimitedAdaptiveHistogramEqualizationConfig
+
+    def __init__(self, config: ContrastLimitedAdaptiveHistogramEqualizationConfig) -> None:
+        super().__init__()
+        low, high = (float(v) for v in config.value_range)
+        if not low < high:
+            raise ValueError(
+                f"ContrastLimitedAdaptiveHistogramEqualization value_range must be (low, high) with low < high. "
+                f"Received {config.value_range}."
+            )
+        if len(config.tile_grid_size) != 2 or min(config.tile_grid_size) < 1:
+            raise ValueError(
+                f"ContrastLimitedAdaptiveHistogramEqualization tile_grid_size must be two positive ints. "
+                f"Received {config.tile_grid_size}."
+            )
+        self.config = config
+        self.value_range = (low, high)
+
+    def _tile_maps(self, bins: torch.Tensor, tile_h: int, tile_w: int) -> torch.Tensor:
+        """Per-tile lookup tables ``(N, gh + 2, gw + 2, C, 256)`` from bin indices ``(N, gh th, gw tw, C)``."""
+        grid_h, grid_w = self.config.tile_grid_size
+        n, _, _, c = bins.shape
+        area = tile_h * tile_w
+        tiles = bins.reshape(n, grid_h, tile_h, grid_w, tile_w, c).permute(0, 1, 3, 5, 2, 4)
+        tiles = tiles.reshape(n, grid_h, grid_w, c, area)  # (N, gh, gw, C, A)
+        counts = torch.zeros(n, grid_h, grid_w, c, 256, dtype=torch.int64, device=bins.device)
+        counts.scatter_add_(-1, tiles, torch.ones_like(tiles))
+        hist = counts.to(torch.float32)  # (N, gh, gw, C, 256), exact integers
+        if self.config.clip_limit > 0:
+            limit = hist.new_tensor(self.config.clip_limit * area / 256.0)
+            clipped = torch.minimum(hist, limit)  # hist >= 0
+            excess = _packet_sum_256(hist - clipped)  # (N, gh, gw, C, 1)
+            hist = clipped + excess / 256.0
+        running = torch.zeros_like(hist[..., 0])
+        cdf = torch.empty_like(hist)
+        for k in range(256):  # a left-to-right float32 running sum
+            running = running + hist[..., k]
+            cdf[..., k] = running
+        cdf_min = cdf.amin(dim=-1, keepdim=True)
+        denominator = cdf_min.new_tensor(float(area)) - cdf_min
+        denominator = torch.where(denominator == 0, torch.ones_like(denominator), denominator)
+        maps = ((cdf - cdf_min) * 255.0 / denominator).clamp(0.0, 255.0)  # (N, gh, gw, C, 256)
+        maps = torch.cat([maps[:, :1], maps, maps[:, -1:]], dim=1)
+        return torch.cat([maps[:, :, :1], maps, maps[:, :, -1:]], dim=2)  # (N, gh + 2, gw + 2, C, 256)
+
+    @staticmethod
+    def _taps(size: int, tile: int, grid: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+        pos = (torch.arange(size, dtype=torch.float32, device=device) - tile / 2.0) / float(tile) + 1.0
+        low = pos.floor()
+        weight = pos - low
+        return low.clamp(0, grid + 1).long(), (low + 1.0).clamp(0, grid + 1).long(), weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        images = _as_nhwc(self, x, cfg.channels_first)  # (N, H, W, C)
+        dtype = images.dtype
+        n, height, width, c = images.shape
+        grid_h, grid_w = cfg.tile_grid_size
+        tile_h, tile_w = -(-height // grid_h), -(-width // grid_w)
+        pad_h, pad_w = tile_h * grid_h - height, tile_w * grid_w - width
+        if pad_h > height or pad_w > width:
+            raise InputError(
+                f"{self.describe()} pads an image of shape {tuple(x.shape)} to whole tiles of a "
+                f"{cfg.tile_grid_size} grid by more than its own size; Keras fails on it too."
+            )
+        u = _rescale(images.to(torch.float32), self.value_range, (0.0, 255.0))
+        u = _symmetric_pad(_symmetric_pad(u, 1, pad_h), 2, pad_w)  # (N, Hp, Wp, C)
+        bins = u.clamp(-1.0, 256.0).trunc().long().clamp(0, 255)  # (N, Hp, Wp, C)
+        maps = self._tile_maps(bins, tile_h, tile_w)  # (N, gh + 2, gw + 2, C, 256)
+        y0, y1, wy = self._taps(tile_h * grid_h, tile_h, grid_h, x.device)
+        x0, x1, wx = self._taps(tile_w * grid_w, tile_w, grid_w, x.device)
+        batch = torch.arange(n, device=x.device).reshape(-1, 1, 1, 1)
+        chan = torch.arange(c, device=x.device).reshape(1, 1, 1, -1)
+
+        def tap(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+            return maps[batch, rows.reshape(1, -1, 1, 1), cols.reshape(1, 1, -1, 1), chan, bins]
+
+        wy, wx = wy.reshape(1, -1, 1, 1), wx.reshape(1, 1, -1, 1)
+        top = tap(y0, x0) * (1.0 - wx) + tap(y0, x1) * wx
+        bottom = tap(y1, x0) * (1.0 - wx) + tap(y1, x1) * wx
+        v = (top * (1.0 - wy) + bottom * wy)[:, :height, :width, :]  # (N, H, W, C)
+        y = _rescale(v, (0.0, 255.0), self.value_range).to(dtype)
+        return y.permute(0, 3, 1, 2) if cfg.channels_first else y
+
+    def extra_repr(self) -> str:
+        cfg = self.config
+        return f"value_range={self.value_range}, clip_limit={cfg.clip_limit}, tile_grid_size={cfg.tile_grid_size}"
