@@ -954,6 +954,19 @@ class TextStreamSource(Source):
 # entry points
 
 
+def _check_dict_keys(data: Mapping[Any, Any], names: Sequence[str]) -> None:
+    """Raises InputError unless the dict's keys are exactly the model's input names."""
+    unknown = sorted(str(k) for k in data if k not in names)
+    missing = [n for n in names if n not in data]
+    if unknown or missing:
+        raise InputError(
+            f"The model takes inputs {names}. Received a dict with keys {sorted(map(str, data))}"
+            + (f"; unknown {unknown}" if unknown else "")
+            + (f"; missing {missing}" if missing else "")
+            + "."
+        )
+
+
 def as_source(data: Any, input_names: Sequence[str], batch_size: int, text_inputs: Sequence[str] = ()) -> Source:
     """Wrap any data ``tlp.extract`` accepts as a :class:`Source`.
 
@@ -1002,15 +1015,7 @@ def as_source(data: Any, input_names: Sequence[str], batch_size: int, text_input
             )
         return ArraySource([data], names, size)
     if isinstance(data, Mapping):
-        unknown = sorted(str(k) for k in data if k not in names)
-        missing = [n for n in names if n not in data]
-        if unknown or missing:
-            raise InputError(
-                f"The model takes inputs {names}. Received a dict with keys {sorted(map(str, data))}"
-                + (f"; unknown {unknown}" if unknown else "")
-                + (f"; missing {missing}" if missing else "")
-                + "."
-            )
+        _check_dict_keys(data, names)
         return ArraySource([data[n] for n in names], names, size)
     if isinstance(data, (list, tuple)):
         if len(data) != len(names):
@@ -1046,15 +1051,7 @@ def _text_source(data: Any, names: list[str], size: int, texts: list[str]) -> So
     if isinstance(data, (Dataset, DataLoader)):
         raise InputError(f"The model takes text in input(s) {texts}. Received a {_class_name(data)}. {accepted}")
     if isinstance(data, Mapping):
-        unknown = sorted(str(k) for k in data if k not in names)
-        missing = [n for n in names if n not in data]
-        if unknown or missing:
-            raise InputError(
-                f"The model takes inputs {names}. Received a dict with keys {sorted(map(str, data))}"
-                + (f"; unknown {unknown}" if unknown else "")
-                + (f"; missing {missing}" if missing else "")
-                + "."
-            )
+        _check_dict_keys(data, names)
         return ArraySource([data[n] for n in names], names, size, texts)
     if isinstance(data, (list, tuple)):
         if len(data) != len(names):
