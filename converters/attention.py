@@ -20,6 +20,12 @@ weights in tf_keras and in a Keras 3 call without ``return_attention_scores`` (i
 ``dot_product_attention``), zero weights in a Keras 3 call with it (its ``Softmax`` layer). Keras 3's ``MultiHeadAttention``
 also deletes the Keras masks of the tensors it reads, so the graph's later readers of those
 tensors run unmasked; the runtime reproduces that in its own (topological) layer order.
+
+``MultiHeadAttention`` ``attention_axes`` may name any distinct axes between the batch and the
+features of inputs of any rank: Keras 3 counts a negative axis from the input's rank, tf_keras
+from the projection's ``(N, ..., h, d)`` rank, and the two libraries give the Keras masks of
+inputs of rank > 3 their size-1 axes at different places. Axes reaching the batch or heads axis
+are refused (here where the config says the query's rank, tf_keras; else on the first call).
 """
 
 from __future__ import annotations
@@ -92,10 +98,53 @@ def convert_attention(layer: LayerSpec, ctx: Context) -> ModuleSpec:
     return ModuleSpec(layer.class_name, config, {k: to_tensor(v) for k, v in w.items()}, call="attention")
 
 
+def _attention_axes(layer: LayerSpec, ctx: Context) -> tuple[int, ...] | None:
+    """``attention_axes`` as a tuple of input axes (None: every axis between batch and features).
+
+    Keras 3 counts a negative axis from the input's rank, tf_keras from the projection's
+    ``(N, ..., h, d)`` rank; where the file records the query's shape (tf_keras) the axes are
+    checked and made non-negative here, otherwise when the layer is called.
+    """
+    raw = layer.config.get("attention_axes")
+    if raw is None:
+        return None
+    items = raw if isinstance(raw, (list, tuple)) else [raw]
+    if not items or any(isinstance(a, bool) or not isinstance(a, int) for a in items):
+        raise UnsupportedOptionError(
+            f"{layer_label(layer, ctx)}: attention_axes is {raw!r}. Expected None, an axis or a list of axes."
+        )
+    axes = tuple(int(a) for a in items)
+    if 0 in axes:
+        raise UnsupportedOptionError(
+            f"{layer_label(layer, ctx)}: attention_axes is {raw!r}. Attention over the batch axis is not reproduced."
+        )
+    shape = layer.config.get("query_shape")
+    if ctx.keras_version.major < 3 and isinstance(shape, (list, tuple)) and len(shape) >= 3:
+        rank = len(shape)
+        axes = tuple(a + rank + 1 if a < 0 else a for a in axes)  # tf_keras: from the (N, ..., h, d) rank
+        if len(set(axes)) != len(axes) or any(not 1 <= a <= rank - 2 for a in axes):
+            raise UnsupportedOptionError(
+                f"{layer_label(layer, ctx)}: attention_axes is {raw!r}, for a rank-{rank} query. Only attention "
+                f"over distinct axes between the batch and the features (1 to {rank - 2}) is reproduced, not over "
+                "the heads axis."
+            )
+    return axes
+
+
+def _mha_mask_rule(layer: LayerSpec, ctx: Context) -> str:
+    """Keras 3 takes its fused dot_product_attention (a fully masked row uniform) only for a call
+    that does not return scores and a layer without dropout; else its Softmax layer (the row
+    zeroed). tf_keras always lowers masked scores by 1e9."""
+    if ctx.keras_version.major < 3:
+        return "subtract"
+    dropout = layer.config.get("dropout", 0.0)
+    return "keras3_softmax" if isinstance(dropout, (int, float)) and dropout > 0 else "keras3"
+
+
 @register("MultiHeadAttention", "GroupQueryAttention", "GroupedQueryAttention")
 def convert_multi_head_attention(layer: LayerSpec, ctx: Context) -> ModuleSpec:
-    """Keras ``MultiHeadAttention`` (rank-3 inputs, attention over the steps axis) and Keras 3
-    ``GroupQueryAttention`` → the runtime module of the same name."""
+    """Keras ``MultiHeadAttention`` (inputs of any rank ≥ 3, any ``attention_axes`` between the
+    batch and the features) and Keras 3 ``GroupQueryAttention`` → the runtime module of the same name."""
     cfg = layer.config
     gqa = layer.class_name in ("GroupQueryAttention", "GroupedQueryAttention")  # .keras / .h5 names
     known = (
@@ -145,12 +194,17 @@ def convert_multi_head_attention(layer: LayerSpec, ctx: Context) -> ModuleSpec:
             f"{layer_label(layer, ctx)}: {len(layer.weights)} weight arrays. Expected {8 if use_bias else 4} "
             "(query, key, value and output projections, each a kernel" + (" and a bias)." if use_bias else ").")
         )
+    out_shape = cfg.get("output_shape")
+    if isinstance(out_shape, (list, tuple)) and len(out_shape) > 1:
+        raise UnsupportedOptionError(
+            f"{layer_label(layer, ctx)}: output_shape is {out_shape!r}. Only an output of one feature axis is reproduced."
+        )
     kernels = layer.weights[:: 2 if use_bias else 1]
     if any(k.ndim != 3 for k in kernels):
         raise WeightMismatchError(
             f"{layer_label(layer, ctx)}: projection kernels have shapes {[tuple(k.shape) for k in kernels]}. "
-            "Expected 3-D einsum kernels (features, heads, head size) and (heads, head size, features). Only "
-            "attention over the steps axis of (batch, steps, features) inputs is reproduced."
+            "Expected 3-D einsum kernels (features, heads, head size) and (heads, head size, features); an "
+            "output_shape of more than one axis is not reproduced."
         )
     query_dim, key_in, value_in, output_dim = (
         int(kernels[0].shape[0]),
@@ -158,12 +212,7 @@ def convert_multi_head_attention(layer: LayerSpec, ctx: Context) -> ModuleSpec:
         int(kernels[2].shape[0]),
         int(kernels[3].shape[2]),
     )
-    axes = cfg.get("attention_axes")
-    if axes not in (None, [1], (1,), 1, [-2], (-2,)):
-        raise UnsupportedOptionError(
-            f"{layer_label(layer, ctx)}: attention_axes is {axes!r}. Only attention over the steps axis of a "
-            "(batch, steps, features) input (attention_axes None or [1]) is reproduced."
-        )
+    axes = None if gqa else _attention_axes(layer, ctx)
     kv = kv_heads or heads
     shapes: list[tuple[str, tuple[int, ...]]] = []
     for name, shape in zip(
@@ -184,8 +233,10 @@ def convert_multi_head_attention(layer: LayerSpec, ctx: Context) -> ModuleSpec:
         output_dim=output_dim,
         num_kv_heads=kv_heads,
         use_bias=use_bias,
-        mask_rule="keras3" if ctx.keras_version.major >= 3 else "subtract",
+        mask_rule=_mha_mask_rule(layer, ctx),
         clears_input_masks=not gqa and ctx.keras_version.major >= 3,
+        attention_axes=axes,
+        axes_rule="keras3" if ctx.keras_version.major >= 3 else "tf_keras",
     )
     state: dict[str, Any] = {k: to_tensor(v) for k, v in w.items()}
     return ModuleSpec("GroupQueryAttention" if gqa else "MultiHeadAttention", config, state, call="attention")

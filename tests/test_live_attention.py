@@ -11,7 +11,9 @@ formats, and the ``"<layer>/scores"`` probe keys against the scores Keras return
   ``output_shape``, no biases and a causal mask;
 * Keras 3 only: ``GroupQueryAttention`` (four query heads sharing two key/value heads);
 * attention layers side by side on the same tensors, where Keras 3's run order decides which of
-  them see the masks.
+  them see the masks;
+* ``MultiHeadAttention`` on rank-4 inputs ``(batch, 4, 5, 6)`` over ``attention_axes`` (1, 2),
+  2 and (2, 1), returning scores, with the masks of an ``Embedding`` of ``(batch, 4, 5)`` ids.
 
 Token rows hold right padding, a hole, a full row and a row with every step masked.
 """
@@ -26,7 +28,7 @@ import torch
 
 import torch_lstm_probe as tlp
 from tests.helpers import ATOL, assert_close, assert_model_parity, import_keras, keras_reference, save, seed
-from torch_lstm_probe.errors import UnsupportedOptionError
+from torch_lstm_probe.errors import GraphError, UnsupportedOptionError
 
 STEPS, VOCAB, EMBED, UNITS = 6, 11, 4, 4
 FORMATS = ("keras", "h5")
@@ -162,7 +164,7 @@ def test_scores_of_a_layer_without_return_attention_scores_are_the_softmax_it_us
 def test_unreproduced_options_are_refused_with_the_option_named():
     k = import_keras("keras")
     x = k.Input((STEPS, EMBED))
-    model = k.Model(x, k.layers.MultiHeadAttention(num_heads=2, key_dim=2, attention_axes=(1, 2), name="mha")(x, x))
+    model = k.Model(x, k.layers.MultiHeadAttention(num_heads=2, key_dim=2, attention_axes=(0, 1), name="mha")(x, x))
     with pytest.raises(UnsupportedOptionError, match=r"'mha'.*attention_axes"):
         tlp.load_keras(model)
     q = k.Input((STEPS, EMBED))
@@ -171,3 +173,85 @@ def test_unreproduced_options_are_refused_with_the_option_named():
     )
     with pytest.raises(UnsupportedOptionError, match=r"'explicit'.*attention_mask"):
         tlp.load_keras(k.Model(q, explicit))
+
+
+def _grid(k):
+    """``MultiHeadAttention`` over axes of ``(batch, 4, 5, 6)`` inputs. Keras places the masks of
+    rank-4 tensors by fixed axes, so only some layers get masks that fit their scores: a query mask
+    (both libraries) and, in Keras 3, query and value masks over axis 2."""
+    x = k.Input((4, 5, 6), name="grid")
+    tok = k.Input((4, 5), dtype="int32", name="tok")
+    joint, joint_scores = k.layers.MultiHeadAttention(num_heads=2, key_dim=3, attention_axes=(1, 2), name="joint")(
+        x, x, return_attention_scores=True
+    )  # scores (N, 2, 4, 5, 4, 5)
+    rows = k.layers.MultiHeadAttention(
+        num_heads=2, key_dim=2, value_dim=3, output_shape=4, attention_axes=2, name="rows"
+    )(joint, x)
+    swapped = k.layers.MultiHeadAttention(
+        num_heads=1, key_dim=2, use_bias=False, attention_axes=(2, 1), name="swapped"
+    )(rows, joint, x)
+    emb = k.layers.Embedding(VOCAB, 6, mask_zero=True, name="emb")(tok)
+    queried = k.layers.MultiHeadAttention(num_heads=2, key_dim=2, attention_axes=2, name="queried")(emb, x)
+    outputs = [joint_scores, swapped, queried]
+    if hasattr(k.layers, "GroupQueryAttention"):  # Keras 3
+        cols, col_scores = k.layers.MultiHeadAttention(num_heads=2, key_dim=2, attention_axes=[2], name="cols")(
+            emb, emb, return_attention_scores=True
+        )  # scores (N, 4, 2, 5, 5)
+        outputs += [cols, col_scores]
+    return k.Model([x, tok], outputs, name="grid_attention")
+
+
+def _grid_inputs() -> list[np.ndarray]:
+    x = np.random.default_rng(5).normal(size=(3, 4, 5, 6)).astype("float32")
+    ids = np.random.default_rng(6).integers(1, VOCAB, size=(3, 4, 5)).astype("int32")
+    ids[0, 1] = 0  # a row with every position masked
+    ids[1, 2, 3] = 0  # a hole
+    return [x, ids]
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_multi_head_attention_over_axes_of_rank4_inputs_matches_keras(library: str, tmp_path: Path):
+    k = import_keras(library)
+    seed(k)
+    model = _grid(k)
+    _randomize(model)
+    inputs = _grid_inputs()
+    reference = keras_reference(k, model, inputs)
+    score_keys = {"joint": "joint:1", **({"cols": "cols:1"} if "cols:1" in reference.layers else {})}
+    for fmt in FORMATS:
+        converted = tlp.load_keras(save(model, tmp_path, fmt))
+        assert_model_parity(k, model, converted, inputs, reference=reference)
+        acts = tlp.probe(converted, inputs, layers=sorted(score_keys), gates=True)
+        for layer, output_key in score_keys.items():
+            assert_close(acts[f"{layer}/scores"], reference.layers[output_key], ATOL["cpu_float32"], f"{layer} scores")
+
+
+def test_attention_over_the_heads_axis_is_refused():
+    """A rank-3 input has only its steps axis to attend over: Keras 3's (1, 2) and tf_keras' [-2]
+    (counted from the projection's rank) reach the heads axis."""
+    k = import_keras("keras")
+    x = k.Input((STEPS, EMBED))
+    model = k.Model(x, k.layers.MultiHeadAttention(num_heads=2, key_dim=2, attention_axes=(1, 2), name="mha")(x, x))
+    with pytest.raises(GraphError, match=r"'mha'.*attention_axes"):
+        tlp.load_keras(model)
+    tk = import_keras("tf_keras")
+    x = tk.Input((STEPS, EMBED))
+    model = tk.Model(x, tk.layers.MultiHeadAttention(num_heads=2, key_dim=2, attention_axes=[-2], name="mha")(x, x))
+    with pytest.raises(UnsupportedOptionError, match=r"'mha'.*attention_axes.*heads"):
+        tlp.load_keras(model)
+
+
+def test_keras3_dropout_runs_the_softmax_layer_on_every_call(tmp_path: Path):
+    """Keras 3's MultiHeadAttention with dropout > 0 skips its fused dot_product_attention even at
+    inference, so a masked query step gets zero weights (not uniform ones) without returning scores."""
+    k = import_keras("keras")
+    seed(k)
+    tok = k.Input((STEPS,), dtype="int32")
+    emb = k.layers.Embedding(VOCAB, EMBED, mask_zero=True, name="emb")(tok)
+    out = k.layers.MultiHeadAttention(num_heads=2, key_dim=3, dropout=0.3, name="mha")(emb, emb)
+    model = k.Model(tok, out, name="mha_dropout")
+    _randomize(model)
+    inputs = [_tokens()]
+    reference = keras_reference(k, model, inputs)
+    for fmt in FORMATS:
+        assert_model_parity(k, model, tlp.load_keras(save(model, tmp_path, fmt)), inputs, reference=reference)

@@ -205,22 +205,57 @@ class MultiHeadAttentionConfig:
     # How masked scores are dropped (and so what a fully masked row, a masked query step, gets):
     # "keras3": a call returning the scores runs Keras 3's Softmax layer (-1e9 in place, the row
     # zeroed); any other call its fused dot_product_attention (a very large negative in place,
-    # the row uniform). "subtract": tf_keras lowers masked scores by 1e9 (the row uniform).
+    # the row uniform). "keras3_softmax": Keras 3 with dropout > 0 runs the Softmax layer on every
+    # call. "subtract": tf_keras lowers masked scores by 1e9 (the row uniform).
     mask_rule: str = "keras3"
     # Keras 3's MultiHeadAttention deletes the masks of the tensors it reads, so layers the graph
     # runs after it see them unmasked.
     clears_input_masks: bool = False
+    # Keras `attention_axes`: input axes attended over (None: every axis between batch and features).
+    attention_axes: tuple[int, ...] | None = None
+    # Which library's rules place the attention axes and masks: "keras3" counts a negative axis
+    # from the input's rank and gives the query mask a size-1 axis last, the value/key masks one
+    # before their last; "tf_keras" counts from the rank of the projected (N, ..., h, d) tensor
+    # and inserts those size-1 axes at axis 2 (query) and axis 1 (value/key).
+    axes_rule: str = "keras3"
+
+
+def _attention_equations(rank: int, axes: tuple[int, ...]) -> tuple[str, str]:
+    """Keras' einsum equations for projected tensors of ``rank`` ``(N, ..., h, d)`` attending over
+    ``axes``: the scores ``k, q → s`` and the combination ``s, v → context``.
+
+    Every axis but the attended ones and the last (``d``) is a batch axis ``B`` (the heads
+    included); ``s`` is laid out ``(B..., query axes..., key axes...)``.
+    """
+    target = "".join(chr(ord("a") + i) for i in range(rank))  # the query's / context's letters
+    batch = [i for i in range(rank - 1) if i not in axes]
+    fresh = iter(chr(ord("a") + rank + i) for i in range(len(axes)))
+    source = "".join(target[i] if i in batch or i == rank - 1 else next(fresh) for i in range(rank))
+    product = "".join([target[i] for i in batch] + [target[i] for i in axes] + [source[i] for i in axes])
+    return f"{source},{target}->{product}", f"{product},{source}->{target}"
 
 
 @register_module("MultiHeadAttention")
 class MultiHeadAttention(_AttentionBase):
-    """Keras ``MultiHeadAttention`` over the steps axis (``attention_axes=None``, rank-3 inputs).
+    """Keras ``MultiHeadAttention`` over any ``attention_axes`` of inputs of rank ≥ 3.
 
-    With ``q = x_q W_q + b_q`` ``(N, T, h, d)``, ``k``, ``v`` likewise ``(N, S, h, d)``:
-    ``a = softmax(masked(q kᵀ / √d))`` ``(N, h, T, S)``, ``out = Σ_h (a v)_h W_o + b_o`` ``(N, T, F)``.
+    Steps axis (rank 3, ``attention_axes`` None or [1]): with ``q = x_q W_q + b_q`` ``(N, T, h, d)``,
+    ``k``, ``v`` likewise ``(N, S, h, d)``: ``a = softmax(masked(q kᵀ / √d))`` ``(N, h, T, S)``,
+    ``out = Σ_h (a v)_h W_o + b_o`` ``(N, T, F)``.
     The mask on the scores is the AND of the query mask ``(N, T, 1)``, the value mask and the
     key mask ``(N, 1, S)``, and the causal mask (``mask_rule`` says what a fully masked row, a
     masked query step, gets); the output carries the query's mask.
+
+    Other axes: the projections of ``(N, A₁…A_m, D)`` are ``(N, A₁…A_m, h, d)``; with ``P`` the
+    attended axes and ``B`` the others (heads included), ``s[B, P_q, P_k] = Σ_d q[B, P_q, d] k[B, P_k, d] / √d``,
+    ``a = softmax_{P_k}(masked(s))`` over all attended key axes together
+    (``exp(s - logsumexp_{P_k} s)`` when there are several), ``context[B, P_q, d] = Σ_{P_k} a v``,
+    ``out = Σ_{h, d} context W_o + b_o`` ``(N, A₁…A_m, F)``. The masks are combined as for rank 3
+    (Keras 3: query ``m_q[..., None]``, value/key ``m_v[..., None, :]``; tf_keras: ``m_q[:, :, None]``,
+    ``m_v[:, None]``; causal ``(1, A₁, A₁')``) and then
+    given size-1 axes at ``-2|P| - 1`` until they have the scores' rank; Keras 3 selects -1e9 on
+    masked scores and zeroes their weights, tf_keras lowers them by 1e9.
+
     Weights keep Keras' einsum layouts: ``query_kernel (D, h, d)``, ``query_bias (h, d)``, …,
     ``output_kernel (h, d_v, F)``, ``output_bias (F,)``.
     """
@@ -245,10 +280,31 @@ class MultiHeadAttention(_AttentionBase):
         self.output_kernel = nn.Parameter(torch.empty(config.num_heads, config.value_dim, config.output_dim))
         self.output_bias = nn.Parameter(torch.zeros(config.output_dim)) if config.use_bias else None
         self.clears_input_masks = config.clears_input_masks
+        if config.axes_rule not in ("keras3", "tf_keras"):
+            raise ValueError(f"axes_rule must be 'keras3' or 'tf_keras'. Received {config.axes_rule!r}.")
+
+    def _axes(self, rank: int) -> tuple[int, ...]:
+        """The attended axes of a rank-``rank`` input, as non-negative axes of the input (and of
+        its projection, which only appends ``(h, d)``)."""
+        axes = self.config.attention_axes
+        if axes is None:
+            return tuple(range(1, rank - 1))
+        shift = rank if self.config.axes_rule == "keras3" else rank + 1
+        resolved = tuple(a + shift if a < 0 else a for a in axes)
+        if len(set(resolved)) != len(resolved) or any(not 1 <= a <= rank - 2 for a in resolved):
+            raise InputError(
+                f"{self.describe()} has attention_axes {tuple(axes)}, which for a rank-{rank} input are not "
+                f"distinct axes between the batch and the features (1 to {rank - 2}). Attention over the "
+                "heads or batch axis is not reproduced."
+            )
+        return resolved
 
     def _project(self, x: torch.Tensor, name: str) -> torch.Tensor:
         kernel = getattr(self, f"{name}_kernel")  # (D, h, d)
         bias = getattr(self, f"{name}_bias")  # (h, d) or None
+        if x.dim() != 3:
+            y = torch.einsum("...d,dhk->...hk", x, kernel)  # (N, A..., h, d)
+            return y + bias if bias is not None else y
         y = torch.einsum("nsd,dhk->nshk", x, kernel)  # (N, S, h, d)
         return y + bias if bias is not None else y
 
@@ -266,6 +322,11 @@ class MultiHeadAttention(_AttentionBase):
         q_mask, v_mask = masks[0], masks[1]
         k_mask = masks[2] if key is not None else None
         key = value if key is None else key
+        if isinstance(query, torch.Tensor) and query.dim() != 3:
+            return self._forward_axes(
+                query, value, key, (q_mask, v_mask, k_mask), return_attention_scores, use_causal_mask
+            )
+        self._axes(3)  # a rank-3 input attends over its steps axis only
         _check_rank3(self, "query", query, cfg.query_dim)
         _check_rank3(self, "value", value, cfg.value_dim_in)
         _check_rank3(self, "key", key, cfg.key_dim_in)
@@ -292,7 +353,7 @@ class MultiHeadAttention(_AttentionBase):
         keep = keep[:, None] if keep is not None else None  # (N or 1, 1, T or 1, S or 1)
         if cfg.mask_rule == "subtract":
             weights = masked_softmax(scores, keep)  # (N, h, T, S)
-        elif return_attention_scores:
+        elif return_attention_scores or cfg.mask_rule == "keras3_softmax":
             weights = masked_softmax_zeroed(scores, keep)
         else:
             lowest = torch.full((), LOWEST_LOGIT, dtype=scores.dtype)
@@ -300,6 +361,88 @@ class MultiHeadAttention(_AttentionBase):
         weights = self.hook_scores(weights)
         context = torch.einsum("nhts,nshd->nthd", weights, v)  # (N, T, h, d_v)
         out = torch.einsum("nthd,hdf->ntf", context, self.output_kernel)  # (N, T, F)
+        if self.output_bias is not None:
+            out = out + self.output_bias
+        return (out, weights) if return_attention_scores else out
+
+    def _forward_axes(
+        self,
+        query: torch.Tensor,
+        value: torch.Tensor,
+        key: torch.Tensor,
+        masks: tuple[torch.Tensor | None, ...],
+        return_attention_scores: bool,
+        use_causal_mask: bool,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Attention over ``attention_axes`` of inputs ``(N, A₁…A_m, D)`` of any rank ≥ 3."""
+        cfg = self.config
+        rank = query.dim()
+        for name, x, dim in (
+            ("query", query, cfg.query_dim),
+            ("value", value, cfg.value_dim_in),
+            ("key", key, cfg.key_dim_in),
+        ):
+            if not isinstance(x, torch.Tensor) or x.dim() != rank or not x.is_floating_point() or x.shape[-1] != dim:
+                shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+                raise InputError(
+                    f"{self.describe()} expects a float {name} of rank {rank} with {dim} features. Received {shape}."
+                )
+        if value.shape[:-1] != key.shape[:-1]:
+            raise InputError(
+                f"{self.describe()} expects value and key alike but for the features. "
+                f"Received {tuple(value.shape)} and {tuple(key.shape)}."
+            )
+        if cfg.num_kv_heads:  # GroupQueryAttention
+            raise InputError(
+                f"{self.describe()} expects (batch, steps, features) inputs. Received {tuple(query.shape)}."
+            )
+        axes = self._axes(rank)
+        scores_eq, combine_eq = _attention_equations(rank + 1, axes)
+        q = self._project(query, "query") * (1.0 / math.sqrt(float(cfg.key_dim)))  # (N, A..., h, d)
+        k = self._project(key, "key")  # (N, A'..., h, d)
+        v = self._project(value, "value")  # (N, A'..., h, d_v)
+        scores = torch.einsum(scores_eq, k, q)  # (B..., P_q..., P_k...)
+        keep = None
+        q_mask, v_mask, k_mask = masks
+        q_axis, kv_axis = (-1, -2) if cfg.axes_rule == "keras3" else (2, 1)
+        for m, axis in ((q_mask, q_axis), (v_mask, kv_axis), (k_mask, kv_axis)):
+            if m is not None:
+                part = m.bool().unsqueeze(axis)  # keras3: (N, A..., 1), (N, ..., 1, A_m); tf_keras: 1 at 2, at 1
+                keep = part if keep is None else keep & part
+        if use_causal_mask:
+            causal = causal_mask(query.shape[1], value.shape[1], scores.device)  # (1, A₁, A₁')
+            keep = causal if keep is None else keep & causal
+        if keep is not None:
+            expand = -2 * len(axes) - 1
+            while keep.dim() < scores.dim():
+                if keep.dim() + 1 < -expand:
+                    keep = None
+                    break
+                keep = keep.unsqueeze(expand)
+            if (
+                keep is None
+                or keep.dim() > scores.dim()
+                or any(m not in (1, s) for m, s in zip(keep.shape[::-1], scores.shape[::-1]))
+            ):
+                raise InputError(
+                    f"{self.describe()}: the masks of its inputs do not broadcast to its attention scores "
+                    f"{tuple(scores.shape)} over attention_axes {axes} (Keras rejects them too)."
+                )
+        norm = tuple(range(scores.dim() - len(axes), scores.dim()))  # the key axes P_k
+        if keep is not None:
+            if cfg.mask_rule == "subtract":
+                scores = torch.where(keep, scores, scores - MASKED_SCORE)
+            else:
+                scores = torch.where(keep, scores, torch.full((), -MASKED_SCORE, dtype=scores.dtype))
+        if len(norm) > 1:
+            weights = torch.exp(scores - torch.logsumexp(scores, dim=norm, keepdim=True))
+        else:
+            weights = torch.softmax(scores, dim=norm[0])
+        if keep is not None and cfg.mask_rule != "subtract":
+            weights = torch.where(keep, weights, torch.zeros((), dtype=weights.dtype))
+        weights = self.hook_scores(weights)  # (B..., P_q..., P_k...)
+        context = torch.einsum(combine_eq, weights, v)  # (N, A..., h, d_v)
+        out = torch.einsum("...hd,hdf->...f", context, self.output_kernel)  # (N, A..., F)
         if self.output_bias is not None:
             out = out + self.output_bias
         return (out, weights) if return_attention_scores else out
