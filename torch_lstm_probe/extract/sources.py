@@ -298,7 +298,7 @@ def _class_name(obj: Any) -> str:
 
 
 class _Reader(Protocol):
-    def rows(self, start: int, stop: int) -> torch.Tensor: ...
+    def rows(self, start: int, stop: int) -> Any: ...  # a tensor, or an object array of str (text)
 
     def skip(self, start: int, stop: int) -> None: ...
 
@@ -351,7 +351,7 @@ class _TextColumn(_Column):
     def reader(self, stack: ExitStack) -> _Reader:
         return self
 
-    def rows(self, start: int, stop: int) -> np.ndarray:  # type: ignore[override]
+    def rows(self, start: int, stop: int) -> np.ndarray:
         return self.array[start:stop].copy()  # (stop - start, *sample_shape) object array of str
 
     def skip(self, start: int, stop: int) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,6 +84,8 @@ class STFTSpectrogram(ConfigMixin, nn.Module):
     """
 
     Config = STFTSpectrogramConfig
+    real_kernel: torch.Tensor  # a registered buffer
+    imag_kernel: torch.Tensor  # a registered buffer
 
     def __init__(self, config: STFTSpectrogramConfig) -> None:
         super().__init__()
@@ -103,6 +106,22 @@ class STFTSpectrogram(ConfigMixin, nn.Module):
             x = F.pad(x, (total // 2, total - total // 2))
         return F.conv1d(x, weight, stride=cfg.frame_step)
 
+    def _spectrum(self, flat: torch.Tensor) -> torch.Tensor:
+        """The mode's value per frequency bin and frame, ``(N·C, 1, T)`` → ``(N·C, F, T')``."""
+        mode = self.config.mode
+        if mode in ("real", "imag"):
+            return self._conv(flat, self.real_kernel if mode == "real" else self.imag_kernel)
+        real, imag = self._conv(flat, self.real_kernel), self._conv(flat, self.imag_kernel)
+        if mode == "angle":
+            return torch.atan2(imag, real)
+        if mode == "stft":
+            return torch.cat([real, imag], dim=1)
+        power = real.square() + imag.square()
+        if mode == "psd":
+            return power + F.pad(power[:, 1:-1], (0, 0, 1, 1))
+        magnitude = torch.sqrt(torch.clamp(power, min=KERAS_EPSILON))
+        return torch.log(torch.clamp(magnitude, min=KERAS_EPSILON)) if mode == "log" else magnitude
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         _check_float(self, x, (3,), "a batch of signals (N, T, C) or (N, C, T)")
@@ -114,25 +133,7 @@ class STFTSpectrogram(ConfigMixin, nn.Module):
                 f"{self.describe()} needs at least frame_length={cfg.frame_length} samples with valid padding. "
                 f"Received {length}."
             )
-        flat = x.reshape(batch * channels, 1, length)
-        real = self._conv(flat, self.real_kernel) if cfg.mode != "imag" else None
-        imag = self._conv(flat, self.imag_kernel) if cfg.mode != "real" else None
-        if cfg.mode == "real":
-            out = real
-        elif cfg.mode == "imag":
-            out = imag
-        elif cfg.mode == "angle":
-            out = torch.atan2(imag, real)
-        elif cfg.mode == "stft":
-            out = torch.cat([real, imag], dim=1)
-        else:
-            power = real.square() + imag.square()
-            if cfg.mode == "psd":
-                out = power + F.pad(power[:, 1:-1], (0, 0, 1, 1))
-            else:
-                out = torch.sqrt(torch.clamp(power, min=KERAS_EPSILON))
-                if cfg.mode == "log":
-                    out = torch.log(torch.clamp(out, min=KERAS_EPSILON))
+        out = self._spectrum(x.reshape(batch * channels, 1, length))  # (N·C, F, T')
         bins, steps = out.shape[1], out.shape[2]
         out = out.reshape(batch, channels, bins, steps)
         if cfg.data_format == "channels_last":
@@ -163,7 +164,7 @@ def raised_cosine_window(length: int, a: float, b: float) -> np.ndarray:
     return (np.float32(a) - np.float32(b) * np.cos(arg)).astype(np.float32)
 
 
-def _linspace(start: np.float32, stop: np.float32, num: int) -> np.ndarray:
+def _linspace(start: Any, stop: Any, num: int) -> np.ndarray:
     """TensorFlow's float32 ``linspace``: ``start``, ``start + i * ((stop - start) / (num - 1))`` for
     ``0 < i < num - 1``, and ``stop`` exactly."""
     if num == 1:
@@ -187,7 +188,7 @@ def mel_weight_matrix(
     measured), about 1e-5 relative in a narrow band.
     """
 
-    def mel(hz: np.ndarray) -> np.ndarray:
+    def mel(hz: Any) -> Any:
         return np.float32(1127.0) * np.log(np.float32(1.0) + hz / np.float32(700.0))
 
     f32 = np.float32

@@ -101,7 +101,9 @@ class _LocallyConnected(ConfigMixin, nn.Module):
             raise ValueError(f"{type(self).__name__} needs output_size for its bias (F, *S_out).")
         taps = math.prod(self.kernel_size)
         self.weight = nn.Parameter(torch.empty(config.positions, taps, config.in_channels, config.out_channels))
-        self.bias = nn.Parameter(torch.zeros(config.out_channels, *self.output_size)) if config.use_bias else None
+        self.bias = (
+            nn.Parameter(torch.zeros(config.out_channels, *(self.output_size or ()))) if config.use_bias else None
+        )
         self._act = None if is_identity(config.activation) else get_activation(config.activation)
 
     def _output_size(self, sizes: tuple[int, ...]) -> tuple[int, ...]:
@@ -115,7 +117,7 @@ class _LocallyConnected(ConfigMixin, nn.Module):
         """Whether every window reads the same input cells as for ``input_size``: on each axis the
         last window's end ``(O - 1) s - before + k``, clipped to ``L``, must agree (cells past it
         are never read)."""
-        if self.input_size is None:
+        if self.input_size is None or self.output_size is None:
             return True
         for length, built, k, s, out in zip(sizes, self.input_size, self.kernel_size, self.stride, self.output_size):
             end = (out - 1) * s - window_before(k, self.config.padding) + k

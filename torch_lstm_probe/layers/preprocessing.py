@@ -533,7 +533,7 @@ class Pipeline(ConfigMixin, nn.Module):
         if layers is None:
             layers = nn.ModuleList(build_module(item["type"], item["config"]) for item in config.layers)
         self.layers = layers
-        self.takes_indices = bool(len(layers) and getattr(layers[0], "takes_indices", False))
+        self.takes_indices = bool(len(layers) and getattr(layers[0], "takes_indices", False))  # type: ignore[misc]
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> nn.Module:
