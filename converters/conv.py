@@ -139,6 +139,10 @@ def _sizes(layer: LayerSpec, ctx: Context, key: str, rank: int, default: Any) ->
     return single_int(layer, ctx, key, default) if rank == 1 else int_tuple(layer, ctx, key, rank, default)
 
 
+# The config keys every convolution shares (each kind adds its own).
+_CONV_KEYS = frozenset({"kernel_size", "strides", "padding", "data_format", "dilation_rate", "activation", "use_bias"})
+
+
 @register("Conv1D", "Conv2D", "Conv3D")
 def convert_conv(layer: LayerSpec, ctx: Context) -> ModuleSpec:
     """Keras ``Conv1D``/``Conv2D``/``Conv3D`` → the runtime module of the same name.
@@ -150,19 +154,7 @@ def convert_conv(layer: LayerSpec, ctx: Context) -> ModuleSpec:
     check_keys(
         layer,
         ctx,
-        {
-            "filters",
-            "kernel_size",
-            "strides",
-            "padding",
-            "data_format",
-            "dilation_rate",
-            "groups",
-            "activation",
-            "use_bias",
-            "lora_rank",
-            "lora_alpha",
-        },
+        _CONV_KEYS | {"filters", "groups", "lora_rank", "lora_alpha"},
         INIT_REG_CONSTRAINT("kernel", "bias"),
     )
     refuse_unless(layer, ctx, "lora_rank", [None, 0], _LORA)
@@ -231,18 +223,7 @@ def convert_conv_transpose(layer: LayerSpec, ctx: Context) -> ModuleSpec:
     check_keys(
         layer,
         ctx,
-        {
-            "filters",
-            "kernel_size",
-            "strides",
-            "padding",
-            "output_padding",
-            "data_format",
-            "dilation_rate",
-            "groups",
-            "activation",
-            "use_bias",
-        },
+        _CONV_KEYS | {"filters", "groups", "output_padding"},
         INIT_REG_CONSTRAINT("kernel", "bias"),
     )
     refuse_unless(layer, ctx, "groups", [1, None])
@@ -295,16 +276,7 @@ def _depthwise_weight(kernel: np.ndarray, rank: int) -> np.ndarray:
     return np.transpose(flat, (rank + 1, rank, *range(rank)))  # (C * M, 1, *k)
 
 
-_DEPTHWISE_KEYS = {
-    "kernel_size",
-    "strides",
-    "padding",
-    "data_format",
-    "dilation_rate",
-    "depth_multiplier",
-    "activation",
-    "use_bias",
-}
+_DEPTHWISE_KEYS = _CONV_KEYS | {"depth_multiplier"}
 
 
 @register("DepthwiseConv1D", "DepthwiseConv2D")
