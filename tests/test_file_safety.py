@@ -800,3 +800,40 @@ def test_weights_that_are_not_numbers_name_the_dataset(tmp_path, value):
         f[KERNEL] = value
     with pytest.raises(KerasFileError, match=r"weights .*kernel:0 hold .* values\. Expected numbers"):
         tlp.load_keras(path)
+
+
+# ---------------------------------------------------------------- assets (a lookup layer's vocabulary)
+TEXT_KERAS = Path(__file__).parent / "goldens" / "zoo" / "keras_text_lstm.keras"
+VOCABULARY = "assets/layers/text_vectorization/_lookup_layer/vocabulary.txt"  # the one Keras 3 reads back
+
+
+def _with_vocabulary(tmp_path: Path, write: Any) -> Path:
+    """The zoo text model with its TextVectorization vocabulary asset written by ``write(zout, name)``."""
+    path = tmp_path / "text.keras"
+    with zipfile.ZipFile(TEXT_KERAS) as zin, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zout:
+        for item in zin.namelist():
+            if item != VOCABULARY:
+                zout.writestr(item, zin.read(item))
+        write(zout, VOCABULARY)
+    return path
+
+
+def test_an_asset_bomb_is_refused_before_decompressing(tmp_path, in_process):
+    path = _with_vocabulary(tmp_path, lambda zout, name: _zeros_member(zout, name, 20 << 20, fill=b"a\n"))
+    with peak_bytes() as peak, pytest.raises(FileLimitError, match=r"member 'assets/.*vocabulary\.txt' declares"):
+        tlp.load_keras(path)
+    assert peak[0] < 8 << 20
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (b"\xff\xfe\x00bad", r"'text_vectorization' \(TextVectorization\): its vocabulary file .* is not UTF-8"),
+        (b"", r"'text_vectorization' \(TextVectorization\): the vocabulary is empty"),
+        (b"a\na\nb\n", r"'text_vectorization' \(TextVectorization\): the vocabulary repeats the token\(s\) \['a'\]"),
+    ],
+)
+def test_a_damaged_vocabulary_asset_is_a_typed_error(tmp_path, content, match):
+    path = _with_vocabulary(tmp_path, lambda zout, name: zout.writestr(name, content))
+    with pytest.raises(KerasFileError, match=match):
+        tlp.load_keras(path)
