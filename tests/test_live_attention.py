@@ -241,10 +241,12 @@ def test_attention_over_the_heads_axis_is_refused():
         tlp.load_keras(model)
 
 
-def test_keras3_dropout_runs_the_softmax_layer_on_every_call(tmp_path: Path):
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_dropout_and_the_masked_query_rule(library: str, tmp_path: Path):
     """Keras 3's MultiHeadAttention with dropout > 0 skips its fused dot_product_attention even at
-    inference, so a masked query step gets zero weights (not uniform ones) without returning scores."""
-    k = import_keras("keras")
+    inference, so a masked query step gets zero weights (not uniform ones) without returning scores;
+    tf_keras keeps its uniform rule with dropout too."""
+    k = import_keras(library)
     seed(k)
     tok = k.Input((STEPS,), dtype="int32")
     emb = k.layers.Embedding(VOCAB, EMBED, mask_zero=True, name="emb")(tok)

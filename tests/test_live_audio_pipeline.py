@@ -25,7 +25,7 @@ from torch_lstm_probe.converters.registry import lookup
 from torch_lstm_probe.converters.spec import KerasVersion, LayerSpec
 
 import torch_lstm_probe as tlp
-from tests.helpers import ATOL, keras_reference, save, seed, to_numpy
+from tests.helpers import ATOL, import_keras, keras_reference, save, seed, to_numpy
 from torch_lstm_probe.errors import UnsupportedOptionError
 from torch_lstm_probe.layers.audio import STFTSpectrogram
 from torch_lstm_probe.layers.preprocessing import HashedCrossing, HashedCrossingConfig
@@ -311,8 +311,9 @@ def test_hashed_crossing_matches_tensorflow():
 
 
 def test_hashed_crossing_layer(keras3, tmp_path):
-    """Keras 3 HashedCrossing on (B, 1) string x int features, int and one_hot modes. Only ``.keras``:
-    its config has no ``trainable`` key, so the legacy ``.h5`` reader takes it for an op node."""
+    """Keras 3 HashedCrossing on (B, 1) string x int features, int and one_hot modes, ``.keras`` and
+    ``.h5`` (its config has no ``trainable`` key, which the legacy ``.h5`` reader must not take for an
+    op node)."""
     layers = keras3.layers
     words = keras3.Input((1,), dtype="string", name="words")
     ids = keras3.Input((1,), dtype="int64", name="ids")
@@ -346,3 +347,15 @@ def test_pipeline_passes_mask(keras3, tmp_path):
     ids = np.random.default_rng(9).integers(1, 9, (3, 6)).astype(np.int32)
     ids[0, 3:] = 0
     _check(keras3, model, [ids], tmp_path)
+
+
+def test_tf_keras_hashed_crossing(tmp_path):
+    """tf_keras' HashedCrossing hashes as Keras 3's does (``tf.sparse.cross_hashed``)."""
+    k = import_keras("tf_keras")
+    words = k.Input((1,), dtype="string", name="words")
+    ids = k.Input((1,), dtype="int64", name="ids")
+    model = k.Model([words, ids], k.layers.HashedCrossing(num_bins=11, name="cross")([words, ids]), name="tf_crossing")
+    rng = np.random.default_rng(9)
+    _check(
+        k, model, [_random_strings(rng, 6)[:, None], rng.integers(-(2**40), 2**40, (6, 1)).astype(np.int64)], tmp_path
+    )
